@@ -1,0 +1,86 @@
+"""Feedback acts and the signals they become: plain data, no platform in sight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+TargetKind = Literal["message", "conversation"]
+Value = Literal["thumbs_up", "thumbs_down"]
+
+# Brixo's signal value for a vote, and back.
+UP: Value = "thumbs_up"
+DOWN: Value = "thumbs_down"
+VALUES: dict[str, Value] = {"up": UP, "down": DOWN, UP: UP, DOWN: DOWN}
+
+MEDIA_TYPE = "application/vnd.api+json"
+# Comments longer than this are cut before they are stored; Slack's own input limit is 3000.
+MAX_COMMENT_CHARS = 3000
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a signal tags: one of the customer's message or conversation IDs."""
+
+    kind: TargetKind
+    id: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("message", "conversation"):
+            raise ValueError(f"target kind must be message or conversation, not {self.kind!r}")
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise ValueError("target ID must be a non-empty string")
+        if len(self.id) > 1024:
+            raise ValueError("target ID is longer than 1024 characters")
+
+
+@dataclass(frozen=True)
+class Act:
+    """One person's one vote on one target, as a chat platform reported it."""
+
+    platform: str
+    workspace: str
+    user_id: str
+    source: str  # button, reaction, shortcut, command
+    target: Target
+    value: Value
+    occurred_at: float  # epoch seconds, when the person acted
+    comment: str | None = None
+    channel: str | None = None
+    ts: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The body and address of one request to Brixo."""
+
+    target: Target
+    value: Value
+    occurred_at: float | None = None
+    user_message: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON:API document, exactly as the reference shows it."""
+        attributes: dict[str, Any] = {"name": "feedback", "value": self.value}
+        if self.occurred_at is not None:
+            attributes["occurred_at"] = rfc3339(self.occurred_at)
+        if self.user_message:
+            attributes["user_message"] = self.user_message
+        return {"data": {"type": "signals", "attributes": attributes}}
+
+
+def rfc3339(epoch: float) -> str:
+    """`2026-02-03T14:22:10Z` (UTC, whole seconds as the reference shows; ms when present)."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clean_comment(text: str | None) -> str | None:
+    """A comment without surrounding blanks, cut to MAX_COMMENT_CHARS; None when empty."""
+    if text is None:
+        return None
+    text = text.strip()
+    return text[:MAX_COMMENT_CHARS] or None

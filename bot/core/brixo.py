@@ -1,0 +1,166 @@
+"""Brixo's Signals API over one keep-alive `requests.Session`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from time import time
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from bot import __version__
+from bot.core.acts import MEDIA_TYPE, Signal, Target
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Enum):
+    """How Brixo answered, as far as delivery is concerned."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # network error, timeout, 408, 429, 5xx
+    NOT_FOUND = "not_found"  # 404: the trace may not be ingested yet
+    UNAUTHORIZED = "unauthorized"  # 401: the key is wrong; pause
+    REJECTED = "rejected"  # 400 and other 4xx: never as it is
+    TOO_LARGE = "too_large"  # 413
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's outcome, with Brixo's error detail when it gave one."""
+
+    outcome: Outcome
+    status: int | None
+    detail: str = ""
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        """`HTTP 404: detail` or the network error, for logs and the outbox."""
+        head = f"HTTP {self.status}" if self.status else "no answer"
+        return f"{head}: {self.detail}" if self.detail else head
+
+
+def signal_path(target: Target) -> str:
+    """`/v1/messages/<id>/signals` with the ID percent-encoded as one path segment."""
+    segment = quote(target.id, safe="").replace(".", "%2E")
+    return f"/v1/{target.kind}s/{segment}/signals"
+
+
+class BrixoClient:
+    """Sends signals; classifies every answer. The key never appears in its repr or errors."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.brixo.com",
+        pool_size: int = 32,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": MEDIA_TYPE,
+                "Accept": MEDIA_TYPE,
+                "User-Agent": f"brixo-feedback-relay/{__version__}",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"BrixoClient(base_url={self.base_url!r})"
+
+    def send(self, signal: Signal) -> Answer:
+        """POST one signal and classify the answer; never raises for HTTP or network trouble."""
+        url = self.base_url + signal_path(signal.target)
+        data = json.dumps(signal.body(), ensure_ascii=False).encode("utf-8")
+        try:
+            response = self._session.post(url, data=data, timeout=self.timeout)
+        except requests.Timeout:
+            return Answer(Outcome.RETRY, None, "timed out")
+        except requests.RequestException as error:
+            return Answer(Outcome.RETRY, None, _network_error(error))
+        return classify(response)
+
+    def probe(self) -> Answer:
+        """Test the key without sending a signal: an empty body is refused after auth.
+
+        UNAUTHORIZED means the key is wrong; any other HTTP answer means it was accepted.
+        """
+        url = self.base_url + signal_path(Target("message", "brixo-relay-key-check"))
+        try:
+            response = self._session.post(url, data=b"{}", timeout=self.timeout)
+        except requests.RequestException as error:
+            return Answer(Outcome.RETRY, None, _network_error(error))
+        return classify(response)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+
+def classify(response: requests.Response) -> Answer:
+    """Map an HTTP answer to an Outcome, keeping JSON:API `detail` and `Retry-After`."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return Answer(Outcome.DELIVERED, status)
+    detail = _error_detail(response)
+    if status == 401:
+        return Answer(Outcome.UNAUTHORIZED, status, detail)
+    if status == 404:
+        return Answer(Outcome.NOT_FOUND, status, detail)
+    if status == 413:
+        return Answer(Outcome.TOO_LARGE, status, detail)
+    if status in (408, 429) or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return Answer(Outcome.RETRY, status, detail, retry_after)
+    return Answer(Outcome.REJECTED, status, detail)
+
+
+def parse_retry_after(raw: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` of seconds or an HTTP date; None when absent."""
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time() if now is None else now))
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        parts = [
+            str(e.get("detail") or e.get("title") or "") for e in errors if isinstance(e, dict)
+        ]
+        detail = "; ".join(p for p in parts if p)
+    except (ValueError, AttributeError):
+        detail = response.text.strip()
+    return (detail or response.reason or "")[:500]
+
+
+def _network_error(error: requests.RequestException) -> str:
+    # The exception text can hold the URL but never the headers, so the key stays out.
+    name = type(error).__name__
+    reason = str(error.args[0]) if error.args else ""
+    if "Connection aborted" in reason or "RemoteDisconnected" in reason:
+        return f"{name}: connection dropped"
+    if "Connection refused" in reason or "Failed to establish" in reason:
+        return f"{name}: connection refused"
+    return f"{name}: {reason[:200]}"

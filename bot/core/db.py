@@ -1,0 +1,228 @@
+"""The relay's database: one SQLAlchemy Core schema for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+schema_version = Table(
+    "brixo_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+
+# A reply's message (team, channel, ts) -> the customer's message ID.
+mappings = Table(
+    "brixo_mappings",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("channel", String(64), primary_key=True),
+    Column("ts", String(64), primary_key=True),
+    Column("thread_ts", String(64)),
+    Column("message_id", Text),
+    Column("conversation_id", Text),
+    Column("source", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# A thread (team, channel, root ts) -> the customer's conversation ID.
+threads = Table(
+    "brixo_threads",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("channel", String(64), primary_key=True),
+    Column("thread_ts", String(64), primary_key=True),
+    Column("conversation_id", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# One feedback act is one signal: the act row is also its outbox entry.
+acts = Table(
+    "brixo_acts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("platform", String(16), nullable=False),
+    Column("workspace", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("target_kind", String(16), nullable=False),
+    Column("target_id", Text, nullable=False),
+    Column("value", String(16), nullable=False),
+    Column("comment", Text),
+    Column("comment_cut", Boolean, nullable=False, default=False),
+    Column("occurred_at", Float, nullable=False),
+    Column("channel", String(64)),
+    Column("ts", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("not_found_since", Float),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("lease_owner", String(64)),
+    Column("lease_until", Float),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+)
+Index("brixo_acts_due", acts.c.state, acts.c.next_attempt_at)
+
+# The latest vote of a person on a target, for "the same vote within 24 h sends nothing".
+votes = Table(
+    "brixo_votes",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("target_kind", String(16), primary_key=True),
+    Column("target_id", Text, primary_key=True),
+    Column("value", String(16), nullable=False),
+    Column("voted_at", Float, nullable=False),
+)
+
+# Keys of Slack events and messages already handled, until they expire.
+seen = Table(
+    "brixo_seen",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("expires_at", Float, nullable=False),
+)
+Index("brixo_seen_expiry", seen.c.expires_at)
+
+
+class Database:
+    """An engine plus the dialect-specific details the rest of the relay needs."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = _make_engine(url, pool_size)
+
+    def migrate(self, now: float) -> int:
+        """Create or upgrade the schema; returns the version in force."""
+        with self.write() as conn:
+            metadata.create_all(conn, checkfirst=True)
+            current = conn.scalar(
+                select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
+            )
+            if current is None:
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now))
+                current = SCHEMA_VERSION
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {current} is newer than this relay "
+                    f"({SCHEMA_VERSION}); upgrade the relay"
+                )
+        return SCHEMA_VERSION
+
+    def schema_state(self) -> str:
+        """'ok', 'missing' or 'outdated', without changing anything."""
+        with self.read() as conn:
+            if not inspect(conn).has_table(schema_version.name):
+                return "missing"
+            current = conn.scalar(
+                select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
+            )
+        return "ok" if current == SCHEMA_VERSION else "outdated"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that takes SQLite's write lock at once (no upgrade deadlocks)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A short read-only transaction."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    def ping(self) -> None:
+        """Raise when the database can't be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _make_engine(url: str, pool_size: int) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            poolclass=NullPool if url.endswith(":memory:") else None,
+            pool_size=pool_size,
+            max_overflow=2 * pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=2 * pool_size,
+        pool_pre_ping=True,
+        pool_recycle=300,
+    )
+
+
+def upsert(database: Database, table: Table) -> Any:
+    """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL alike)."""
+    if database.is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(table)

@@ -1,0 +1,295 @@
+"""The delivery worker: claims due acts, sends them to Brixo, records each outcome."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from time import monotonic, time
+from typing import Any, Protocol
+
+from bot.core.acts import Signal
+from bot.core.brixo import Answer, Outcome
+from bot.core.outbox import DEAD, DELIVERED, PENDING, Claimed, Outbox, forget_expired
+
+log = logging.getLogger("bot.delivery")
+
+# A comment is cut to this many characters for the one retry after a 413.
+CUT_COMMENT_CHARS = 500
+
+
+class Sender(Protocol):
+    """What the worker needs of a Brixo client."""
+
+    def send(self, signal: Signal) -> Answer: ...
+
+    def probe(self) -> Answer: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """SPEC.md's retry rules, as numbers."""
+
+    max_age: float = 86400.0
+    not_found_grace: float = 600.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter: half to all of base·2^(attempts-1), capped."""
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.5, 1.0)
+
+    def settle(self, act: Claimed, answer: Answer, now: float) -> dict[str, Any]:
+        """The act's columns after this answer (see Outbox.settle)."""
+        attempts = act.attempts + 1
+        row: dict[str, Any] = {
+            "act_id": act.id,
+            "state": PENDING,
+            "attempts": attempts,
+            "next_attempt_at": now,
+            "not_found_since": act.not_found_since,
+            "last_status": answer.status,
+            "last_error": answer.describe(),
+            "finished_at": None,
+            "comment": act.comment,
+            "comment_cut": act.comment_cut,
+        }
+        outcome = answer.outcome
+        if outcome is Outcome.DELIVERED:
+            row.update(state=DELIVERED, last_error=None, finished_at=now)
+        elif outcome is Outcome.TOO_LARGE and act.comment and not act.comment_cut:
+            row.update(comment=act.comment[:CUT_COMMENT_CHARS], comment_cut=True)
+        elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
+            row.update(state=DEAD, finished_at=now)
+        elif outcome is Outcome.UNAUTHORIZED:
+            row.update(attempts=act.attempts)  # kept as it is until the key works
+        elif outcome is Outcome.NOT_FOUND:
+            since = act.not_found_since or now
+            row["not_found_since"] = since
+            if now - since >= self.not_found_grace:
+                row.update(
+                    state=DEAD,
+                    finished_at=now,
+                    last_error=f"not found for {int(now - since)} s: {answer.describe()}",
+                )
+            else:
+                row["next_attempt_at"] = now + self.backoff(attempts)
+        elif now - act.created_at >= self.max_age:
+            row.update(
+                state=DEAD,
+                finished_at=now,
+                last_error=f"gave up after {int(now - act.created_at)} s: {answer.describe()}",
+            )
+        else:
+            row["next_attempt_at"] = now + max(self.backoff(attempts), answer.retry_after or 0)
+        return row
+
+
+def signal_of(act: Claimed) -> Signal:
+    """The signal an act becomes."""
+    return Signal(act.target, act.value, act.occurred_at, act.comment)  # type: ignore[arg-type]
+
+
+class DeliveryWorker:
+    """Delivers the outbox with bounded concurrency, in a thread of the serving process.
+
+    One loop thread claims and records; a pool of `concurrency` threads sends. A 429's
+    Retry-After holds every send; a 401 pauses delivery until a probe gets past auth.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sender: Sender,
+        concurrency: int = 32,
+        policy: RetryPolicy | None = None,
+        lease: float = 15.0,
+        poll_interval: float = 1.0,
+        probe_interval: float = 10.0,
+        clock: Callable[[], float] = time,
+    ) -> None:
+        self.outbox = outbox
+        self.sender = sender
+        self.concurrency = concurrency
+        self.policy = policy or RetryPolicy()
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.probe_interval = probe_interval
+        self.clock = clock
+        self.owner = f"{uuid.uuid4().hex[:12]}"
+        self.brixo_state = "unknown"  # ok, unauthorized, unreachable
+        self._results: queue.Queue[tuple[Claimed, Answer | None]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._hold_until = 0.0
+        self._paused = False
+        self._next_probe = 0.0
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._stop_timeout = 25.0
+        self._next_upkeep = 0.0
+
+    @property
+    def paused(self) -> bool:
+        """True while Brixo refuses the key."""
+        return self._paused
+
+    def wake(self) -> None:
+        """Look for due acts now (a new act was recorded)."""
+        self._results.put_nowait((None, None))  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        """Start delivering in the background."""
+        if self._thread:
+            return
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="brixo-send")
+        self._thread = threading.Thread(target=self._run, name="brixo-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 25.0) -> None:
+        """Stop claiming; let requests in flight finish within `timeout`; leave the rest."""
+        if not self._thread:
+            return
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self.wake()
+        self._thread.join(timeout + 5)
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._thread = None
+        self._pool = None
+
+    def _run(self) -> None:
+        self._probe()
+        while not self._stopping.is_set():
+            try:
+                self._upkeep()
+                self._claim_more()
+                self._record(self._collect(self._wait_time()))
+            except Exception:  # a database hiccup must not end delivery
+                log.exception("delivery loop error; retrying")
+                self._stopping.wait(self.poll_interval)
+        self._finish_in_flight(deadline=monotonic() + self._stop_timeout)
+
+    def _upkeep(self) -> None:
+        """Every few seconds: renew the leases in flight; now and then, forget old events."""
+        now = self.clock()
+        if now < self._next_upkeep:
+            return
+        self._next_upkeep = now + self.lease / 3
+        if self._in_flight:
+            self.outbox.renew(self.owner, self.lease, now)
+        if random.random() < 0.01:
+            forget_expired(self.outbox.db, now)
+
+    def _wait_time(self) -> float:
+        now = self.clock()
+        if self._hold_until > now:
+            return min(self._hold_until - now, self.poll_interval)
+        if self._paused:
+            return min(max(0.0, self._next_probe - now), self.poll_interval)
+        return self.poll_interval
+
+    def _claim_more(self) -> None:
+        now = self.clock()
+        if self._hold_until > now:
+            return
+        if self._paused:
+            if now >= self._next_probe and self._in_flight == 0:
+                self._probe()
+            if self._paused:
+                return
+        room = 2 * self.concurrency - self._in_flight
+        if room <= 0:
+            return
+        for act in self.outbox.claim(self.owner, room, self.lease, now):
+            self._in_flight += 1
+            assert self._pool is not None
+            self._pool.submit(self._send, act)
+
+    def _send(self, act: Claimed) -> None:
+        if self._stopping.is_set() or self._paused or self._hold_until > self.clock():
+            self._results.put((act, None))
+            return
+        try:
+            answer = self.sender.send(signal_of(act))
+        except Exception as error:  # a bug in a send must not lose the act
+            answer = Answer(Outcome.RETRY, None, f"{type(error).__name__}")
+        self._results.put((act, answer))
+
+    def _collect(self, timeout: float) -> list[tuple[Claimed, Answer | None]]:
+        results: list[tuple[Claimed, Answer | None]] = []
+        try:
+            results.append(self._results.get(timeout=max(0.0, timeout)))
+            while True:
+                results.append(self._results.get_nowait())
+        except queue.Empty:
+            pass
+        return [(act, answer) for act, answer in results if act is not None]
+
+    def _record(self, results: list[tuple[Claimed, Answer | None]]) -> None:
+        if not results:
+            return
+        now = self.clock()
+        settled: list[dict[str, Any]] = []
+        released: list[int] = []
+        for act, answer in results:
+            self._in_flight -= 1
+            if answer is None:
+                released.append(act.id)
+                continue
+            self._observe(answer, now)
+            row = self.policy.settle(act, answer, now)
+            settled.append(row)
+            outcome = row["state"] if row["state"] in (DELIVERED, DEAD) else answer.outcome.value
+            log.info(
+                "delivery act=%s workspace=%s target=%s:%s outcome=%s attempt=%s status=%s%s",
+                act.id,
+                act.workspace,
+                act.target.kind,
+                act.target.id,
+                outcome,
+                row["attempts"],
+                answer.status or "-",
+                f" error={row['last_error']!r}" if row["last_error"] else "",
+            )
+        self.outbox.settle(self.owner, settled)
+        self.outbox.release(self.owner, released, max(self._hold_until, now) if released else None)
+
+    def _observe(self, answer: Answer, now: float) -> None:
+        if answer.outcome is Outcome.UNAUTHORIZED:
+            if not self._paused:
+                log.warning("Brixo refused the API key (401): delivery paused, votes kept")
+            self._paused = True
+            self._next_probe = now + self.probe_interval
+            self.brixo_state = "unauthorized"
+            return
+        self.brixo_state = "unreachable" if answer.status is None else "ok"
+        if answer.retry_after:
+            self._hold_until = max(self._hold_until, now + answer.retry_after)
+
+    def _probe(self) -> None:
+        """Ask Brixo whether the key works, without sending a signal."""
+        answer = self.sender.probe()
+        now = self.clock()
+        if answer.outcome is Outcome.UNAUTHORIZED:
+            self._observe(answer, now)
+        elif answer.status is not None:
+            if self._paused:
+                log.info("Brixo accepts the API key again: delivery resumed")
+            self._paused = False
+            self.brixo_state = "ok"
+        else:
+            self.brixo_state = "unreachable"
+            self._next_probe = now + self.probe_interval
+
+    def _finish_in_flight(self, deadline: float) -> None:
+        while self._in_flight > 0 and monotonic() < deadline:
+            self._record(self._collect(min(0.5, max(0.0, deadline - monotonic()))))

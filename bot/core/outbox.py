@@ -1,0 +1,346 @@
+"""The durable outbox: an act and its signal are written in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+
+from bot.core.acts import Act, Target
+from bot.core.db import Database, acts, seen, upsert, votes
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+AWAITING_COMMENT = "awaiting_comment"
+DELIVERED = "delivered"
+DEAD = "dead"
+STATES = (AWAITING_COMMENT, PENDING, DELIVERED, DEAD)
+
+SAME_VOTE_WINDOW = 24 * 3600.0
+SEEN_TTL = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `Outbox.record` did: an act ID, or why there is none."""
+
+    act_id: int | None
+    reason: str = ""
+
+    @property
+    def created(self) -> bool:
+        """True when a new act (and so a signal) was stored."""
+        return self.act_id is not None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An act leased to one deliverer."""
+
+    id: int
+    workspace: str
+    target: Target
+    value: str
+    occurred_at: float
+    comment: str | None
+    comment_cut: bool
+    attempts: int
+    not_found_since: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One outbox row, for listing."""
+
+    id: int
+    workspace: str
+    source: str
+    target: Target
+    value: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    next_attempt_at: float
+
+
+class Outbox:
+    """Acts waiting for delivery, their leases and their outcomes."""
+
+    def __init__(self, database: Database, on_record: Callable[[], None] | None = None) -> None:
+        self.db = database
+        self.on_record = on_record
+
+    def record(
+        self,
+        act: Act,
+        now: float,
+        *,
+        comment_until: float | None = None,
+        seen_key: str | None = None,
+    ) -> Recorded:
+        """Store an act, unless its event was seen or it repeats the person's vote within 24 h.
+
+        With `comment_until` the act waits for a comment until then; otherwise it is due now.
+        """
+        with self.db.write() as conn:
+            if seen_key and not mark_seen(self.db, conn, seen_key, now):
+                return Recorded(None, "event already handled")
+            vote = upsert(self.db, votes).values(
+                workspace=act.workspace,
+                user_id=act.user_id,
+                target_kind=act.target.kind,
+                target_id=act.target.id,
+                value=act.value,
+                voted_at=act.occurred_at,
+            )
+            vote = vote.on_conflict_do_update(
+                index_elements=[
+                    votes.c.workspace,
+                    votes.c.user_id,
+                    votes.c.target_kind,
+                    votes.c.target_id,
+                ],
+                set_={"value": vote.excluded.value, "voted_at": vote.excluded.voted_at},
+                where=or_(
+                    votes.c.value != vote.excluded.value,
+                    vote.excluded.voted_at - votes.c.voted_at >= SAME_VOTE_WINDOW,
+                ),
+            )
+            if conn.execute(vote).rowcount == 0:
+                return Recorded(None, "same vote within 24 h")
+            waiting = comment_until is not None
+            act_id = conn.execute(
+                insert(acts)
+                .values(
+                    platform=act.platform,
+                    workspace=act.workspace,
+                    user_id=act.user_id,
+                    source=act.source,
+                    target_kind=act.target.kind,
+                    target_id=act.target.id,
+                    value=act.value,
+                    comment=act.comment,
+                    comment_cut=False,
+                    occurred_at=act.occurred_at,
+                    channel=act.channel,
+                    ts=act.ts,
+                    state=AWAITING_COMMENT if waiting else PENDING,
+                    attempts=0,
+                    next_attempt_at=comment_until if waiting else now,
+                    created_at=now,
+                )
+                .returning(acts.c.id)
+            ).scalar_one()
+        if not waiting and self.on_record:
+            self.on_record()
+        return Recorded(act_id)
+
+    def finish_comment(
+        self, act_id: int, workspace: str, user_id: str, comment: str | None, now: float
+    ) -> bool:
+        """Release an act waiting for a comment, with the comment or without (cancel/close).
+
+        Only the person who voted, in their workspace, can; False when the act no longer waits.
+        """
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(acts)
+                .where(
+                    acts.c.id == act_id,
+                    acts.c.workspace == workspace,
+                    acts.c.user_id == user_id,
+                    acts.c.state == AWAITING_COMMENT,
+                )
+                .values(comment=comment, state=PENDING, next_attempt_at=now)
+            ).rowcount
+        if done and self.on_record:
+            self.on_record()
+        return bool(done)
+
+    def claim(self, owner: str, limit: int, lease: float, now: float) -> list[Claimed]:
+        """Lease up to `limit` due acts to `owner`; other processes skip the locked rows."""
+        due = (
+            select(acts.c.id)
+            .where(
+                acts.c.state.in_((PENDING, AWAITING_COMMENT)),
+                acts.c.next_attempt_at <= now,
+                or_(acts.c.lease_until.is_(None), acts.c.lease_until < now),
+            )
+            .order_by(acts.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(acts)
+            .where(acts.c.id.in_(due.scalar_subquery()))
+            .values(state=PENDING, lease_owner=owner, lease_until=now + lease)
+            .returning(
+                acts.c.id,
+                acts.c.workspace,
+                acts.c.target_kind,
+                acts.c.target_id,
+                acts.c.value,
+                acts.c.occurred_at,
+                acts.c.comment,
+                acts.c.comment_cut,
+                acts.c.attempts,
+                acts.c.not_found_since,
+                acts.c.created_at,
+            )
+        )
+        with self.db.write() as conn:
+            rows = conn.execute(claim).all()
+        return [
+            Claimed(
+                r.id,
+                r.workspace,
+                Target(r.target_kind, r.target_id),
+                r.value,
+                r.occurred_at,
+                r.comment,
+                r.comment_cut,
+                r.attempts,
+                r.not_found_since,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    def settle(self, owner: str, outcomes: Sequence[dict[str, Any]]) -> None:
+        """Write delivery outcomes for acts leased to `owner`, all in one transaction.
+
+        Each outcome holds every column of `_SETTLED` plus `act_id`.
+        """
+        if not outcomes:
+            return
+        statement = (
+            update(acts)
+            .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
+            .values(
+                {name: bindparam(name) for name in _SETTLED}, lease_owner=None, lease_until=None
+            )
+        )
+        with self.db.write() as conn:
+            conn.execute(statement, [{**o, "owner": owner} for o in outcomes])
+
+    def renew(self, owner: str, lease: float, now: float) -> None:
+        """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""
+        with self.db.write() as conn:
+            conn.execute(
+                update(acts).where(acts.c.lease_owner == owner).values(lease_until=now + lease)
+            )
+
+    def release(self, owner: str, act_ids: Iterable[int], not_before: float | None = None) -> None:
+        """Give leased acts back untouched (stopping, paused), due again at `not_before`."""
+        ids = list(act_ids)
+        if not ids:
+            return
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if not_before is not None:
+            values["next_attempt_at"] = not_before
+        with self.db.write() as conn:
+            conn.execute(
+                update(acts).where(acts.c.id.in_(ids), acts.c.lease_owner == owner).values(values)
+            )
+
+    def entries(
+        self,
+        states: Sequence[str] = (PENDING, AWAITING_COMMENT, DEAD),
+        limit: int = 100,
+        workspace: str | None = None,
+    ) -> list[Entry]:
+        """Rows in these states, oldest first."""
+        query = select(acts).where(acts.c.state.in_(states)).order_by(acts.c.id).limit(limit)
+        if workspace:
+            query = query.where(acts.c.workspace == workspace)
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Entry(
+                r.id,
+                r.workspace,
+                r.source,
+                Target(r.target_kind, r.target_id),
+                r.value,
+                r.state,
+                r.attempts,
+                r.last_error,
+                r.created_at,
+                r.next_attempt_at,
+            )
+            for r in rows
+        ]
+
+    def retry_dead(self, now: float, act_ids: Sequence[int] = ()) -> int:
+        """Put dead letters (all, or these) back in line with a fresh delivery window."""
+        statement = update(acts).where(acts.c.state == DEAD)
+        if act_ids:
+            statement = statement.where(acts.c.id.in_(list(act_ids)))
+        with self.db.write() as conn:
+            count = conn.execute(
+                statement.values(
+                    state=PENDING,
+                    next_attempt_at=now,
+                    created_at=now,
+                    attempts=0,
+                    not_found_since=None,
+                    finished_at=None,
+                    comment_cut=False,
+                )
+            ).rowcount
+        if count and self.on_record:
+            self.on_record()
+        return count
+
+    def purge(self, dead: bool = False) -> int:
+        """Delete delivered acts, and dead letters too with `dead`."""
+        states = [DELIVERED, DEAD] if dead else [DELIVERED]
+        with self.db.write() as conn:
+            return conn.execute(delete(acts).where(acts.c.state.in_(states))).rowcount
+
+    def counts(self, now: float) -> dict[str, Any]:
+        """Acts per state and the age in seconds of the oldest pending one."""
+        with self.db.read() as conn:
+            per_state: dict[str, int] = dict(
+                conn.execute(select(acts.c.state, func.count()).group_by(acts.c.state)).all()
+            )
+            oldest = conn.scalar(select(func.min(acts.c.created_at)).where(acts.c.state == PENDING))
+        counts: dict[str, Any] = {state: int(per_state.get(state, 0)) for state in STATES}
+        counts["oldest_pending_age"] = round(now - oldest, 3) if oldest is not None else None
+        return counts
+
+
+_SETTLED = (
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "not_found_since",
+    "last_status",
+    "last_error",
+    "finished_at",
+    "comment",
+    "comment_cut",
+)
+
+
+def mark_seen(database: Database, conn: Any, key: str, now: float, ttl: float = SEEN_TTL) -> bool:
+    """Remember `key` until it expires; False when it was already there and live."""
+    statement = upsert(database, seen).values(key=key[:255], expires_at=now + ttl)
+    statement = statement.on_conflict_do_update(
+        index_elements=[seen.c.key],
+        set_={"expires_at": statement.excluded.expires_at},
+        where=seen.c.expires_at < now,
+    )
+    return bool(conn.execute(statement).rowcount)
+
+
+def forget_expired(database: Database, now: float) -> int:
+    """Drop expired keys of seen events."""
+    with database.write() as conn:
+        return conn.execute(delete(seen).where(seen.c.expires_at < now)).rowcount

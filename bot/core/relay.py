@@ -1,0 +1,67 @@
+"""The core relay: database, mappings, outbox and delivery, built from settings."""
+
+from __future__ import annotations
+
+import logging
+from time import time
+from typing import Any
+
+from bot.core.brixo import BrixoClient
+from bot.core.db import Database
+from bot.core.delivery import DeliveryWorker, RetryPolicy
+from bot.core.mapping import Mappings, Templates
+from bot.core.outbox import Outbox
+from bot.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """Everything a chat adapter needs to turn votes into delivered signals."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.db.migrate(time())
+        self.mappings = Mappings(self.db)
+        self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
+        self.outbox = Outbox(self.db, on_record=self._wake)
+        self.worker: DeliveryWorker | None = None
+        if settings.brixo_api_key:
+            client = BrixoClient(
+                settings.brixo_api_key,
+                settings.brixo_api_url,
+                pool_size=settings.delivery_concurrency,
+            )
+            policy = RetryPolicy(settings.delivery_max_age, settings.not_found_grace)
+            self.worker = DeliveryWorker(self.outbox, client, settings.delivery_concurrency, policy)
+
+    def __repr__(self) -> str:
+        return f"Relay(database={self.db.engine.url!r})"
+
+    def _wake(self) -> None:
+        if self.worker:
+            self.worker.wake()
+
+    def start(self) -> None:
+        """Start delivering in the background."""
+        if self.worker:
+            self.worker.start()
+
+    def stop(self, timeout: float = 25.0) -> None:
+        """Stop delivering: requests in flight finish within `timeout`, the rest stays pending."""
+        if self.worker:
+            self.worker.stop(timeout)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(can take votes, details) for /healthz."""
+        report: dict[str, Any] = {"brixo": self.worker.brixo_state if self.worker else "unset"}
+        try:
+            report["outbox"] = self.outbox.counts(time())
+            report["database"] = "ok"
+        except Exception as error:  # any database failure means votes can't be stored
+            report["database"] = f"unavailable: {type(error).__name__}"
+            return False, report
+        if self.worker and self.worker.paused:
+            report["delivery"] = "paused"
+        return True, report

@@ -1,0 +1,281 @@
+"""Settings from the environment and `.env`: typed, validated, read once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+def parse_duration(name: str, raw: str) -> float:
+    """Seconds from `600`, `30s`, `10m`, `24h` (also `ms` and `d`)."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise SettingsError(f"{name}: expected a duration like 600, 30s, 10m or 24h, got {raw!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}: expected true or false (also 1/0, yes/no, on/off), got {raw!r}")
+
+
+def parse_list(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks are dropped."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def parse_int(name: str, raw: str, low: int = 1, high: int = 65535) -> int:
+    """A whole number within [low, high]."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: expected a whole number from {low} to {high}, got {raw!r}")
+    return value
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of words, any case."""
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def parse_url(name: str, raw: str) -> str:
+    """An http(s) URL."""
+    value = raw.strip()
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
+    return value
+
+
+def parse_database_url(name: str, raw: str) -> str:
+    """`sqlite:///PATH`, `postgres://…` or `postgresql://…` (SQLAlchemy URL with psycopg 3)."""
+    value = raw.strip()
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
+        if value.startswith(prefix) and len(value) > len(prefix):
+            return "postgresql+psycopg://" + value[len(prefix) :]
+    raise SettingsError(
+        f"{name}: expected sqlite:///PATH, postgres://… or postgresql://…, "
+        f"got {_redact_url(value)!r}"
+    )
+
+
+def _redact_url(value: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", value)
+
+
+def parse_template(name: str, raw: str) -> str:
+    """An ID template using only {team}, {channel}, {ts} and {thread_ts}."""
+    try:
+        raw.format(team="T", channel="C", ts="1.2", thread_ts="1.2")
+    except (KeyError, IndexError, ValueError) as error:
+        raise SettingsError(
+            f"{name}: expected a template using {{team}}, {{channel}}, {{ts}}, {{thread_ts}}, "
+            f"got {raw!r} ({error.__class__.__name__}: {error})"
+        ) from None
+    return raw
+
+
+AskComment = Literal["never", "negative", "always"]
+LogFormat = Literal["plain", "json"]
+
+DEFAULT_DATABASE_URL = "sqlite:///brixo-relay.db"
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Every setting of SPEC.md's table, typed, with its default."""
+
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_state_secret: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    brixo_api_key: str | None = None
+    brixo_api_url: str = "https://api.brixo.com"
+    database_url: str = "sqlite:///brixo-relay.db"
+    port: int = 3000
+    log_level: str = "INFO"
+    log_format: LogFormat = "plain"
+    agent_url: str | None = None
+    agent_token: str | None = None
+    agent_timeout: float = 30.0
+    assistant_bot_ids: tuple[str, ...] = ()
+    seed_reactions: bool = True
+    positive_reactions: tuple[str, ...] = ("+1", "thumbsup")
+    negative_reactions: tuple[str, ...] = ("-1", "thumbsdown")
+    ask_comment: AskComment = "negative"
+    comment_wait: float = 600.0
+    ack_message: str = "Thanks for your feedback!"
+    message_id_template: str | None = None
+    conversation_id_template: str | None = None
+    delivery_max_age: float = 86400.0
+    not_found_grace: float = 600.0
+    delivery_concurrency: int = 32
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECRETS}
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def require(self, *names: str) -> None:
+        """Raise SettingsError for the first of these fields that is unset."""
+        for name in names:
+            if not getattr(self, name):
+                raise SettingsError(f"{name.upper()}: required here, {_PURPOSE[name]}")
+
+    @property
+    def oauth(self) -> bool:
+        """True when the app installs into many workspaces through OAuth."""
+        return bool(self.slack_client_id)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set, for log redaction."""
+        values = (getattr(self, name) for name in _SECRETS)
+        return tuple(v for v in values if v)
+
+
+_SECRETS = {
+    "slack_bot_token",
+    "slack_signing_secret",
+    "slack_app_token",
+    "slack_client_secret",
+    "slack_state_secret",
+    "brixo_api_key",
+    "agent_token",
+}
+
+_PURPOSE = {
+    "slack_bot_token": "the bot token (xoxb-…) of a single-workspace install",
+    "slack_signing_secret": "the Signing Secret from the Slack app's Basic Information page",
+    "slack_app_token": "an app-level token (xapp-…) with connections:write for Socket Mode",
+    "slack_client_id": "the Client ID for the OAuth install",
+    "slack_client_secret": "the Client Secret for the OAuth install",
+    "slack_state_secret": "a random string that signs OAuth state",
+    "brixo_api_key": "the Brixo API key that signals are sent with",
+    "agent_url": "the URL of your agent",
+}
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _log_level(name: str, raw: str) -> str:
+    return parse_choice(name, raw, ("debug", "info", "warning", "error")).upper()
+
+
+def _ids(name: str, raw: str) -> tuple[str, ...]:
+    ids = parse_list(name, raw)
+    for item in ids:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", item):
+            raise SettingsError(f"{name}: expected comma-separated bot or user IDs, got {item!r}")
+    return ids
+
+
+def _reactions(name: str, raw: str) -> tuple[str, ...]:
+    names = tuple(item.strip(":") for item in parse_list(name, raw))
+    if not names:
+        raise SettingsError(f"{name}: expected a comma-separated list of emoji names, got {raw!r}")
+    return names
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "slack_bot_token": _optional_text,
+    "slack_signing_secret": _optional_text,
+    "slack_app_token": _optional_text,
+    "slack_client_id": _optional_text,
+    "slack_client_secret": _optional_text,
+    "slack_state_secret": _optional_text,
+    "slack_api_url": lambda n, r: parse_url(n, r).rstrip("/") + "/",
+    "brixo_api_key": _optional_text,
+    "brixo_api_url": lambda n, r: parse_url(n, r).rstrip("/"),
+    "database_url": parse_database_url,
+    "port": parse_int,
+    "log_level": _log_level,
+    "log_format": lambda n, r: parse_choice(n, r, ("plain", "json")),
+    "agent_url": lambda n, r: parse_url(n, r) if r.strip() else None,
+    "agent_token": _optional_text,
+    "agent_timeout": parse_duration,
+    "assistant_bot_ids": _ids,
+    "seed_reactions": parse_bool,
+    "positive_reactions": _reactions,
+    "negative_reactions": _reactions,
+    "ask_comment": lambda n, r: parse_choice(n, r, ("never", "negative", "always")),
+    "comment_wait": parse_duration,
+    "ack_message": _text,
+    "message_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
+    "conversation_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
+    "delivery_max_age": parse_duration,
+    "not_found_grace": parse_duration,
+    "delivery_concurrency": lambda n, r: parse_int(n, r, 1, 256),
+}
+
+SETTING_NAMES: tuple[str, ...] = tuple(name.upper() for name in _PARSERS)
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: str | None = ".env"
+) -> Settings:
+    """Read settings from `environ` (default: os.environ) over the values in `dotenv`."""
+    values: dict[str, str] = {}
+    if dotenv and os.path.exists(dotenv):
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    parsed: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        raw = values.get(name.upper())
+        if raw is None or (raw.strip() == "" and name != "ack_message"):
+            continue
+        parsed[name] = parse(name.upper(), raw)
+    settings = Settings(**parsed)
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)
+    if any(oauth) and not all(oauth):
+        missing = [
+            n
+            for n, v in zip(
+                ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET"), oauth, strict=True
+            )
+            if not v
+        ]
+        raise SettingsError(
+            f"{missing[0]}: required with the other SLACK_CLIENT_* settings "
+            "for the multi-workspace OAuth install"
+        )

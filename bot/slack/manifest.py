@@ -1,0 +1,139 @@
+"""The Slack app manifest (schema 1.0.0) for the Brixo feedback relay.
+
+`build_manifest` gives the manifest as a dict, `render` as the JSON text that
+`python -m bot manifest` prints and that `manifests/*.json` hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+APP_NAME = "Brixo Feedback"
+METADATA_EVENT_TYPE = "brixo_message"
+SHORTCUT_CALLBACK_ID = "rate_conversation"
+SHORTCUT_NAME = "Rate this conversation"
+PLACEHOLDER_URL = "https://YOUR-HOST"
+EVENTS_PATH = "/slack/events"
+OAUTH_REDIRECT_PATH = "/slack/oauth_redirect"
+
+# Bot token scopes: each one is needed by an event below, an API method the app
+# calls, or a feature of the manifest. Nothing else.
+BOT_SCOPES: tuple[str, ...] = (
+    "app_mentions:read",  # event app_mention
+    "assistant:write",  # assistant_view (AI assistant threads); assistant.threads.setStatus
+    "channels:history",  # event message.channels; conversations.history/replies (public)
+    "groups:history",  # event message.groups; conversations.history/replies (private)
+    "im:history",  # event message.im (DMs, assistant threads); conversations.replies in DMs
+    "mpim:history",  # event message.mpim; conversations.history/replies (group DMs)
+    "chat:write",  # chat.postMessage (replies), chat.postEphemeral (thanks, notes)
+    "reactions:read",  # events reaction_added, reaction_removed
+    "reactions:write",  # reactions.add (SEED_REACTIONS on watched bots' replies)
+    "metadata.message:read",  # event message_metadata_posted (brixo_message metadata)
+    "commands",  # the "Rate this conversation" message shortcut
+)
+
+# Bot events. assistant_thread_*, app_uninstalled and tokens_revoked need no scope.
+BOT_EVENTS: tuple[str, ...] = (
+    "app_mention",
+    "message.im",
+    "message.channels",
+    "message.groups",
+    "message.mpim",
+    "reaction_added",
+    "reaction_removed",
+    "message_metadata_posted",
+    "assistant_thread_started",
+    "assistant_thread_context_changed",
+    "app_uninstalled",
+    "tokens_revoked",
+)
+
+DESCRIPTION = "Rate an AI assistant's replies with 👍/👎; every rating goes to Brixo."
+ASSISTANT_DESCRIPTION = "Ask me anything, then rate each answer with 👍 or 👎."
+
+
+def _base_url(url: str | None) -> str:
+    """Return the public base URL without a trailing slash (placeholder when None)."""
+    base = (url or PLACEHOLDER_URL).strip().rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise ValueError(f"url must start with https:// (got {url!r})")
+    return base
+
+
+def build_manifest(url: str | None = None, socket: bool = False, name: str = APP_NAME) -> dict:
+    """Build the app manifest.
+
+    HTTP mode points events, interactivity and the OAuth redirect at `url`
+    (a placeholder when None); Socket Mode (`socket=True`) has no URLs and
+    ignores `url`.
+    """
+    if not 1 <= len(name) <= 35:
+        raise ValueError("name must be 1 to 35 characters long")
+    base = None if socket else _base_url(url)
+
+    event_subscriptions: dict[str, Any] = {}
+    interactivity: dict[str, Any] = {"is_enabled": True}
+    oauth_config: dict[str, Any] = {}
+    if base is not None:
+        event_subscriptions["request_url"] = base + EVENTS_PATH
+        interactivity["request_url"] = base + EVENTS_PATH
+        oauth_config["redirect_urls"] = [base + OAUTH_REDIRECT_PATH]
+    event_subscriptions["bot_events"] = list(BOT_EVENTS)
+    event_subscriptions["metadata_subscriptions"] = [
+        {"app_id": "*", "event_type": METADATA_EVENT_TYPE}
+    ]
+    oauth_config["scopes"] = {"bot": list(BOT_SCOPES)}
+
+    return {
+        "display_information": {"name": name, "description": DESCRIPTION},
+        "features": {
+            "app_home": {
+                "home_tab_enabled": False,
+                "messages_tab_enabled": True,
+                "messages_tab_read_only_enabled": False,
+            },
+            "bot_user": {"display_name": name, "always_online": True},
+            "assistant_view": {"assistant_description": ASSISTANT_DESCRIPTION},
+            "shortcuts": [
+                {
+                    "name": SHORTCUT_NAME,
+                    "type": "message",
+                    "callback_id": SHORTCUT_CALLBACK_ID,
+                    "description": "Rate the whole conversation 👍/👎, with an optional comment",
+                }
+            ],
+        },
+        "oauth_config": oauth_config,
+        "settings": {
+            "event_subscriptions": event_subscriptions,
+            "interactivity": interactivity,
+            "org_deploy_enabled": False,
+            "socket_mode_enabled": socket,
+            "token_rotation_enabled": False,
+        },
+    }
+
+
+def render(manifest: dict) -> str:
+    """Render a manifest as JSON (indent 2, keys in built order, trailing newline)."""
+    return json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+
+
+def generated_files() -> dict[str, str]:
+    """Return the checked-in files of `manifests/`, by file name, as they must read."""
+    return {
+        "manifest.http.json": render(build_manifest()),
+        "manifest.socket.json": render(build_manifest(socket=True)),
+    }
+
+
+def write_files(directory: Path) -> list[Path]:
+    """Write `generated_files()` into `directory`; return the paths written."""
+    written = []
+    for file_name, text in generated_files().items():
+        path = directory / file_name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

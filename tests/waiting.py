@@ -1,0 +1,31 @@
+"""Polling helper: the only place in the tests that waits for time to pass."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "",
+) -> T:
+    """Call ``predicate`` until it returns something truthy and return that value.
+
+    Raises ``AssertionError`` (with ``message`` and the last value seen) when
+    ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = message or "condition not met"
+            raise AssertionError(f"{detail} (waited {timeout:.1f}s; last value: {value!r})")
+        time.sleep(interval)
