@@ -132,12 +132,12 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.core.acts import VALUES, Signal, Target, clean_comment
+    from bot.core.acts import VALUES, Signal, Target, TargetKind, clean_comment
     from bot.core.brixo import BrixoClient, Outcome
 
     settings.require("brixo_api_key")
     assert settings.brixo_api_key
-    kind = "message" if args.message is not None else "conversation"
+    kind: TargetKind = "message" if args.message is not None else "conversation"
     try:
         target = Target(kind, args.message if args.message is not None else args.conversation)
     except ValueError as error:

@@ -11,6 +11,7 @@ Each pytest-xdist worker gets its own server in its own temp directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -109,8 +110,18 @@ class PostgresServer:
             os.chown(self.dir, self._uid, self._gid or -1)
         data = self.dir / "data"
         self._run(
-            "initdb", "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8",
-            "--locale=C", "--no-sync", "--no-instructions",
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
         )
         last: PostgresError | None = None
         for _ in range(3):  # a free port may be taken between probing and binding
@@ -129,8 +140,17 @@ class PostgresServer:
             )
             try:
                 self._run(
-                    "pg_ctl", "-D", str(data), "-l", str(self.dir / "server.log"),
-                    "-o", options, "-w", "-t", "60", "start",
+                    "pg_ctl",
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(self.dir / "server.log"),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
                     timeout=90,
                 )
                 return
@@ -151,10 +171,8 @@ class PostgresServer:
         """Stop the server (immediately) and delete its directory."""
         if self.dir is None:
             return
-        try:
+        with contextlib.suppress(PostgresError, subprocess.TimeoutExpired):
             self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
-        except (PostgresError, subprocess.TimeoutExpired):
-            pass
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -204,10 +222,8 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     except psycopg.Error as exc:
         _unavailable(f"CREATE DATABASE failed: {exc}")
     yield url
-    try:
+    with contextlib.suppress(psycopg.Error):
         postgres_server.drop_database(name)
-    except psycopg.Error:
-        pass
 
 
 @pytest.fixture

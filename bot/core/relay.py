@@ -10,7 +10,7 @@ from bot.core.brixo import BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import DeliveryWorker, RetryPolicy
 from bot.core.mapping import Mappings, Templates
-from bot.core.outbox import Outbox
+from bot.core.outbox import Outbox, mark_seen
 from bot.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ class Relay:
         """Stop delivering: requests in flight finish within `timeout`, the rest stays pending."""
         if self.worker:
             self.worker.stop(timeout)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time `key` is seen (within a day), across every process."""
+        with self.db.write() as conn:
+            return mark_seen(self.db, conn, key, time())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """(can take votes, details) for /healthz."""

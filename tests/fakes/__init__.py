@@ -6,6 +6,7 @@ by daemon threads (one per connection, so keep-alive and concurrency work).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from http import HTTPStatus
@@ -37,7 +38,7 @@ class Headers(dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         """Case-insensitive ``dict.get``."""
         return super().get(key.lower(), default)
 
@@ -73,10 +74,8 @@ class _Server(ThreadingHTTPServer):
         with self.connections_lock:
             conns = list(self.connections)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -84,14 +83,50 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: _Server
-    METHODS: ClassVar[tuple[str, ...]] = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
     def setup(self) -> None:
         super().setup()
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers (a lean version of the stdlib's, ~4x faster).
+
+        ``self.headers`` becomes a :class:`Headers` (lower-case keys, case-insensitive get).
+        """
+        self.command = ""
+        self.request_version = "HTTP/0.9"
+        self.close_connection = True
+        requestline = str(getattr(self, "raw_requestline", b""), "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.send_raw(400, b"bad request line", "text/plain")
+            return False
+        self.command, self.path, self.request_version = words
+        items: list[tuple[str, str]] = []
+        while True:
+            line = self.rfile.readline(65537)
+            if len(line) > 65536 or len(items) > 100:
+                self.send_raw(431, b"headers too large", "text/plain")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("iso-8859-1").partition(":")
+            items.append((name.strip(), value.strip()))
+        headers = Headers(items)
+        self.headers = headers  # type: ignore[assignment]
+        conntype = headers.get("connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive" or self.request_version == "HTTP/1.1":
+            self.close_connection = False
+        if (
+            headers.get("expect", "").lower() == "100-continue"
+            and self.request_version == "HTTP/1.1"
+        ):
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Silence the default stderr access log."""
@@ -188,10 +223,8 @@ class QuietHandler(BaseHTTPRequestHandler):
     def drop(self) -> None:
         """Close the connection without answering."""
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class LocalHTTPFake:

@@ -45,7 +45,9 @@ class _AgentHandler(QuietHandler):
         except ValueError:
             loaded = None
         doc = loaded if isinstance(loaded, dict) else None
-        n = fake._record(AgentRequest(doc, Headers(self.headers.items()), self.path, body, time.time()))
+        n = fake._record(
+            AgentRequest(doc, Headers(self.headers.items()), self.path, body, time.time())
+        )
         fault = fake._pop_fault()
         if fault is not None and fault.action == "stall" and not fake.sleep(fault.seconds):
             return self.drop()

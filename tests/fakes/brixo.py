@@ -25,9 +25,7 @@ MEDIA_TYPE = "application/vnd.api+json"
 VALUES = frozenset({"thumbs_up", "thumbs_down"})
 KINDS = frozenset({"messages", "conversations"})
 ATTRIBUTES = frozenset({"name", "value", "occurred_at", "user_message"})
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def is_rfc3339(value: str) -> bool:
         digits = re.match(r"\d+", tail)
         assert digits is not None
         frac = digits.group(0)
-        rest = f"{clock}.{(frac + '000000')[:6]}{tail[len(frac):]}"
+        rest = f"{clock}.{(frac + '000000')[:6]}{tail[len(frac) :]}"
     try:
         parsed = datetime.fromisoformat(f"{date_part}T{rest}")
     except ValueError:
@@ -178,7 +176,9 @@ class _BrixoHandler(QuietHandler):
         if fault is not None and fault.action == "stall" and not fake.sleep(fault.seconds):
             return self.drop()
         if fault is not None and fault.action == "drop":
-            fake._record(Received(kind, ident, self.path, headers, body, parsed, 0, at, self.command, port))
+            fake._record(
+                Received(kind, ident, self.path, headers, body, parsed, 0, at, self.command, port)
+            )
             return self.drop()
         if fault is not None and fault.action == "fail":
             status, detail = fault.status, fault.detail
@@ -188,9 +188,9 @@ class _BrixoHandler(QuietHandler):
             status, detail = fake._judge(self.command, route, headers, body, too_large)
             if status == 405:
                 extra["Allow"] = "POST"
-        fake._record(Received(
-                kind, ident, self.path, headers, body, parsed, status, at, self.command, port
-            ))
+        fake._record(
+            Received(kind, ident, self.path, headers, body, parsed, status, at, self.command, port)
+        )
         if status == 204:
             self.send_raw(204)
         else:

@@ -88,18 +88,18 @@ def _ts_key(ts: Any) -> Decimal:
 
 def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
     boundary = ""
-    for part in content_type.split(";"):
-        key, _, value = part.strip().partition("=")
+    for param in content_type.split(";"):
+        key, _, pval = param.strip().partition("=")
         if key.lower() == "boundary":
-            boundary = value.strip('"')
+            boundary = pval.strip('"')
     if not boundary:
         return {}
     args: dict[str, Any] = {}
-    for chunk in body.split(b"--" + boundary.encode()):
-        chunk = chunk.strip(b"\r\n")
-        if not chunk or chunk == b"--":
-            continue
-        head, _, value = chunk.partition(b"\r\n\r\n")
+    for segment in body.split(b"--" + boundary.encode())[1:]:
+        if segment.startswith(b"--"):
+            break
+        segment = segment.removeprefix(b"\r\n").removesuffix(b"\r\n")
+        head, _, content = segment.partition(b"\r\n\r\n")
         name = ""
         for line in head.decode("utf-8", "replace").split("\r\n"):
             if line.lower().startswith("content-disposition"):
@@ -108,7 +108,7 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
                     if k == "name":
                         name = v.strip('"')
         if name:
-            args[name] = value.decode("utf-8", "replace")
+            args[name] = content.decode("utf-8", "replace")
     return args
 
 
@@ -145,7 +145,9 @@ class _SlackHandler(QuietHandler):
         call = Call(method, args, token, time.time(), Headers(self.headers.items()))
         status, payload, headers = fake._answer(call)
         fake._record(call)
-        self.send_raw(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
+        self.send_raw(
+            status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers
+        )
 
 
 class FakeSlackAPI(LocalHTTPFake):
@@ -314,7 +316,11 @@ class FakeSlackAPI(LocalHTTPFake):
             and call.method != "oauth.v2.access"
             and call.token not in self.valid_tokens
         ):
-            return 200, {"ok": False, "error": "not_authed" if call.token is None else "invalid_auth"}, {}
+            return (
+                200,
+                {"ok": False, "error": "not_authed" if call.token is None else "invalid_auth"},
+                {},
+            )
         if override is not None:
             payload = override.payload
             body = payload(call.args) if callable(payload) else dict(payload)
@@ -409,7 +415,11 @@ class FakeSlackAPI(LocalHTTPFake):
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
         with_meta = _truthy(args.get("include_all_metadata", False))
         with self._lock:
-            msgs = [m for m in self._messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
+            msgs = [
+                m
+                for m in self._messages.get(channel, [])
+                if m["ts"] == ts or m.get("thread_ts") == ts
+            ]
         if not any(m["ts"] == ts for m in msgs):
             return {"ok": False, "error": "thread_not_found"}
         msgs.sort(key=lambda m: (m["ts"] != ts, _ts_key(m["ts"])))

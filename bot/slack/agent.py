@@ -1,0 +1,125 @@
+"""The agent bridge: a person's message goes to AGENT_URL; its answer is posted with feedback."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.slack.blocks import brixo_metadata, reply_blocks
+from bot.slack.feedback import SlackFeedback
+
+log = logging.getLogger("bot.agent")
+
+AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
+
+
+@dataclass(frozen=True)
+class Question:
+    """A person's message for the agent."""
+
+    workspace: str
+    channel: str
+    user: str
+    text: str
+    ts: str
+    thread_ts: str | None
+
+
+class AgentError(Exception):
+    """The agent failed, timed out, or answered something unusable."""
+
+
+class AgentBridge:
+    """Calls the agent over one keep-alive session and posts its answers."""
+
+    def __init__(self, feedback: SlackFeedback) -> None:
+        settings = feedback.settings
+        assert settings.agent_url
+        self.feedback = feedback
+        self.url = settings.agent_url
+        self.timeout = settings.agent_timeout
+        self.session = requests.Session()
+        if settings.agent_token:
+            self.session.headers["Authorization"] = f"Bearer {settings.agent_token}"
+
+    def __repr__(self) -> str:
+        return f"AgentBridge(url={self.url!r})"
+
+    def handle(self, client: WebClient, question: Question) -> None:
+        """Ask once per message (however many events carry it) and post the answer."""
+        key = f"agent:{question.workspace}:{question.channel}:{question.ts}"
+        if not self.feedback.relay.first_time(key):
+            return
+        root = question.thread_ts or question.ts
+        try:
+            answer = self.ask(question, root)
+        except AgentError as error:
+            log.warning(
+                "agent failed for workspace=%s channel=%s: %s",
+                question.workspace,
+                question.channel,
+                error,
+            )
+            self._post(client, channel=question.channel, thread_ts=root, text=AGENT_ERROR_REPLY)
+            return
+        text, message_id, conversation_id = answer
+        if not message_id:
+            log.warning("agent answered without message_id: reply posted without feedback")
+            self._post(client, channel=question.channel, thread_ts=root, text=text)
+            return
+        posted = self._post(
+            client,
+            channel=question.channel,
+            thread_ts=root,
+            text=text,
+            blocks=reply_blocks(text),
+            metadata=brixo_metadata(message_id, conversation_id),
+        )
+        if posted:
+            self.feedback.record_reply(
+                question.workspace, question.channel, posted, root, message_id, conversation_id
+            )
+
+    def ask(self, question: Question, root: str) -> tuple[str, str | None, str | None]:
+        """POST the question; (text, message_id, conversation_id) from a 200 answer."""
+        conversation_id = self.feedback.relay.mappings.conversation(
+            question.workspace, question.channel, root
+        )
+        payload = {
+            "text": question.text,
+            "user_id": question.user,
+            "team_id": question.workspace,
+            "channel_id": question.channel,
+            "thread_ts": root,
+            "conversation_id": conversation_id,
+        }
+        try:
+            response = self.session.post(self.url, json=payload, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise AgentError(type(error).__name__) from None
+        if response.status_code != 200:
+            raise AgentError(f"HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise AgentError("answer is not JSON") from None
+        text = data.get("text") if isinstance(data, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise AgentError("answer has no text")
+        return text, _optional_id(data.get("message_id")), _optional_id(data.get("conversation_id"))
+
+    def _post(self, client: WebClient, **message: Any) -> str | None:
+        try:
+            return str(client.chat_postMessage(**message)["ts"])
+        except SlackApiError as error:
+            log.warning("can't post the agent's reply: %s", error.response.get("error"))
+            return None
+
+
+def _optional_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None

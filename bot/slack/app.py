@@ -1,0 +1,99 @@
+"""The Bolt app: single-workspace or OAuth, its Web API client, and the relay's listeners."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import App
+from slack_bolt.oauth.oauth_settings import OAuthSettings
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.core.relay import Relay
+from bot.core.settings import Settings
+from bot.slack.agent import AgentBridge
+from bot.slack.feedback import SlackFeedback
+from bot.slack.listeners import register
+from bot.slack.manifest import BOT_SCOPES
+
+log = logging.getLogger("bot.slack")
+
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
+
+
+def web_client(settings: Settings, token: str | None = None) -> WebClient:
+    """A Web API client on SLACK_API_URL that retries Slack's 429s, 5xx and dropped connections."""
+    return WebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=10,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=2),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
+    """The standalone relay's Bolt app with every listener attached."""
+    settings = relay.settings
+    if not socket_mode:
+        settings.require("slack_signing_secret")
+    if settings.oauth:
+        app = App(
+            signing_secret=settings.slack_signing_secret or "",
+            client=web_client(settings),
+            oauth_settings=oauth_settings(relay),
+            process_before_response=True,
+        )
+        app.enable_token_revocation_listeners()
+    else:
+        settings.require("slack_bot_token")
+        app = App(
+            signing_secret=settings.slack_signing_secret or "",
+            client=web_client(settings, settings.slack_bot_token),
+            process_before_response=True,
+        )
+    attach(app, relay)
+    return app
+
+
+def attach(app: App, relay: Relay) -> SlackFeedback:
+    """Attach the relay's listeners to any Bolt app (the standalone one or a team's own)."""
+    feedback = SlackFeedback(relay)
+    agent = AgentBridge(feedback) if relay.settings.agent_url else None
+    register(app, feedback, agent)
+    return feedback
+
+
+def oauth_settings(relay: Relay) -> OAuthSettings:
+    """Bolt's OAuth flow with installations and state kept in the relay's database."""
+    from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+    from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
+
+    settings = relay.settings
+    assert settings.slack_client_id and settings.slack_client_secret
+    installations = SQLAlchemyInstallationStore(
+        client_id=settings.slack_client_id, engine=relay.db.engine, logger=log
+    )
+    states = SQLAlchemyOAuthStateStore(expiration_seconds=600, engine=relay.db.engine, logger=log)
+    for store in (installations, states):
+        try:
+            store.create_tables()
+        except Exception:  # another process created them first
+            log.debug("OAuth tables already exist")
+    return OAuthSettings(
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret,
+        scopes=list(BOT_SCOPES),
+        installation_store=installations,
+        state_store=states,
+        install_path=INSTALL_PATH,
+        redirect_uri_path=REDIRECT_PATH,
+    )

@@ -1,0 +1,154 @@
+"""Block Kit for the relay: feedback buttons, the comment modal, the conversation modal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ContextActionsBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    RadioButtonsElement,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from bot.core.acts import MAX_COMMENT_CHARS
+from bot.slack.manifest import METADATA_EVENT_TYPE
+
+FEEDBACK_ACTION = "brixo_feedback"  # native feedback_buttons
+VOTE_UP_ACTION = "brixo_vote_up"  # classic buttons
+VOTE_DOWN_ACTION = "brixo_vote_down"
+ADD_COMMENT_ACTION = "brixo_add_comment"
+COMMENT_VIEW = "brixo_comment"
+CONVERSATION_VIEW = "brixo_rate_conversation"
+COMMENT_BLOCK, COMMENT_INPUT = "comment", "comment_input"
+VOTE_BLOCK, VOTE_INPUT = "vote", "vote_input"
+
+
+def feedback_blocks(classic: bool = False) -> list[dict[str, Any]]:
+    """👍/👎 under a reply: Slack's feedback_buttons, or classic buttons where those can't go."""
+    if classic:
+        return [
+            ActionsBlock(
+                block_id="brixo_feedback",
+                elements=[
+                    ButtonElement(text="👍", action_id=VOTE_UP_ACTION, value="up"),
+                    ButtonElement(text="👎", action_id=VOTE_DOWN_ACTION, value="down"),
+                ],
+            ).to_dict()
+        ]
+    return [
+        ContextActionsBlock(
+            block_id="brixo_feedback",
+            elements=[
+                FeedbackButtonsElement(
+                    action_id=FEEDBACK_ACTION,
+                    positive_button=FeedbackButtonObject(
+                        text="👍", value="up", accessibility_label="Good answer"
+                    ),
+                    negative_button=FeedbackButtonObject(
+                        text="👎", value="down", accessibility_label="Bad answer"
+                    ),
+                )
+            ],
+        ).to_dict()
+    ]
+
+
+def reply_blocks(text: str, classic: bool = False) -> list[dict[str, Any]]:
+    """A reply's text (in sections of Slack's 3000 characters at most) and its feedback buttons."""
+    chunks = [text[i : i + 3000] for i in range(0, len(text), 3000)][:45] or [" "]
+    sections = [SectionBlock(text=MarkdownTextObject(text=chunk)).to_dict() for chunk in chunks]
+    return [*sections, *feedback_blocks(classic)]
+
+
+def brixo_metadata(message_id: str | None, conversation_id: str | None) -> dict[str, Any]:
+    """The `brixo_message` metadata that maps a reply to the customer's IDs."""
+    payload = {"message_id": message_id}
+    if conversation_id:
+        payload["conversation_id"] = conversation_id
+    return {"event_type": METADATA_EVENT_TYPE, "event_payload": payload}
+
+
+def _comment_input(optional_label: str) -> InputBlock:
+    return InputBlock(
+        block_id=COMMENT_BLOCK,
+        label=optional_label,
+        optional=True,
+        element=PlainTextInputElement(
+            action_id=COMMENT_INPUT,
+            multiline=True,
+            max_length=MAX_COMMENT_CHARS,
+            placeholder="What was good or bad about it?",
+        ),
+    )
+
+
+def comment_modal(
+    act_id: int, value: str, channel: str | None = None, thank: bool = False
+) -> dict[str, Any]:
+    """Asks for an optional comment on a vote already recorded (the act waits for it)."""
+    face = "👍" if value == "thumbs_up" else "👎"
+    return View(
+        type="modal",
+        callback_id=COMMENT_VIEW,
+        private_metadata=json.dumps({"act": act_id, "channel": channel, "thank": thank}),
+        notify_on_close=True,
+        title=PlainTextObject(text="Your feedback"),
+        submit=PlainTextObject(text="Send"),
+        close=PlainTextObject(text="Skip"),
+        blocks=[
+            SectionBlock(text=f"{face} Thanks! Anything to add? (optional)"),
+            _comment_input("Comment"),
+        ],
+    ).to_dict()
+
+
+def conversation_modal(channel: str, thread_ts: str, conversation_id: str) -> dict[str, Any]:
+    """Rates a whole conversation: 👍/👎 and an optional comment."""
+    return View(
+        type="modal",
+        callback_id=CONVERSATION_VIEW,
+        private_metadata=json.dumps(
+            {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id}
+        ),
+        title=PlainTextObject(text="Rate this conversation"),
+        submit=PlainTextObject(text="Send"),
+        blocks=[
+            InputBlock(
+                block_id=VOTE_BLOCK,
+                label="How was this conversation?",
+                element=RadioButtonsElement(
+                    action_id=VOTE_INPUT,
+                    options=[
+                        Option(value="up", label="👍 Good"),
+                        Option(value="down", label="👎 Bad"),
+                    ],
+                ),
+            ),
+            _comment_input("Comment (optional)"),
+        ],
+    ).to_dict()
+
+
+def add_comment_blocks(text: str, act_id: int, value: str) -> list[dict[str, Any]]:
+    """The ephemeral note after a reaction: thanks, and a button that opens the comment modal."""
+    return [
+        SectionBlock(text=MarkdownTextObject(text=text or "Your vote is recorded.")).to_dict(),
+        ActionsBlock(
+            elements=[
+                ButtonElement(
+                    text="Add a comment", action_id=ADD_COMMENT_ACTION, value=f"{act_id}:{value}"
+                )
+            ]
+        ).to_dict(),
+    ]

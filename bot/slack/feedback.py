@@ -1,0 +1,260 @@
+"""Slack votes turned into acts: mapping replies to the customer's IDs and recording votes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from time import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.core.acts import DOWN, UP, Act, Target, Value
+from bot.core.mapping import METADATA, POSTED, Mapping
+from bot.core.outbox import Recorded
+from bot.core.relay import Relay
+from bot.core.settings import Settings
+from bot.slack.manifest import METADATA_EVENT_TYPE
+
+log = logging.getLogger("bot.slack")
+
+UNMAPPED_NOTE = (
+    "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
+    "recorded."
+)
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A person's 👍/👎 as Slack reported it, before it is mapped."""
+
+    workspace: str
+    user_id: str
+    channel: str
+    ts: str
+    value: Value
+    occurred_at: float
+    source: str
+
+
+def workspace_of(context: Any) -> str:
+    """The workspace key of a request: its team, or its enterprise for org-wide installs."""
+    return str(context.team_id or context.enterprise_id or "")
+
+
+def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(message_id, conversation_id) from a message's `brixo_message` metadata."""
+    metadata = message.get("metadata") or {}
+    if metadata.get("event_type") != METADATA_EVENT_TYPE:
+        return None
+    payload = metadata.get("event_payload") or {}
+    message_id = _id_or_none(payload.get("message_id"))
+    conversation_id = _id_or_none(payload.get("conversation_id"))
+    if not message_id and not conversation_id:
+        return None
+    return message_id, conversation_id
+
+
+def _id_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None
+
+
+class SlackFeedback:
+    """What Slack listeners share: the relay, the settings and the mapping rules."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.settings: Settings = relay.settings
+        self.watched = frozenset(relay.settings.assistant_bot_ids)
+        self.positive = frozenset(relay.settings.positive_reactions)
+        self.negative = frozenset(relay.settings.negative_reactions)
+
+    # --- mapping -------------------------------------------------------------------------
+
+    def record_reply(
+        self,
+        workspace: str,
+        channel: str,
+        ts: str,
+        thread_ts: str | None,
+        message_id: str | None,
+        conversation_id: str | None,
+        source: str = POSTED,
+    ) -> None:
+        """Remember a reply's IDs."""
+        self.relay.mappings.record(
+            workspace,
+            channel,
+            ts,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            thread_ts=thread_ts,
+            source=source,
+            now=time(),
+        )
+
+    def is_watched(self, message: dict[str, Any], own_bot_id: str | None) -> bool:
+        """True for replies of ASSISTANT_BOT_IDS, or of this app itself."""
+        authors = {message.get("bot_id"), message.get("user")} - {None}
+        return bool(authors & self.watched) or (own_bot_id is not None and own_bot_id in authors)
+
+    def map_message(
+        self, workspace: str, channel: str, message: dict[str, Any], own_bot_id: str | None
+    ) -> Mapping | None:
+        """Map a message from its metadata, else (watched authors only) from the templates."""
+        ts = message.get("ts")
+        if not isinstance(ts, str):
+            return None
+        thread_ts = message.get("thread_ts")
+        ids = metadata_ids(message)
+        if ids:
+            self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
+            return Mapping(ids[0], ids[1], thread_ts, METADATA)
+        if not self.is_watched(message, own_bot_id):
+            return None
+        mapping = self.relay.templates.mapping(workspace, channel, ts, thread_ts)
+        if mapping:
+            self.record_reply(
+                workspace,
+                channel,
+                ts,
+                thread_ts,
+                mapping.message_id,
+                mapping.conversation_id,
+                source=mapping.source,
+            )
+        return mapping
+
+    def resolve(
+        self, client: WebClient, workspace: str, channel: str, ts: str, own_bot_id: str | None
+    ) -> Mapping | None:
+        """A reply's IDs: recorded, else from its metadata or the templates (fetched once)."""
+        mapping = self.relay.mappings.message(workspace, channel, ts)
+        if mapping:
+            return mapping
+        message = fetch_message(client, channel, ts)
+        return self.map_message(workspace, channel, message, own_bot_id) if message else None
+
+    def resolve_conversation(
+        self, client: WebClient, workspace: str, channel: str, ts: str, thread_ts: str | None
+    ) -> str | None:
+        """The conversation ID of the thread holding message `ts`."""
+        root = thread_ts or ts
+        found = self.relay.mappings.conversation(workspace, channel, root)
+        if found:
+            return found
+        mapping = self.relay.mappings.message(workspace, channel, ts)
+        if mapping and mapping.conversation_id:
+            return mapping.conversation_id
+        for message in fetch_thread(client, channel, root):
+            ids = metadata_ids(message)
+            if ids and ids[1]:
+                self.record_reply(workspace, channel, message["ts"], root, *ids, source=METADATA)
+                return ids[1]
+        template = self.relay.templates.conversation
+        return (
+            template.format(team=workspace, channel=channel, ts=ts, thread_ts=root)
+            if (template)
+            else None
+        )
+
+    # --- votes ---------------------------------------------------------------------------
+
+    def reaction_value(self, reaction: str) -> Value | None:
+        """thumbs_up / thumbs_down for a reaction name (skin tones ignored), else None."""
+        name = reaction.split("::", 1)[0]
+        if name in self.positive:
+            return UP
+        if name in self.negative:
+            return DOWN
+        return None
+
+    def wants_comment(self, value: Value) -> bool:
+        """Whether ASK_COMMENT asks for a comment on this vote."""
+        ask = self.settings.ask_comment
+        return ask == "always" or (ask == "negative" and value == DOWN)
+
+    def record_vote(
+        self,
+        vote: Vote,
+        mapping: Mapping,
+        *,
+        ask_comment: bool,
+        seen_key: str | None = None,
+        comment: str | None = None,
+    ) -> Recorded:
+        """Store the act for a mapped vote; with `ask_comment` it waits for the comment."""
+        target = (
+            Target("message", mapping.message_id)
+            if mapping.message_id
+            else Target("conversation", mapping.conversation_id or "")
+        )
+        act = Act(
+            platform="slack",
+            workspace=vote.workspace,
+            user_id=vote.user_id,
+            source=vote.source,
+            target=target,
+            value=vote.value,
+            occurred_at=vote.occurred_at,
+            comment=comment,
+            channel=vote.channel,
+            ts=vote.ts,
+        )
+        now = time()
+        until = now + self.settings.comment_wait if ask_comment else None
+        recorded = self.relay.outbox.record(act, now, comment_until=until, seen_key=seen_key)
+        log.info(
+            "act=%s workspace=%s source=%s target=%s:%s value=%s %s",
+            recorded.act_id or "-",
+            vote.workspace,
+            vote.source,
+            target.kind,
+            target.id,
+            vote.value,
+            "waiting for comment"
+            if recorded.created and ask_comment
+            else ("queued" if recorded.created else f"skipped ({recorded.reason})"),
+        )
+        return recorded
+
+
+def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
+    """A message with its metadata, whether it is a thread reply or not."""
+    try:
+        replies = client.conversations_replies(
+            channel=channel, ts=ts, inclusive=True, include_all_metadata=True
+        )
+        for message in replies.get("messages") or []:
+            if message.get("ts") == ts:
+                return dict(message)
+        history = client.conversations_history(
+            channel=channel, latest=ts, inclusive=True, limit=1, include_all_metadata=True
+        )
+        for message in history.get("messages") or []:
+            if message.get("ts") == ts:
+                return dict(message)
+    except SlackApiError as error:
+        log.info("can't fetch message %s in %s: %s", ts, channel, error.response.get("error"))
+    return None
+
+
+def fetch_thread(client: WebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    """A thread's messages with their metadata (first page)."""
+    try:
+        replies = client.conversations_replies(
+            channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+        )
+    except SlackApiError as error:
+        log.info("can't fetch thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
+        return []
+    return [dict(m) for m in replies.get("messages") or []]
+
+
+def ephemeral(client: WebClient, channel: str, user: str, text: str, **extra: Any) -> None:
+    """A short note only `user` sees; failures are logged, never raised."""
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, text=text, **extra)
+    except SlackApiError as error:
+        log.info("can't post an ephemeral note in %s: %s", channel, error.response.get("error"))

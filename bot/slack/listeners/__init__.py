@@ -1,0 +1,17 @@
+"""Bolt listeners, one module per surface Slack reaches the relay through."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot.slack.agent import AgentBridge
+from bot.slack.feedback import SlackFeedback
+from bot.slack.listeners import actions, events, shortcuts, views
+
+
+def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> None:
+    """Attach every relay listener to `app`, beside whatever listeners it already has."""
+    actions.register(app, feedback)
+    views.register(app, feedback)
+    shortcuts.register(app, feedback)
+    events.register(app, feedback, agent)

@@ -1,0 +1,135 @@
+"""Button clicks: 👍/👎 under a reply, and "Add a comment" after a reaction."""
+
+from __future__ import annotations
+
+import logging
+import re
+from time import time
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.core.acts import VALUES
+from bot.slack.blocks import (
+    ADD_COMMENT_ACTION,
+    FEEDBACK_ACTION,
+    VOTE_DOWN_ACTION,
+    VOTE_UP_ACTION,
+    comment_modal,
+)
+from bot.slack.feedback import UNMAPPED_NOTE, SlackFeedback, Vote, ephemeral, workspace_of
+from bot.slack.listeners.common import HANDOFF, dig, slack_time, text_field
+
+log = logging.getLogger("bot.slack")
+
+VOTE_ACTIONS = re.compile(f"^({FEEDBACK_ACTION}|{VOTE_UP_ACTION}|{VOTE_DOWN_ACTION})$")
+
+
+def register(app: App, feedback: SlackFeedback) -> None:
+    """Attach the click listeners."""
+
+    def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+        """Ack path: map the reply and store the act before Slack hears back."""
+        context[HANDOFF] = click_act(feedback, body, context, client)
+        ack()
+
+    def follow_up_click(body: dict[str, Any], context: BoltContext, client: WebClient):
+        """After the ack: the comment modal, the thanks, or the note that nothing was recorded."""
+        handoff = context.get(HANDOFF) or {}
+        channel, user = handoff.get("channel"), handoff.get("user")
+        if handoff.get("unmapped") and channel and user:
+            ephemeral(client, channel, user, UNMAPPED_NOTE)
+        elif handoff.get("ask"):
+            open_comment_modal(feedback, client, body, handoff)
+        elif handoff.get("act_id") and feedback.settings.ack_message and channel and user:
+            ephemeral(
+                client,
+                channel,
+                user,
+                feedback.settings.ack_message,
+                thread_ts=handoff.get("thread_ts"),
+            )
+
+    def ack_add_comment(ack: Ack) -> None:
+        ack()
+
+    def open_add_comment(body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        """The ephemeral "Add a comment" button: open the modal for the waiting act."""
+        action = (dig(body, "actions") or [{}])[0]
+        act_id, _, value = str(dig(action, "value") or "").partition(":")
+        if act_id.isdigit():
+            handoff = {"act_id": int(act_id), "value": value, "workspace": workspace_of(context)}
+            open_comment_modal(feedback, client, body, handoff)
+
+    app.action(VOTE_ACTIONS)(ack=record_click, lazy=[follow_up_click])
+    app.action(ADD_COMMENT_ACTION)(ack=ack_add_comment, lazy=[open_add_comment])
+
+
+def click_act(
+    feedback: SlackFeedback, body: dict[str, Any], context: BoltContext, client: WebClient
+) -> dict[str, Any]:
+    """Record the act a vote click stands for; returns what the follow-up needs."""
+    action = (dig(body, "actions") or [{}])[0]
+    if not isinstance(action, dict):
+        return {}
+    raw_value = {VOTE_UP_ACTION: "up", VOTE_DOWN_ACTION: "down"}.get(
+        action.get("action_id", ""), action.get("value")
+    )
+    value = VALUES.get(str(raw_value))
+    user = text_field(body, "user", "id")
+    channel = text_field(body, "channel", "id") or text_field(body, "container", "channel_id")
+    ts = text_field(body, "message", "ts") or text_field(body, "container", "message_ts")
+    workspace = workspace_of(context)
+    if not (value and user and channel and ts and workspace):
+        log.warning("ignored a malformed vote click (missing user, channel, message or value)")
+        return {}
+    handoff: dict[str, Any] = {
+        "channel": channel,
+        "user": user,
+        "workspace": workspace,
+        "thread_ts": text_field(body, "message", "thread_ts"),
+    }
+    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
+    if not mapping:
+        log.info(
+            "vote on unmapped message workspace=%s channel=%s ts=%s: no signal",
+            workspace,
+            channel,
+            ts,
+        )
+        return {**handoff, "unmapped": True}
+    vote = Vote(
+        workspace, user, channel, ts, value, slack_time(action.get("action_ts"), time()), "button"
+    )
+    ask = feedback.wants_comment(value) and bool(body.get("trigger_id"))
+    recorded = feedback.record_vote(vote, mapping, ask_comment=ask)
+    return {
+        **handoff,
+        "act_id": recorded.act_id,
+        "ask": ask and recorded.created,
+        "value": value,
+        "thank": True,
+    }
+
+
+def open_comment_modal(
+    feedback: SlackFeedback, client: WebClient, body: dict[str, Any], handoff: dict[str, Any]
+) -> None:
+    """Open the comment modal; if Slack refuses, release the act so it goes without one."""
+    act_id = handoff["act_id"]
+    trigger_id = body.get("trigger_id")
+    view = comment_modal(
+        act_id, handoff.get("value", ""), handoff.get("channel"), thank=bool(handoff.get("thank"))
+    )
+    try:
+        client.views_open(trigger_id=trigger_id, view=view)
+    except SlackApiError as error:
+        log.warning(
+            "can't open the comment modal for act=%s: %s; sending without comment",
+            act_id,
+            error.response.get("error"),
+        )
+        user = text_field(body, "user", "id") or ""
+        feedback.relay.outbox.finish_comment(act_id, handoff["workspace"], user, None, time())

@@ -1,0 +1,226 @@
+"""Events API: reactions, watched replies, metadata, and messages for the agent."""
+
+from __future__ import annotations
+
+import logging
+import re
+from time import time
+from typing import Any
+
+from slack_bolt import App, BoltContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.core.mapping import METADATA
+from bot.slack.agent import AgentBridge, Question
+from bot.slack.blocks import add_comment_blocks
+from bot.slack.feedback import SlackFeedback, Vote, ephemeral, metadata_ids, workspace_of
+from bot.slack.listeners.common import HANDOFF, dig, slack_time, text_field
+
+log = logging.getLogger("bot.slack")
+
+# Message subtypes a person's message to the agent may carry.
+PERSON_SUBTYPES = (None, "file_share", "thread_broadcast")
+
+
+def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> None:
+    """Attach the event listeners."""
+
+    def record_reaction(
+        body: dict[str, Any], event: dict[str, Any], context: BoltContext, client: WebClient
+    ) -> None:
+        """Ack path: a 👍/👎 reaction on a mapped reply becomes an act."""
+        context[HANDOFF] = reaction_act(feedback, body, event, context, client)
+
+    def follow_up_reaction(context: BoltContext, client: WebClient) -> None:
+        """After the ack: thanks, with an "Add a comment" button when a comment is asked for."""
+        handoff = context.get(HANDOFF) or {}
+        act_id, text = handoff.get("act_id"), feedback.settings.ack_message
+        if not act_id:
+            return
+        where = {"thread_ts": handoff.get("thread_ts")}
+        if handoff.get("ask"):
+            ephemeral(
+                client,
+                handoff["channel"],
+                handoff["user"],
+                text or "Add a comment?",
+                blocks=add_comment_blocks(text, act_id, handoff["value"]),
+                **where,
+            )
+        elif text:
+            ephemeral(client, handoff["channel"], handoff["user"], text, **where)
+
+    def log_reaction_removed(event: dict[str, Any], context: BoltContext) -> None:
+        """The API has no retraction: a removed reaction is logged and sends nothing."""
+        log.info(
+            "reaction removed workspace=%s user=%s reaction=%s channel=%s ts=%s: no signal",
+            workspace_of(context),
+            event.get("user"),
+            event.get("reaction"),
+            dig(event, "item", "channel"),
+            dig(event, "item", "ts"),
+        )
+
+    def record_metadata(event: dict[str, Any], context: BoltContext) -> None:
+        """A `brixo_message` posted by any app: remember its IDs."""
+        ids = metadata_ids(event)
+        channel, ts = text_field(event, "channel_id"), text_field(event, "message_ts")
+        workspace = workspace_of(context)
+        if ids and channel and ts and workspace:
+            feedback.record_reply(workspace, channel, ts, None, *ids, source=METADATA)
+
+    def observe_message(event: dict[str, Any], context: BoltContext) -> None:
+        """Ack path: map a watched bot's reply; note a DM for the agent."""
+        context[HANDOFF] = message_handoff(feedback, agent, event, context)
+
+    def follow_up_message(context: BoltContext, client: WebClient) -> None:
+        """After the ack: seed 👍/👎 on a watched reply; ask the agent."""
+        handoff = context.get(HANDOFF) or {}
+        if handoff.get("seed"):
+            seed_reactions(feedback, client, *handoff["seed"])
+        if handoff.get("question") and agent:
+            agent.handle(client, Question(**handoff["question"]))
+
+    def answer_mention(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        """A mention in a channel goes to the agent (once, even if a message event carries it)."""
+        question = person_question(event, context, mention=True)
+        if question and agent:
+            agent.handle(client, Question(**question))
+
+    def nothing(event: dict[str, Any]) -> None:
+        """Acknowledged; nothing to do."""
+
+    app.event("reaction_added")(ack=record_reaction, lazy=[follow_up_reaction])
+    app.event("reaction_removed")(log_reaction_removed)
+    app.event("message_metadata_posted")(record_metadata)
+    app.event("message")(ack=observe_message, lazy=[follow_up_message])
+    app.event("app_mention")(ack=nothing, lazy=[answer_mention])
+    app.event("assistant_thread_started")(nothing)
+    app.event("assistant_thread_context_changed")(nothing)
+
+
+def reaction_act(
+    feedback: SlackFeedback,
+    body: dict[str, Any],
+    event: dict[str, Any],
+    context: BoltContext,
+    client: WebClient,
+) -> dict[str, Any]:
+    """Record the act a reaction stands for; returns what the follow-up needs."""
+    user = text_field(event, "user")
+    value = feedback.reaction_value(str(event.get("reaction") or ""))
+    channel, ts = text_field(event, "item", "channel"), text_field(event, "item", "ts")
+    workspace = workspace_of(context)
+    if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
+        return {}
+    if user == context.bot_user_id or user in feedback.watched:
+        return {}  # a bot's reaction, the relay's own seeded ones included
+    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
+    if not mapping:
+        log.info(
+            "reaction on unmapped message workspace=%s channel=%s ts=%s: no signal",
+            workspace,
+            channel,
+            ts,
+        )
+        return {}
+    event_id = text_field(body, "event_id")
+    vote = Vote(
+        workspace,
+        user,
+        channel,
+        ts,
+        value,
+        slack_time(event.get("event_ts"), slack_time(body.get("event_time"), time())),
+        "reaction",
+    )
+    ask = feedback.wants_comment(value)
+    recorded = feedback.record_vote(
+        vote,
+        mapping,
+        ask_comment=ask,
+        seen_key=f"event:{workspace}:{event_id}" if event_id else None,
+    )
+    return {
+        "act_id": recorded.act_id,
+        "ask": ask,
+        "value": value,
+        "channel": channel,
+        "user": user,
+        "thread_ts": mapping.thread_ts,
+    }
+
+
+def message_handoff(
+    feedback: SlackFeedback, agent: AgentBridge | None, event: dict[str, Any], context: BoltContext
+) -> dict[str, Any]:
+    """Map a watched reply now; say what the follow-up should do with this message."""
+    workspace, channel = workspace_of(context), text_field(event, "channel")
+    ts = text_field(event, "ts")
+    if not (workspace and channel and ts) or event.get("subtype") not in (
+        *PERSON_SUBTYPES,
+        "bot_message",
+    ):
+        return {}
+    own = {context.bot_id, context.bot_user_id} - {None}
+    authors = {event.get("bot_id"), event.get("user")} - {None}
+    if authors & own:
+        return {}  # the relay's own reply: mapped when it was posted
+    if authors & feedback.watched:
+        mapped = feedback.map_message(workspace, channel, event, None)
+        if not mapped:
+            log.info(
+                "watched reply without metadata or template workspace=%s channel=%s ts=%s",
+                workspace,
+                channel,
+                ts,
+            )
+        return {"seed": [workspace, channel, ts]} if feedback.settings.seed_reactions else {}
+    if agent and event.get("channel_type") == "im":
+        question = person_question(event, context, mention=False)
+        return {"question": question} if question else {}
+    return {}
+
+
+def person_question(
+    event: dict[str, Any], context: BoltContext, mention: bool
+) -> dict[str, Any] | None:
+    """The agent's question from a person's message, or None for bots and odd messages."""
+    user, channel, ts = (
+        text_field(event, "user"),
+        text_field(event, "channel"),
+        text_field(event, "ts"),
+    )
+    text = str(event.get("text") or "")
+    if (
+        event.get("bot_id")
+        or event.get("subtype") not in PERSON_SUBTYPES
+        or not (user and channel and ts)
+        or user == context.bot_user_id
+    ):
+        return None
+    if mention and context.bot_user_id:
+        text = re.sub(rf"<@{re.escape(context.bot_user_id)}(\|[^>]*)?>", "", text).strip()
+    return {
+        "workspace": workspace_of(context),
+        "channel": channel,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "thread_ts": text_field(event, "thread_ts"),
+    }
+
+
+def seed_reactions(
+    feedback: SlackFeedback, client: WebClient, workspace: str, channel: str, ts: str
+) -> None:
+    """Add 👍 and 👎 to a watched reply once, so people only have to click one."""
+    if not feedback.relay.first_time(f"seed:{workspace}:{channel}:{ts}"):
+        return
+    for name in (feedback.settings.positive_reactions[0], feedback.settings.negative_reactions[0]):
+        try:
+            client.reactions_add(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as error:
+            if error.response.get("error") != "already_reacted":
+                log.info("can't seed :%s: on %s: %s", name, ts, error.response.get("error"))

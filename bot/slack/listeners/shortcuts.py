@@ -1,0 +1,57 @@
+"""The "Rate this conversation" message shortcut."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.slack.blocks import conversation_modal
+from bot.slack.feedback import SlackFeedback, ephemeral, workspace_of
+from bot.slack.listeners.common import text_field
+from bot.slack.manifest import SHORTCUT_CALLBACK_ID
+
+log = logging.getLogger("bot.slack")
+
+UNMAPPED_THREAD = (
+    "I can't link this conversation to one that Brixo knows, so it can't be rated here."
+)
+
+
+def register(app: App, feedback: SlackFeedback) -> None:
+    """Attach the shortcut listener: ack at once, then find the conversation and open the modal."""
+
+    def ack_shortcut(ack: Ack) -> None:
+        ack()
+
+    def open_rating(body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        workspace = workspace_of(context)
+        channel = text_field(body, "channel", "id")
+        ts = text_field(body, "message", "ts") or text_field(body, "message_ts")
+        user = text_field(body, "user", "id")
+        if not (workspace and channel and ts and user):
+            log.warning("ignored a malformed conversation shortcut")
+            return
+        thread_ts = text_field(body, "message", "thread_ts") or ts
+        conversation_id = feedback.resolve_conversation(client, workspace, channel, ts, thread_ts)
+        if not conversation_id:
+            log.info(
+                "conversation shortcut on unmapped thread workspace=%s channel=%s ts=%s",
+                workspace,
+                channel,
+                thread_ts,
+            )
+            ephemeral(client, channel, user, UNMAPPED_THREAD, thread_ts=thread_ts)
+            return
+        try:
+            client.views_open(
+                trigger_id=body.get("trigger_id"),
+                view=conversation_modal(channel, thread_ts, conversation_id),
+            )
+        except SlackApiError as error:
+            log.warning("can't open the rating modal: %s", error.response.get("error"))
+
+    app.shortcut(SHORTCUT_CALLBACK_ID)(ack=ack_shortcut, lazy=[open_rating])

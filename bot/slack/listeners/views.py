@@ -1,0 +1,124 @@
+"""Modal submissions and closes: the comment modal and the conversation rating."""
+
+from __future__ import annotations
+
+import json
+import logging
+from time import time
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+from slack_sdk import WebClient
+
+from bot.core.acts import VALUES, clean_comment
+from bot.core.mapping import POSTED, Mapping
+from bot.slack.blocks import (
+    COMMENT_BLOCK,
+    COMMENT_INPUT,
+    COMMENT_VIEW,
+    CONVERSATION_VIEW,
+    VOTE_BLOCK,
+    VOTE_INPUT,
+)
+from bot.slack.feedback import SlackFeedback, Vote, ephemeral, workspace_of
+from bot.slack.listeners.common import HANDOFF, dig, text_field
+
+log = logging.getLogger("bot.slack")
+
+TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
+
+
+def private_metadata(view: dict[str, Any]) -> dict[str, Any]:
+    """The view's private_metadata as a dict ({} when absent or not ours)."""
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def register(app: App, feedback: SlackFeedback) -> None:
+    """Attach the modal listeners."""
+
+    def submit_comment(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+    ) -> None:
+        """The act stops waiting, with the comment, in the same request that Slack acks."""
+        meta = private_metadata(view)
+        comment = clean_comment(dig(view, "state", "values", COMMENT_BLOCK, COMMENT_INPUT, "value"))
+        user = text_field(body, "user", "id") or ""
+        done = isinstance(meta.get("act"), int) and feedback.relay.outbox.finish_comment(
+            meta["act"], workspace_of(context), user, comment, time()
+        )
+        if not done and comment:
+            ack(response_action="errors", errors={COMMENT_BLOCK: TOO_LATE})
+            return
+        context[HANDOFF] = {
+            "channel": meta.get("channel"),
+            "user": user,
+            "thank": bool(done and meta.get("thank")),
+        }
+        ack()
+
+    def close_comment(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+    ) -> None:
+        """Cancel or close: the act goes now, without a comment."""
+        meta = private_metadata(view)
+        if isinstance(meta.get("act"), int):
+            feedback.relay.outbox.finish_comment(
+                meta["act"],
+                workspace_of(context),
+                text_field(body, "user", "id") or "",
+                None,
+                time(),
+            )
+        ack()
+
+    def submit_rating(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+    ) -> None:
+        """A conversation-level vote with its optional comment, stored before the ack."""
+        meta = private_metadata(view)
+        values = dig(view, "state", "values") or {}
+        value = VALUES.get(str(dig(values, VOTE_BLOCK, VOTE_INPUT, "selected_option", "value")))
+        conversation_id, channel = meta.get("conversation_id"), meta.get("channel")
+        thread_ts, user = meta.get("thread_ts"), text_field(body, "user", "id")
+        workspace = workspace_of(context)
+        if not value:
+            ack(response_action="errors", errors={VOTE_BLOCK: "Pick 👍 or 👎."})
+            return
+        if not (conversation_id and channel and thread_ts and user and workspace):
+            log.warning("ignored a malformed conversation rating")
+            ack()
+            return
+        vote = Vote(workspace, user, channel, thread_ts, value, time(), "shortcut")
+        recorded = feedback.record_vote(
+            vote,
+            Mapping(None, conversation_id, thread_ts, POSTED),
+            ask_comment=False,
+            comment=clean_comment(dig(values, COMMENT_BLOCK, COMMENT_INPUT, "value")),
+        )
+        context[HANDOFF] = {
+            "channel": channel,
+            "user": user,
+            "thank": recorded.created,
+            "thread_ts": thread_ts,
+        }
+        ack()
+
+    def thank(context: BoltContext, client: WebClient) -> None:
+        """The ephemeral thanks (ACK_MESSAGE) once a modal's vote is on its way."""
+        handoff = context.get(HANDOFF) or {}
+        if handoff.get("thank") and handoff.get("channel") and feedback.settings.ack_message:
+            ephemeral(
+                client,
+                handoff["channel"],
+                handoff["user"],
+                feedback.settings.ack_message,
+                thread_ts=handoff.get("thread_ts"),
+            )
+
+    app.view_submission(COMMENT_VIEW)(ack=submit_comment, lazy=[thank])
+    app.view_closed(COMMENT_VIEW)(close_comment)
+    app.view_submission(CONVERSATION_VIEW)(ack=submit_rating, lazy=[thank])

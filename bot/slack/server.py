@@ -1,0 +1,118 @@
+"""HTTP mode: Bolt's WSGI adapter behind a small router, served by gunicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.core.relay import Relay
+from bot.core.settings import Settings
+
+log = logging.getLogger("bot.server")
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; refuse larger before parsing
+
+StartResponse = Callable[..., Any]
+
+
+class RelayWSGI:
+    """Routes /slack/* to Bolt and /healthz to the relay's health report."""
+
+    def __init__(self, app: App, relay: Relay) -> None:
+        self.relay = relay
+        self.bolt = SlackRequestHandler(app)
+        oauth = app.oauth_flow
+        self.oauth_paths = {oauth.install_path, oauth.redirect_uri_path} if oauth else set()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            ok, report = self.relay.health()
+            return _json(start_response, 200 if ok else 503, {"ok": ok, **report})
+        if path == EVENTS_PATH and method == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                return _json(start_response, 413, {"error": "request body too large"})
+            return self.bolt(environ, start_response)
+        if path in self.oauth_paths and method == "GET":
+            return self.bolt(environ, start_response)
+        return _json(start_response, 404, {"error": "not found"})
+
+
+def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body).encode()
+    reason = {200: "OK", 404: "Not Found", 413: "Payload Too Large", 503: "Service Unavailable"}
+    start_response(
+        f"{status} {reason[status]}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
+def build_wsgi(settings: Settings) -> tuple[RelayWSGI, Relay]:
+    """The relay and its WSGI app, delivery started."""
+    from bot.slack.app import build_app
+
+    settings.require("brixo_api_key")
+    relay = Relay(settings)
+    app = build_app(relay)
+    relay.start()
+    return RelayWSGI(app, relay), relay
+
+
+def stop_all(relays: list[Relay]) -> None:
+    """Gunicorn's worker_exit: finish deliveries in flight, leave the rest pending."""
+    for relay in relays:
+        relay.stop(25.0)
+
+
+def serve(settings: Settings) -> int:
+    """Run HTTP mode under gunicorn on $PORT; SIGTERM drains requests and deliveries."""
+    from gunicorn.app.base import BaseApplication
+
+    settings.require("brixo_api_key", "slack_signing_secret")
+    if not settings.oauth:
+        settings.require("slack_bot_token")
+    relays: list[Relay] = []
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            options = {
+                "bind": f"0.0.0.0:{settings.port}",
+                "workers": int(os.environ.get("WEB_CONCURRENCY", "1")),
+                "worker_class": "gthread",
+                "threads": int(os.environ.get("GUNICORN_THREADS", "16")),
+                "timeout": 30,
+                "graceful_timeout": 28,
+                "keepalive": 5,
+                "worker_exit": lambda _server, _worker: stop_all(relays),
+                "accesslog": None,
+                "loglevel": settings.log_level.lower(),
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> RelayWSGI:
+            wsgi, relay = build_wsgi(settings)
+            relays.append(relay)
+            log.info(
+                "serving Slack at %s and health at %s on port %s",
+                EVENTS_PATH,
+                HEALTH_PATH,
+                settings.port,
+            )
+            return wsgi
+
+    Server().run()
+    return 0

@@ -1,0 +1,234 @@
+"""BrixoClient against the strict local Brixo: requests, IDs, and how answers are classified."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from time import time
+
+import pytest
+
+from bot.core.acts import Signal, Target
+from bot.core.brixo import BrixoClient, Outcome, parse_retry_after
+from bot.core.logs import setup_logging
+from tests.conftest import BRIXO_KEY
+from tests.fakes import FakeBrixo
+
+OCCURRED = datetime(2026, 2, 3, 14, 22, 10, tzinfo=UTC).timestamp()
+
+ODD_IDS = [
+    "msg/with/slashes",
+    "what?x=1&y=2",
+    "frag#ment",
+    "100%",
+    "%2F-already-encoded",
+    "with spaces  and\ttab",
+    "ünïcødé-✓-💬-中文",
+    ".",
+    "..",
+    "...",
+    "../etc",
+    "a/../b",
+    "./x",
+    "+plus+;semi;,comma:colon@at=eq$dollar&amp!'()*~",
+]
+
+
+@pytest.fixture
+def client(brixo: FakeBrixo) -> BrixoClient:
+    c = BrixoClient(BRIXO_KEY, brixo.url, read_timeout=2.0)
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["message", "conversation"])
+@pytest.mark.parametrize(
+    ("occurred_at", "user_message", "attributes"),
+    [
+        (
+            OCCURRED,
+            "Love this product!",
+            {
+                "name": "feedback",
+                "value": "thumbs_up",
+                "occurred_at": "2026-02-03T14:22:10Z",
+                "user_message": "Love this product!",
+            },
+        ),
+        (None, None, {"name": "feedback", "value": "thumbs_up"}),
+        (OCCURRED, None, {"name": "feedback", "value": "thumbs_up", "occurred_at": "2026-02-03T14:22:10Z"}),
+        (None, "Très bien 👍 \"quoted\"\nnewline", {
+            "name": "feedback", "value": "thumbs_up", "user_message": "Très bien 👍 \"quoted\"\nnewline"
+        }),
+    ],
+)
+def test_request_is_exactly_the_reference_shape(
+    brixo: FakeBrixo,
+    client: BrixoClient,
+    kind: str,
+    occurred_at: float | None,
+    user_message: str | None,
+    attributes: dict[str, str],
+) -> None:
+    answer = client.send(Signal(Target(kind, "id_1042"), "thumbs_up", occurred_at, user_message))  # type: ignore[arg-type]
+    assert answer.outcome is Outcome.DELIVERED and answer.status == 204
+    (request,) = brixo.requests
+    assert request.method == "POST"
+    assert request.raw_path == f"/v1/{kind}s/id_1042/signals"
+    assert request.headers["Content-Type"] == "application/vnd.api+json"
+    assert request.headers["Authorization"] == f"Bearer {BRIXO_KEY}"
+    assert int(request.headers["Content-Length"]) == len(request.body)
+    # The body is UTF-8 JSON whose document is exactly this: nothing more, nothing less.
+    assert json.loads(request.body.decode("utf-8")) == {
+        "data": {"type": "signals", "attributes": attributes}
+    }
+    assert request.status == 204
+
+
+def test_thumbs_down_and_millisecond_times(brixo: FakeBrixo, client: BrixoClient) -> None:
+    at = OCCURRED + 0.25
+    assert client.send(Signal(Target("message", "m"), "thumbs_down", at)).status == 204
+    attrs = brixo.accepted[0].attributes
+    assert attrs["value"] == "thumbs_down"
+    assert attrs["occurred_at"] == "2026-02-03T14:22:10.250Z"
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+@pytest.mark.parametrize("kind", ["message", "conversation"])
+def test_odd_ids_round_trip_exactly(brixo: FakeBrixo, client: BrixoClient, kind: str, odd: str) -> None:
+    answer = client.send(Signal(Target(kind, odd), "thumbs_up", OCCURRED))  # type: ignore[arg-type]
+    assert answer.outcome is Outcome.DELIVERED, answer
+    (request,) = brixo.requests
+    assert request.kind == f"{kind}s"
+    assert request.id == odd
+    # One path segment, with no dot-segment a server or proxy would resolve away.
+    segments = request.raw_path.split("/")
+    assert len(segments) == 5, request.raw_path
+    assert segments[3] not in (".", ".."), f"dot-segment on the wire: {request.raw_path}"
+    assert "?" not in request.raw_path and "#" not in request.raw_path
+
+
+def test_one_keep_alive_connection_for_many_sends(brixo: FakeBrixo, client: BrixoClient) -> None:
+    for n in range(5):
+        assert client.send(Signal(Target("message", f"m{n}"), "thumbs_up")).status == 204
+    assert len({r.client_port for r in brixo.requests}) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
+def test_transient_statuses_are_retry(brixo: FakeBrixo, client: BrixoClient, status: int) -> None:
+    brixo.fail_next(1, status=status, detail="busy")
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    assert answer.outcome is Outcome.RETRY
+    assert answer.status == status
+    assert answer.detail == "busy"
+    assert brixo.accepted == []
+
+
+def test_retry_after_seconds_and_http_date(brixo: FakeBrixo, client: BrixoClient) -> None:
+    brixo.fail_next(1, status=429, retry_after="7")
+    assert client.send(Signal(Target("message", "m"), "thumbs_up")).retry_after == 7
+    later = datetime.fromtimestamp(time() + 120, UTC)
+    brixo.fail_next(1, status=503, retry_after=format_datetime(later, usegmt=True))
+    waited = client.send(Signal(Target("message", "m"), "thumbs_up")).retry_after
+    assert waited is not None and 100 <= waited <= 121
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("-3") == 0
+
+
+def test_client_errors_are_classified_with_brixos_detail(brixo: FakeBrixo) -> None:
+    small = FakeBrixo(api_key=BRIXO_KEY, max_body_bytes=300).start()
+    try:
+        client = BrixoClient(BRIXO_KEY, small.url)
+        small.mark_missing("gone")
+        missing = client.send(Signal(Target("message", "gone"), "thumbs_up"))
+        assert (missing.outcome, missing.status) == (Outcome.NOT_FOUND, 404)
+        assert "not found" in missing.detail
+        assert missing.describe() == f"HTTP 404: {missing.detail}"
+
+        bad = client.send(Signal(Target("message", "m"), "meh"))  # type: ignore[arg-type]
+        assert (bad.outcome, bad.status) == (Outcome.REJECTED, 400)
+        assert bad.detail == 'value must be one of "thumbs_up" | "thumbs_down"'
+
+        big = client.send(Signal(Target("message", "m"), "thumbs_up", None, "x" * 400))
+        assert (big.outcome, big.status) == (Outcome.TOO_LARGE, 413)
+        assert "exceeds" in big.detail
+
+        wrong = BrixoClient("not-the-key", small.url)
+        refused = wrong.send(Signal(Target("message", "m"), "thumbs_up"))
+        assert (refused.outcome, refused.status) == (Outcome.UNAUTHORIZED, 401)
+        assert small.accepted == []
+    finally:
+        small.stop()
+
+
+def test_dropped_connection_is_retry(brixo: FakeBrixo, client: BrixoClient) -> None:
+    brixo.drop_next(1)
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    assert (answer.outcome, answer.status) == (Outcome.RETRY, None)
+    assert "connection" in answer.detail
+    assert client.send(Signal(Target("message", "m"), "thumbs_up")).status == 204
+
+
+def test_timeout_is_retry(brixo: FakeBrixo) -> None:
+    client = BrixoClient(BRIXO_KEY, brixo.url, read_timeout=0.2)
+    brixo.stall_next(1, seconds=3)
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    assert (answer.outcome, answer.status, answer.detail) == (Outcome.RETRY, None, "timed out")
+
+
+def test_refused_connection_is_retry() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = BrixoClient(BRIXO_KEY, f"http://127.0.0.1:{port}")
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    assert (answer.outcome, answer.status) == (Outcome.RETRY, None)
+    assert "refused" in answer.detail
+    assert BRIXO_KEY not in answer.describe()
+
+
+def test_probe_tests_the_key_without_sending_a_signal(brixo: FakeBrixo, client: BrixoClient) -> None:
+    answer = client.probe()
+    assert answer.status is not None and answer.outcome is not Outcome.UNAUTHORIZED
+    brixo.set_key("rotated")
+    assert client.probe().outcome is Outcome.UNAUTHORIZED
+    assert brixo.accepted == []
+    assert all(r.status != 204 for r in brixo.requests)
+
+
+def test_key_never_in_repr_errors_or_logs(
+    brixo: FakeBrixo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = BrixoClient(BRIXO_KEY, brixo.url, read_timeout=0.2)
+    assert BRIXO_KEY not in repr(client) and BRIXO_KEY not in str(client)
+    brixo.fail_next(1, 503)
+    brixo.drop_next(1)
+    brixo.stall_next(1, seconds=2)
+    answers = [client.send(Signal(Target("message", "m"), "thumbs_up")) for _ in range(3)]
+    brixo.set_key("other")
+    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
+    answers.append(client.probe())
+    for answer in answers:
+        assert BRIXO_KEY not in answer.describe() and BRIXO_KEY not in repr(answer)
+    assert BRIXO_KEY not in caplog.text
+
+
+def test_log_redactor_masks_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("DEBUG", "plain", [BRIXO_KEY])
+        logging.getLogger("bot.test").warning("header was Bearer %s", BRIXO_KEY)
+        setup_logging("DEBUG", "json", [BRIXO_KEY])
+        logging.getLogger("bot.test").error("key=" + BRIXO_KEY)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert BRIXO_KEY not in err
+    assert err.count("***") == 2

@@ -1,0 +1,184 @@
+"""Settings: from the environment over `.env`, every format SPEC.md names, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.core.settings import SettingsError, load_settings
+
+
+def load(**values: str) -> object:
+    return load_settings(values, dotenv=None)
+
+
+def test_defaults_without_anything() -> None:
+    settings = load_settings({}, dotenv=None)
+    assert settings.brixo_api_url == "https://api.brixo.com"
+    assert settings.database_url == "sqlite:///brixo-relay.db"
+    assert settings.port == 3000
+    assert settings.delivery_max_age == 24 * 3600
+    assert settings.not_found_grace == 600
+    assert settings.comment_wait == 600
+    assert settings.ask_comment == "negative"
+    assert settings.seed_reactions is True
+    assert settings.positive_reactions == ("+1", "thumbsup")
+    assert settings.negative_reactions == ("-1", "thumbsdown")
+    assert settings.brixo_api_key is None
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "BRIXO_API_KEY=from-dotenv\n"
+        "PORT=4000\n"
+        "# a comment\n"
+        'ACK_MESSAGE="Thanks, noted"\n'
+        "DELIVERY_MAX_AGE=1h\n",
+        encoding="utf-8",
+    )
+    settings = load_settings({"BRIXO_API_KEY": "from-env", "PORT": "5000"}, dotenv=str(dotenv))
+    assert settings.brixo_api_key == "from-env"
+    assert settings.port == 5000
+    assert settings.ack_message == "Thanks, noted"
+    assert settings.delivery_max_age == 3600
+    # A missing .env is no error.
+    assert load_settings({}, dotenv=str(tmp_path / "absent.env")).port == 3000
+
+
+def test_dotenv_in_the_working_folder_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("NOT_FOUND_GRACE=5m\nPORT=4100\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings({"PORT": "4200"})
+    assert settings.not_found_grace == 300
+    assert settings.port == 4200
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("600", 600), ("30s", 30), ("10m", 600), ("24h", 86400), (" 2h ", 7200), ("1.5m", 90)],
+)
+def test_durations(raw: str, seconds: float) -> None:
+    settings = load_settings(
+        {"DELIVERY_MAX_AGE": raw, "NOT_FOUND_GRACE": raw, "COMMENT_WAIT": raw, "AGENT_TIMEOUT": raw},
+        dotenv=None,
+    )
+    assert settings.delivery_max_age == seconds
+    assert settings.not_found_grace == seconds
+    assert settings.comment_wait == seconds
+    assert settings.agent_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True), ("false", False), ("1", True), ("0", False), ("yes", True),
+        ("no", False), ("on", True), ("off", False), ("TRUE", True), ("Off", False),
+    ],
+)
+def test_booleans(raw: str, value: bool) -> None:
+    assert load_settings({"SEED_REACTIONS": raw}, dotenv=None).seed_reactions is value
+
+
+def test_lists_replace_defaults() -> None:
+    settings = load_settings(
+        {
+            "ASSISTANT_BOT_IDS": "B123, U456 ,,B789",
+            "POSITIVE_REACTIONS": "heart, :tada:",
+            "NEGATIVE_REACTIONS": "x",
+        },
+        dotenv=None,
+    )
+    assert settings.assistant_bot_ids == ("B123", "U456", "B789")
+    assert settings.positive_reactions == ("heart", "tada")
+    assert settings.negative_reactions == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgres://u:p@db.example:5432/d1", "postgresql+psycopg://u:p@db.example:5432/d1"),
+        ("postgresql://u:p@db.example/d1", "postgresql+psycopg://u:p@db.example/d1"),
+        ("sqlite:///relay.db", "sqlite:///relay.db"),
+        ("sqlite:////abs/relay.db", "sqlite:////abs/relay.db"),
+    ],
+)
+def test_database_urls(raw: str, expected: str) -> None:
+    assert load_settings({"DATABASE_URL": raw}, dotenv=None).database_url == expected
+
+
+def test_heroku_postgres_url_connects(postgres_url: str) -> None:
+    """A Heroku-style postgres:// URL works against a real server."""
+    from bot.core.db import Database
+
+    heroku = postgres_url.replace("postgresql://", "postgres://", 1)
+    settings = load_settings({"DATABASE_URL": heroku}, dotenv=None)
+    database = Database(settings.database_url)
+    try:
+        database.ping()
+        assert database.migrate(0.0) == database.migrate(1.0)
+        assert database.schema_state() == "ok"
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("DELIVERY_MAX_AGE", "banana"),
+        ("NOT_FOUND_GRACE", "10 minutes"),
+        ("COMMENT_WAIT", "-5"),
+        ("PORT", "99999"),
+        ("PORT", "http"),
+        ("DATABASE_URL", "mysql://x"),
+        ("SEED_REACTIONS", "maybe"),
+        ("ASK_COMMENT", "sometimes"),
+        ("LOG_FORMAT", "xml"),
+        ("BRIXO_API_URL", "api.brixo.com"),
+        ("DELIVERY_CONCURRENCY", "0"),
+        ("MESSAGE_ID_TEMPLATE", "{team}-{nope}"),
+        ("ASSISTANT_BOT_IDS", "B1, not an id"),
+    ],
+)
+def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({name: raw}, dotenv=None)
+    text = str(caught.value)
+    assert text.startswith(f"{name}: expected"), text
+    assert "\n" not in text
+
+
+def test_half_an_oauth_install_is_an_error() -> None:
+    with pytest.raises(SettingsError, match=r"^SLACK_CLIENT_SECRET: "):
+        load_settings({"SLACK_CLIENT_ID": "1.2", "SLACK_STATE_SECRET": "s"}, dotenv=None)
+
+
+def test_database_url_error_hides_the_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"DATABASE_URL": "mysql://admin:hunter2secret@db/x"}, dotenv=None)
+    assert "hunter2secret" not in str(caught.value)
+
+
+def test_require_names_a_missing_setting() -> None:
+    settings = load_settings({}, dotenv=None)
+    with pytest.raises(SettingsError, match=r"^BRIXO_API_KEY: required"):
+        settings.require("brixo_api_key")
+
+
+def test_secrets_never_in_repr() -> None:
+    secrets = {
+        "BRIXO_API_KEY": "brixo-secret-key-123456",
+        "SLACK_BOT_TOKEN": "xoxb-secret-token-123456",
+        "SLACK_SIGNING_SECRET": "signing-secret-123456",
+        "SLACK_APP_TOKEN": "xapp-secret-123456",
+        "AGENT_TOKEN": "agent-secret-123456",
+    }
+    settings = load_settings(secrets, dotenv=None)
+    text = repr(settings) + str(settings)
+    for value in secrets.values():
+        assert value not in text
+    assert "brixo_api_url" in text  # the repr is still useful
+    assert set(settings.secrets) == set(secrets.values())

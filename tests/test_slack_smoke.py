@@ -1,0 +1,22 @@
+"""First end-to-end path: a 👍 click on a relay reply reaches Brixo."""
+
+from __future__ import annotations
+
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+
+
+def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    assert app.sender.event(sr.message("D1", "U1", "hello", "1700000000.000100")).status_code == 200
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert post.args["metadata"]["event_type"] == "brixo_message"
+    reply_ts = app.slack.messages("D1")[-1]["ts"]
+    action = sr.feedback_button_action("up")
+    resp = app.sender.interaction(sr.block_action("U1", "T1", "D1", reply_ts, action,
+                                                  thread_ts="1700000000.000100"))
+    assert resp.status_code == 200
+    app.brixo.wait_for_accepted(1)
+    got = app.brixo.accepted[0]
+    assert got.kind == "messages" and got.id == "msg-1"
+    assert got.json["data"]["attributes"]["value"] == "thumbs_up"

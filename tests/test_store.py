@@ -1,0 +1,357 @@
+"""The outbox, votes, seen events and mappings, on SQLite and on PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from bot.core.acts import Act, Target
+from bot.core.db import Database, acts
+from bot.core.mapping import METADATA, POSTED, Mappings, Templates
+from bot.core.outbox import (
+    AWAITING_COMMENT,
+    DEAD,
+    DELIVERED,
+    PENDING,
+    SAME_VOTE_WINDOW,
+    Outbox,
+    forget_expired,
+    mark_seen,
+)
+from tests.pg import database_params
+
+pytestmark = pytest.mark.parametrize("database_url", database_params(), indirect=True)
+
+T0 = 1_770_000_000.0
+
+
+def act(
+    target_id: str = "msg-1",
+    value: str = "thumbs_up",
+    user: str = "U1",
+    workspace: str = "T1",
+    at: float = T0,
+    kind: str = "message",
+    comment: str | None = None,
+) -> Act:
+    return Act(
+        platform="slack",
+        workspace=workspace,
+        user_id=user,
+        source="button",
+        target=Target(kind, target_id),  # type: ignore[arg-type]
+        value=value,  # type: ignore[arg-type]
+        occurred_at=at,
+        comment=comment,
+        channel="C1",
+        ts="1.000100",
+    )
+
+
+def settled(claimed_id: int, state: str, now: float, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "act_id": claimed_id,
+        "state": state,
+        "attempts": 1,
+        "next_attempt_at": now,
+        "not_found_since": None,
+        "last_status": 204 if state == DELIVERED else 400,
+        "last_error": None if state == DELIVERED else "HTTP 400: bad",
+        "finished_at": now if state in (DELIVERED, DEAD) else None,
+        "comment": None,
+        "comment_cut": False,
+    }
+    row.update(extra)
+    return row
+
+
+def test_migrate_is_idempotent(store: Outbox) -> None:
+    assert store.db.schema_state() == "ok"
+    assert store.db.migrate(T0 + 1) == store.db.migrate(T0 + 2)
+
+
+def test_record_claim_settle_counts(store: Outbox) -> None:
+    woken: list[int] = []
+    outbox = Outbox(store.db, on_record=lambda: woken.append(1))
+    first = outbox.record(act("m1"), T0)
+    second = outbox.record(act("m2", comment="meh"), T0 + 1)
+    assert first.created and second.created and first.act_id != second.act_id
+    assert len(woken) == 2
+    counts = outbox.counts(T0 + 11)
+    assert counts[PENDING] == 2 and counts[DELIVERED] == 0 and counts[DEAD] == 0
+    assert counts["oldest_pending_age"] == pytest.approx(11)
+
+    claimed = outbox.claim("owner-a", limit=10, lease=30, now=T0 + 2)
+    assert {c.target.id for c in claimed} == {"m1", "m2"}
+    by_id = {c.target.id: c for c in claimed}
+    assert by_id["m2"].comment == "meh"
+    assert by_id["m1"].occurred_at == T0 and by_id["m1"].value == "thumbs_up"
+    assert by_id["m1"].workspace == "T1" and by_id["m1"].attempts == 0
+    # Leased: nobody else gets them meanwhile.
+    assert outbox.claim("owner-b", limit=10, lease=30, now=T0 + 3) == []
+
+    outbox.settle(
+        "owner-a",
+        [
+            settled(by_id["m1"].id, DELIVERED, T0 + 4),
+            settled(by_id["m2"].id, DEAD, T0 + 4),
+        ],
+    )
+    counts = outbox.counts(T0 + 5)
+    assert (counts[PENDING], counts[DELIVERED], counts[DEAD]) == (0, 1, 1)
+    assert counts["oldest_pending_age"] is None
+    (dead,) = outbox.entries((DEAD,))
+    assert dead.target == Target("message", "m2") and dead.last_error == "HTTP 400: bad"
+    assert outbox.claim("owner-b", limit=10, lease=30, now=T0 + 1000) == []
+
+
+def test_retry_later_then_due(store: Outbox) -> None:
+    store.record(act("m1"), T0)
+    (claimed,) = store.claim("a", 10, 30, T0)
+    store.settle("a", [settled(claimed.id, PENDING, T0, next_attempt_at=T0 + 60, last_error="HTTP 503")])
+    assert store.claim("b", 10, 30, T0 + 59) == []
+    (again,) = store.claim("b", 10, 30, T0 + 60)
+    assert again.id == claimed.id and again.attempts == 1
+
+
+def test_claim_respects_limit_and_order(store: Outbox) -> None:
+    for n in range(5):
+        store.record(act(f"m{n}"), T0 + n)
+    first = store.claim("a", 2, 30, T0 + 10)
+    rest = store.claim("b", 10, 30, T0 + 10)
+    assert [c.target.id for c in first] == ["m0", "m1"]
+    assert sorted(c.target.id for c in rest) == ["m2", "m3", "m4"]
+
+
+def test_settle_by_a_stale_owner_changes_nothing(store: Outbox) -> None:
+    store.record(act("m1"), T0)
+    (old,) = store.claim("a", 10, lease=5, now=T0)
+    assert store.claim("b", 10, lease=5, now=T0 + 4) == []
+    (new,) = store.claim("b", 10, lease=5, now=T0 + 6)  # a's lease lapsed
+    assert new.id == old.id
+    store.settle("a", [settled(old.id, DEAD, T0 + 7)])  # a woke up late: ignored
+    assert store.counts(T0 + 7)[DEAD] == 0
+    store.settle("b", [settled(new.id, DELIVERED, T0 + 7)])
+    assert store.counts(T0 + 7)[DELIVERED] == 1
+
+
+def test_renew_extends_leases(store: Outbox) -> None:
+    store.record(act("m1"), T0)
+    store.record(act("m2"), T0)
+    assert len(store.claim("a", 10, lease=10, now=T0)) == 2
+    store.renew("a", lease=10, now=T0 + 8)  # now leased until T0 + 18
+    assert store.claim("b", 10, lease=10, now=T0 + 12) == []
+    assert store.claim("b", 10, lease=10, now=T0 + 17.5) == []
+    assert len(store.claim("b", 10, lease=10, now=T0 + 18.5)) == 2
+
+
+def test_release_gives_acts_back(store: Outbox) -> None:
+    store.record(act("m1"), T0)
+    (claimed,) = store.claim("a", 10, lease=60, now=T0)
+    store.release("a", [claimed.id], not_before=T0 + 5)
+    assert store.claim("b", 10, 60, T0 + 4) == []
+    (again,) = store.claim("b", 10, 60, T0 + 5)
+    assert again.attempts == 0
+
+
+def test_concurrent_claims_never_share_an_act(store: Outbox) -> None:
+    for n in range(60):
+        store.record(act(f"m{n}"), T0)
+    results: dict[str, list[int]] = {}
+    barrier = threading.Barrier(4)
+
+    def claimer(owner: str) -> None:
+        barrier.wait()
+        got: list[int] = []
+        while batch := store.claim(owner, 5, 60, T0 + 1):
+            got.extend(c.id for c in batch)
+        results[owner] = got
+
+    threads = [threading.Thread(target=claimer, args=(f"o{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    claimed = [i for got in results.values() for i in got]
+    assert len(results) == 4
+    assert len(claimed) == 60 and len(set(claimed)) == 60
+
+
+def test_same_vote_within_24h_sends_nothing(store: Outbox) -> None:
+    assert store.record(act("m1", "thumbs_up", at=T0), T0).created
+    again = store.record(act("m1", "thumbs_up", at=T0 + 3600), T0 + 3600)
+    assert not again.created and again.reason == "same vote within 24 h"
+    # Another person, another target kind, another workspace: each their own vote.
+    assert store.record(act("m1", user="U2"), T0).created
+    assert store.record(act("m1", kind="conversation"), T0).created
+    assert store.record(act("m1", workspace="T2"), T0).created
+    # After 24 h the same vote counts again.
+    later = T0 + SAME_VOTE_WINDOW + 1
+    assert store.record(act("m1", "thumbs_up", at=later), later).created
+    assert store.counts(later)[PENDING] == 5
+
+
+def test_changed_vote_gives_a_new_act(store: Outbox) -> None:
+    assert store.record(act("m1", "thumbs_up", at=T0), T0).created
+    assert store.record(act("m1", "thumbs_down", at=T0 + 10), T0 + 10).created
+    assert not store.record(act("m1", "thumbs_down", at=T0 + 20), T0 + 20).created
+    assert store.record(act("m1", "thumbs_up", at=T0 + 30), T0 + 30).created
+    values = [e.value for e in store.entries((PENDING,))]
+    assert values == ["thumbs_up", "thumbs_down", "thumbs_up"]
+
+
+def test_seen_key_makes_redelivery_a_no_op(store: Outbox) -> None:
+    assert store.record(act("m1"), T0, seen_key="slack:event:Ev1").created
+    dup = store.record(act("m1", "thumbs_down"), T0 + 1, seen_key="slack:event:Ev1")
+    assert not dup.created and dup.reason == "event already handled"
+    assert store.counts(T0)[PENDING] == 1
+
+
+def test_mark_seen_and_expiry(store: Outbox) -> None:
+    db = store.db
+    with db.write() as conn:
+        assert mark_seen(db, conn, "k1", T0, ttl=10)
+        assert not mark_seen(db, conn, "k1", T0 + 5, ttl=10)
+        assert mark_seen(db, conn, "k1", T0 + 11, ttl=10)  # expired: seen anew
+        assert mark_seen(db, conn, "k2", T0, ttl=10)
+        assert mark_seen(db, conn, "x" * 400, T0, ttl=10)  # long keys are cut, not refused
+    assert forget_expired(db, T0 + 15) == 1  # k2 (k1 lives until T0 + 21)
+    with db.write() as conn:
+        assert not mark_seen(db, conn, "k1", T0 + 16, ttl=10)
+        assert mark_seen(db, conn, "k2", T0 + 16, ttl=10)
+
+
+def test_comment_wait_then_finish_or_time_out(store: Outbox) -> None:
+    waiting = store.record(act("m1", "thumbs_down"), T0, comment_until=T0 + 600)
+    timed_out = store.record(act("m2", "thumbs_down"), T0, comment_until=T0 + 600)
+    assert store.counts(T0)[AWAITING_COMMENT] == 2
+    assert store.claim("a", 10, 30, T0 + 1) == []
+    # Only the voter, in their workspace, can finish it.
+    assert waiting.act_id is not None
+    assert not store.finish_comment(waiting.act_id, "T1", "U2", "hijack", T0 + 2)
+    assert not store.finish_comment(waiting.act_id, "T2", "U1", "hijack", T0 + 2)
+    assert store.finish_comment(waiting.act_id, "T1", "U1", "too vague", T0 + 2)
+    assert not store.finish_comment(waiting.act_id, "T1", "U1", "twice", T0 + 3)
+    (ready,) = store.claim("a", 10, 30, T0 + 3)
+    assert ready.comment == "too vague"
+    # No answer within the wait: sent without a comment.
+    (late,) = store.claim("a", 10, 30, T0 + 600)
+    assert late.id == timed_out.act_id and late.comment is None
+    assert store.counts(T0 + 600)[AWAITING_COMMENT] == 0
+
+
+def test_retry_dead_all_or_given_ids(store: Outbox) -> None:
+    for n in range(3):
+        store.record(act(f"m{n}"), T0)
+    claimed = store.claim("a", 10, 30, T0)
+    store.settle("a", [settled(c.id, DEAD, T0 + 1) for c in claimed])
+    ids = sorted(c.id for c in claimed)
+    assert store.retry_dead(T0 + 100, [ids[0]]) == 1
+    assert store.retry_dead(T0 + 100, [ids[0]]) == 0  # not dead any more
+    assert store.counts(T0 + 100)[DEAD] == 2
+    again = store.claim("b", 10, 30, T0 + 100)
+    assert [c.id for c in again] == [ids[0]]
+    assert again[0].attempts == 0 and again[0].created_at == T0 + 100  # fresh window
+    assert store.retry_dead(T0 + 200) == 2
+    assert store.counts(T0 + 200)[DEAD] == 0
+
+
+def test_purge(store: Outbox) -> None:
+    for n in range(4):
+        store.record(act(f"m{n}"), T0)
+    c = store.claim("a", 3, 30, T0)
+    store.settle("a", [settled(c[0].id, DELIVERED, T0), settled(c[1].id, DELIVERED, T0),
+                       settled(c[2].id, DEAD, T0)])
+    assert store.purge() == 2
+    counts = store.counts(T0)
+    assert (counts[DELIVERED], counts[DEAD], counts[PENDING]) == (0, 1, 1)
+    assert store.purge(dead=True) == 1
+    assert store.counts(T0)[PENDING] == 1
+    assert store.purge(dead=True) == 0
+
+
+def test_entries_list_pending_and_dead_with_errors(store: Outbox) -> None:
+    store.record(act("ok"), T0)
+    store.record(act("bad"), T0)
+    store.record(act("wait", "thumbs_down"), T0, comment_until=T0 + 600)
+    claimed = [c for c in store.claim("a", 10, 30, T0) if c.target.id == "bad"]
+    store.settle("a", [settled(claimed[0].id, DEAD, T0, last_error="HTTP 400: occurred_at bad")])
+    entries = {e.target.id: e for e in store.entries()}
+    assert entries["bad"].state == DEAD and entries["bad"].last_error == "HTTP 400: occurred_at bad"
+    assert entries["ok"].state == PENDING
+    assert entries["wait"].state == AWAITING_COMMENT
+    assert [e.target.id for e in store.entries((DEAD,))] == ["bad"]
+    assert store.entries(workspace="T2") == []
+
+
+def test_odd_target_ids_are_stored_exactly(store: Outbox) -> None:
+    odd = ["a/b?c#d%e f", "ünï✓💬", "..", "x" * 1024]
+    for n, target in enumerate(odd):
+        store.record(act(target, user=f"U{n}"), T0)
+    assert sorted(c.target.id for c in store.claim("a", 10, 30, T0)) == sorted(odd)
+
+
+def test_mappings_record_and_lookup_per_workspace(store: Outbox) -> None:
+    maps = Mappings(store.db)
+    maps.record(
+        "T1", "C1", "1.0002", message_id="msg/1", conversation_id="conv 1",
+        thread_ts="1.0001", source=POSTED, now=T0,
+    )
+    found = maps.message("T1", "C1", "1.0002")
+    assert found is not None
+    assert (found.message_id, found.conversation_id, found.thread_ts, found.source) == (
+        "msg/1", "conv 1", "1.0001", POSTED,
+    )
+    assert maps.conversation("T1", "C1", "1.0001") == "conv 1"
+    # Another workspace (or channel) can never reach it.
+    assert maps.message("T2", "C1", "1.0002") is None
+    assert maps.message("T1", "C2", "1.0002") is None
+    assert maps.conversation("T2", "C1", "1.0001") is None
+    maps.record(
+        "T2", "C1", "1.0002", message_id="other", conversation_id=None,
+        thread_ts=None, source=METADATA, now=T0,
+    )
+    t2 = maps.message("T2", "C1", "1.0002")
+    assert t2 is not None and t2.message_id == "other"
+    t1 = maps.message("T1", "C1", "1.0002")
+    assert t1 is not None and t1.message_id == "msg/1"
+
+
+def test_posted_mapping_outranks_metadata(store: Outbox) -> None:
+    maps = Mappings(store.db)
+    maps.record("T1", "C1", "5.1", message_id="posted", conversation_id=None,
+                thread_ts=None, source=POSTED, now=T0)
+    maps.record("T1", "C1", "5.1", message_id="seen-later", conversation_id=None,
+                thread_ts=None, source=METADATA, now=T0)
+    kept = maps.message("T1", "C1", "5.1")
+    assert kept is not None and kept.message_id == "posted"
+    maps.record("T1", "C1", "6.1", message_id="meta", conversation_id="cv",
+                thread_ts=None, source=METADATA, now=T0)
+    maps.record("T1", "C1", "6.1", message_id="posted", conversation_id="cv",
+                thread_ts=None, source=POSTED, now=T0)
+    replaced = maps.message("T1", "C1", "6.1")
+    assert replaced is not None and replaced.message_id == "posted" and replaced.source == POSTED
+    # A thread root with no thread_ts is its own thread.
+    assert maps.conversation("T1", "C1", "6.1") == "cv"
+
+
+def test_templates(store: Outbox) -> None:
+    templates = Templates("{team}-{channel}-{ts}", "{team}:{thread_ts}")
+    mapped = templates.mapping("T1", "C1", "2.0", "1.0")
+    assert mapped is not None
+    assert (mapped.message_id, mapped.conversation_id) == ("T1-C1-2.0", "T1:1.0")
+    root = templates.mapping("T1", "C1", "2.0", None)
+    assert root is not None and root.conversation_id == "T1:2.0"
+    assert Templates().mapping("T1", "C1", "2.0", None) is None
+
+
+def test_two_databases_objects_share_one_store(store: Outbox) -> None:
+    """Another connection (as another process would) sees committed acts at once."""
+    store.record(act("m1"), T0)
+    other = Database(store.db.url)
+    try:
+        with other.read() as conn:
+            assert conn.execute(acts.select()).all()[0].target_id == "m1"
+    finally:
+        other.dispose()
