@@ -7,6 +7,7 @@ background, collecting its output line by line so tests can wait for a line, for
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -152,10 +153,8 @@ class Proc:
         """Make sure the process is gone (used at teardown)."""
         if self.returncode is None:
             self.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def start_bot(*args: str, env: Mapping[str, str], cwd: str | Path) -> Proc:

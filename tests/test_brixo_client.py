@@ -59,10 +59,20 @@ def client(brixo: FakeBrixo) -> BrixoClient:
             },
         ),
         (None, None, {"name": "feedback", "value": "thumbs_up"}),
-        (OCCURRED, None, {"name": "feedback", "value": "thumbs_up", "occurred_at": "2026-02-03T14:22:10Z"}),
-        (None, "Très bien 👍 \"quoted\"\nnewline", {
-            "name": "feedback", "value": "thumbs_up", "user_message": "Très bien 👍 \"quoted\"\nnewline"
-        }),
+        (
+            OCCURRED,
+            None,
+            {"name": "feedback", "value": "thumbs_up", "occurred_at": "2026-02-03T14:22:10Z"},
+        ),
+        (
+            None,
+            'Très bien 👍 "quoted"\nnewline',
+            {
+                "name": "feedback",
+                "value": "thumbs_up",
+                "user_message": 'Très bien 👍 "quoted"\nnewline',
+            },
+        ),
     ],
 )
 def test_request_is_exactly_the_reference_shape(
@@ -98,7 +108,9 @@ def test_thumbs_down_and_millisecond_times(brixo: FakeBrixo, client: BrixoClient
 
 @pytest.mark.parametrize("odd", ODD_IDS)
 @pytest.mark.parametrize("kind", ["message", "conversation"])
-def test_odd_ids_round_trip_exactly(brixo: FakeBrixo, client: BrixoClient, kind: str, odd: str) -> None:
+def test_odd_ids_round_trip_exactly(
+    brixo: FakeBrixo, client: BrixoClient, kind: str, odd: str
+) -> None:
     answer = client.send(Signal(Target(kind, odd), "thumbs_up", OCCURRED))  # type: ignore[arg-type]
     assert answer.outcome is Outcome.DELIVERED, answer
     (request,) = brixo.requests
@@ -191,7 +203,9 @@ def test_refused_connection_is_retry() -> None:
     assert BRIXO_KEY not in answer.describe()
 
 
-def test_probe_tests_the_key_without_sending_a_signal(brixo: FakeBrixo, client: BrixoClient) -> None:
+def test_probe_tests_the_key_without_sending_a_signal(
+    brixo: FakeBrixo, client: BrixoClient
+) -> None:
     answer = client.probe()
     assert answer.status is not None and answer.outcome is not Outcome.UNAUTHORIZED
     brixo.set_key("rotated")

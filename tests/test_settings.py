@@ -63,7 +63,12 @@ def test_dotenv_in_the_working_folder_by_default(
 )
 def test_durations(raw: str, seconds: float) -> None:
     settings = load_settings(
-        {"DELIVERY_MAX_AGE": raw, "NOT_FOUND_GRACE": raw, "COMMENT_WAIT": raw, "AGENT_TIMEOUT": raw},
+        {
+            "DELIVERY_MAX_AGE": raw,
+            "NOT_FOUND_GRACE": raw,
+            "COMMENT_WAIT": raw,
+            "AGENT_TIMEOUT": raw,
+        },
         dotenv=None,
     )
     assert settings.delivery_max_age == seconds
@@ -75,8 +80,16 @@ def test_durations(raw: str, seconds: float) -> None:
 @pytest.mark.parametrize(
     ("raw", "value"),
     [
-        ("true", True), ("false", False), ("1", True), ("0", False), ("yes", True),
-        ("no", False), ("on", True), ("off", False), ("TRUE", True), ("Off", False),
+        ("true", True),
+        ("false", False),
+        ("1", True),
+        ("0", False),
+        ("yes", True),
+        ("no", False),
+        ("on", True),
+        ("off", False),
+        ("TRUE", True),
+        ("Off", False),
     ],
 )
 def test_booleans(raw: str, value: bool) -> None:

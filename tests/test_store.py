@@ -109,7 +109,9 @@ def test_record_claim_settle_counts(store: Outbox) -> None:
 def test_retry_later_then_due(store: Outbox) -> None:
     store.record(act("m1"), T0)
     (claimed,) = store.claim("a", 10, 30, T0)
-    store.settle("a", [settled(claimed.id, PENDING, T0, next_attempt_at=T0 + 60, last_error="HTTP 503")])
+    store.settle(
+        "a", [settled(claimed.id, PENDING, T0, next_attempt_at=T0 + 60, last_error="HTTP 503")]
+    )
     assert store.claim("b", 10, 30, T0 + 59) == []
     (again,) = store.claim("b", 10, 30, T0 + 60)
     assert again.id == claimed.id and again.attempts == 1
@@ -216,7 +218,7 @@ def test_mark_seen_and_expiry(store: Outbox) -> None:
         assert mark_seen(db, conn, "k1", T0 + 11, ttl=10)  # expired: seen anew
         assert mark_seen(db, conn, "k2", T0, ttl=10)
         assert mark_seen(db, conn, "x" * 400, T0, ttl=10)  # long keys are cut, not refused
-    assert forget_expired(db, T0 + 15) == 1  # k2 (k1 lives until T0 + 21)
+    assert forget_expired(db, T0 + 15) == 2  # k2 and the long one (k1 lives until T0 + 21)
     with db.write() as conn:
         assert not mark_seen(db, conn, "k1", T0 + 16, ttl=10)
         assert mark_seen(db, conn, "k2", T0 + 16, ttl=10)
@@ -233,7 +235,7 @@ def test_comment_wait_then_finish_or_time_out(store: Outbox) -> None:
     assert not store.finish_comment(waiting.act_id, "T2", "U1", "hijack", T0 + 2)
     assert store.finish_comment(waiting.act_id, "T1", "U1", "too vague", T0 + 2)
     assert not store.finish_comment(waiting.act_id, "T1", "U1", "twice", T0 + 3)
-    (ready,) = store.claim("a", 10, 30, T0 + 3)
+    (ready,) = store.claim("a", 10, 10_000, T0 + 3)
     assert ready.comment == "too vague"
     # No answer within the wait: sent without a comment.
     (late,) = store.claim("a", 10, 30, T0 + 600)
@@ -261,8 +263,14 @@ def test_purge(store: Outbox) -> None:
     for n in range(4):
         store.record(act(f"m{n}"), T0)
     c = store.claim("a", 3, 30, T0)
-    store.settle("a", [settled(c[0].id, DELIVERED, T0), settled(c[1].id, DELIVERED, T0),
-                       settled(c[2].id, DEAD, T0)])
+    store.settle(
+        "a",
+        [
+            settled(c[0].id, DELIVERED, T0),
+            settled(c[1].id, DELIVERED, T0),
+            settled(c[2].id, DEAD, T0),
+        ],
+    )
     assert store.purge() == 2
     counts = store.counts(T0)
     assert (counts[DELIVERED], counts[DEAD], counts[PENDING]) == (0, 1, 1)
@@ -295,13 +303,22 @@ def test_odd_target_ids_are_stored_exactly(store: Outbox) -> None:
 def test_mappings_record_and_lookup_per_workspace(store: Outbox) -> None:
     maps = Mappings(store.db)
     maps.record(
-        "T1", "C1", "1.0002", message_id="msg/1", conversation_id="conv 1",
-        thread_ts="1.0001", source=POSTED, now=T0,
+        "T1",
+        "C1",
+        "1.0002",
+        message_id="msg/1",
+        conversation_id="conv 1",
+        thread_ts="1.0001",
+        source=POSTED,
+        now=T0,
     )
     found = maps.message("T1", "C1", "1.0002")
     assert found is not None
     assert (found.message_id, found.conversation_id, found.thread_ts, found.source) == (
-        "msg/1", "conv 1", "1.0001", POSTED,
+        "msg/1",
+        "conv 1",
+        "1.0001",
+        POSTED,
     )
     assert maps.conversation("T1", "C1", "1.0001") == "conv 1"
     # Another workspace (or channel) can never reach it.
@@ -309,8 +326,14 @@ def test_mappings_record_and_lookup_per_workspace(store: Outbox) -> None:
     assert maps.message("T1", "C2", "1.0002") is None
     assert maps.conversation("T2", "C1", "1.0001") is None
     maps.record(
-        "T2", "C1", "1.0002", message_id="other", conversation_id=None,
-        thread_ts=None, source=METADATA, now=T0,
+        "T2",
+        "C1",
+        "1.0002",
+        message_id="other",
+        conversation_id=None,
+        thread_ts=None,
+        source=METADATA,
+        now=T0,
     )
     t2 = maps.message("T2", "C1", "1.0002")
     assert t2 is not None and t2.message_id == "other"
@@ -320,16 +343,48 @@ def test_mappings_record_and_lookup_per_workspace(store: Outbox) -> None:
 
 def test_posted_mapping_outranks_metadata(store: Outbox) -> None:
     maps = Mappings(store.db)
-    maps.record("T1", "C1", "5.1", message_id="posted", conversation_id=None,
-                thread_ts=None, source=POSTED, now=T0)
-    maps.record("T1", "C1", "5.1", message_id="seen-later", conversation_id=None,
-                thread_ts=None, source=METADATA, now=T0)
+    maps.record(
+        "T1",
+        "C1",
+        "5.1",
+        message_id="posted",
+        conversation_id=None,
+        thread_ts=None,
+        source=POSTED,
+        now=T0,
+    )
+    maps.record(
+        "T1",
+        "C1",
+        "5.1",
+        message_id="seen-later",
+        conversation_id=None,
+        thread_ts=None,
+        source=METADATA,
+        now=T0,
+    )
     kept = maps.message("T1", "C1", "5.1")
     assert kept is not None and kept.message_id == "posted"
-    maps.record("T1", "C1", "6.1", message_id="meta", conversation_id="cv",
-                thread_ts=None, source=METADATA, now=T0)
-    maps.record("T1", "C1", "6.1", message_id="posted", conversation_id="cv",
-                thread_ts=None, source=POSTED, now=T0)
+    maps.record(
+        "T1",
+        "C1",
+        "6.1",
+        message_id="meta",
+        conversation_id="cv",
+        thread_ts=None,
+        source=METADATA,
+        now=T0,
+    )
+    maps.record(
+        "T1",
+        "C1",
+        "6.1",
+        message_id="posted",
+        conversation_id="cv",
+        thread_ts=None,
+        source=POSTED,
+        now=T0,
+    )
     replaced = maps.message("T1", "C1", "6.1")
     assert replaced is not None and replaced.message_id == "posted" and replaced.source == POSTED
     # A thread root with no thread_ts is its own thread.

@@ -76,16 +76,24 @@ class BrixoClient:
                 "User-Agent": f"brixo-feedback-relay/{__version__}",
             }
         )
+        # Proxy and CA settings from the environment, looked up once instead of per request.
+        self._environment = self._session.merge_environment_settings(
+            self.base_url, {}, None, None, None
+        )
 
     def __repr__(self) -> str:
         return f"BrixoClient(base_url={self.base_url!r})"
 
     def send(self, signal: Signal) -> Answer:
         """POST one signal and classify the answer; never raises for HTTP or network trouble."""
-        url = self.base_url + signal_path(signal.target)
         data = json.dumps(signal.body(), ensure_ascii=False).encode("utf-8")
+        return self._post(self.base_url + signal_path(signal.target), data)
+
+    def _post(self, url: str, data: bytes) -> Answer:
+        prepared = self._session.prepare_request(requests.Request("POST", url, data=data))
+        prepared.url = url  # requests would turn an encoded "%2E" back into a dot-segment
         try:
-            response = self._session.post(url, data=data, timeout=self.timeout)
+            response = self._session.send(prepared, timeout=self.timeout, **self._environment)
         except requests.Timeout:
             return Answer(Outcome.RETRY, None, "timed out")
         except requests.RequestException as error:
@@ -98,11 +106,7 @@ class BrixoClient:
         UNAUTHORIZED means the key is wrong; any other HTTP answer means it was accepted.
         """
         url = self.base_url + signal_path(Target("message", "brixo-relay-key-check"))
-        try:
-            response = self._session.post(url, data=b"{}", timeout=self.timeout)
-        except requests.RequestException as error:
-            return Answer(Outcome.RETRY, None, _network_error(error))
-        return classify(response)
+        return self._post(url, b"{}")
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -133,6 +133,8 @@ class DeliveryWorker:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stop_timeout = 25.0
+        self._unsettled: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
         self._next_upkeep = 0.0
 
     @property
@@ -184,8 +186,9 @@ class DeliveryWorker:
         if now < self._next_upkeep:
             return
         self._next_upkeep = now + self.lease / 3
-        if self._in_flight:
+        if self._in_flight or self._unsettled:
             self.outbox.renew(self.owner, self.lease, now)
+        self._flush()
         if random.random() < 0.01:
             forget_expired(self.outbox.db, now)
 
@@ -222,6 +225,7 @@ class DeliveryWorker:
             answer = self.sender.send(signal_of(act))
         except Exception as error:  # a bug in a send must not lose the act
             answer = Answer(Outcome.RETRY, None, f"{type(error).__name__}")
+        self._observe(answer, self.clock())  # at once, so queued sends see a hold or a pause
         self._results.put((act, answer))
 
     def _collect(self, timeout: float) -> list[tuple[Claimed, Answer | None]]:
@@ -245,7 +249,6 @@ class DeliveryWorker:
             if answer is None:
                 released.append(act.id)
                 continue
-            self._observe(answer, now)
             row = self.policy.settle(act, answer, now)
             settled.append(row)
             outcome = row["state"] if row["state"] in (DELIVERED, DEAD) else answer.outcome.value
@@ -260,10 +263,26 @@ class DeliveryWorker:
                 answer.status or "-",
                 f" error={row['last_error']!r}" if row["last_error"] else "",
             )
-        self.outbox.settle(self.owner, settled)
+        self._unsettled.extend(settled)
+        self._flush()
         self.outbox.release(self.owner, released, max(self._hold_until, now) if released else None)
 
+    def _flush(self) -> None:
+        """Write the outcomes not yet written; on a database error keep them (and their leases)."""
+        if not self._unsettled:
+            return
+        try:
+            self.outbox.settle(self.owner, self._unsettled)
+        except Exception:
+            log.exception("can't record %d delivery outcomes yet; will retry", len(self._unsettled))
+            return
+        self._unsettled = []
+
     def _observe(self, answer: Answer, now: float) -> None:
+        with self._lock:
+            self._observe_locked(answer, now)
+
+    def _observe_locked(self, answer: Answer, now: float) -> None:
         if answer.outcome is Outcome.UNAUTHORIZED:
             if not self._paused:
                 log.warning("Brixo refused the API key (401): delivery paused, votes kept")
@@ -293,3 +312,4 @@ class DeliveryWorker:
     def _finish_in_flight(self, deadline: float) -> None:
         while self._in_flight > 0 and monotonic() < deadline:
             self._record(self._collect(min(0.5, max(0.0, deadline - monotonic()))))
+        self._flush()

@@ -112,7 +112,7 @@ class Outbox:
                     vote.excluded.voted_at - votes.c.voted_at >= SAME_VOTE_WINDOW,
                 ),
             )
-            if conn.execute(vote).rowcount == 0:
+            if conn.execute(vote.returning(votes.c.voted_at)).first() is None:
                 return Recorded(None, "same vote within 24 h")
             waiting = comment_until is not None
             act_id = conn.execute(
@@ -223,7 +223,11 @@ class Outbox:
             update(acts)
             .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
             .values(
-                {name: bindparam(name) for name in _SETTLED}, lease_owner=None, lease_until=None
+                {
+                    **{name: bindparam(name) for name in _SETTLED},
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
             )
         )
         with self.db.write() as conn:
@@ -337,7 +341,7 @@ def mark_seen(database: Database, conn: Any, key: str, now: float, ttl: float = 
         set_={"expires_at": statement.excluded.expires_at},
         where=seen.c.expires_at < now,
     )
-    return bool(conn.execute(statement).rowcount)
+    return conn.execute(statement.returning(seen.c.key)).first() is not None
 
 
 def forget_expired(database: Database, now: float) -> int:

@@ -138,6 +138,7 @@ class Settings:
     delivery_max_age: float = 86400.0
     not_found_grace: float = 600.0
     delivery_concurrency: int = 32
+    discord_token: str | None = None
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECRETS}
@@ -169,6 +170,7 @@ _SECRETS = {
     "slack_state_secret",
     "brixo_api_key",
     "agent_token",
+    "discord_token",
 }
 
 _PURPOSE = {
@@ -180,6 +182,7 @@ _PURPOSE = {
     "slack_state_secret": "a random string that signs OAuth state",
     "brixo_api_key": "the Brixo API key that signals are sent with",
     "agent_url": "the URL of your agent",
+    "discord_token": "the Discord bot token from the Developer Portal",
 }
 
 
@@ -239,6 +242,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "delivery_max_age": parse_duration,
     "not_found_grace": parse_duration,
     "delivery_concurrency": lambda n, r: parse_int(n, r, 1, 256),
+    "discord_token": _optional_text,
 }
 
 SETTING_NAMES: tuple[str, ...] = tuple(name.upper() for name in _PARSERS)

@@ -93,6 +93,9 @@ def oauth_settings(relay: Relay) -> OAuthSettings:
         client_secret=settings.slack_client_secret,
         scopes=list(BOT_SCOPES),
         installation_store=installations,
+        # Bot tokens only: tokens_revoked deletes the bot, and a deleted bot is never used again
+        # (the default also reads the installation row, which keeps the revoked token).
+        installation_store_bot_only=True,
         state_store=states,
         install_path=INSTALL_PATH,
         redirect_uri_path=REDIRECT_PATH,

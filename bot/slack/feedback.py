@@ -67,6 +67,8 @@ class SlackFeedback:
         self.relay = relay
         self.settings: Settings = relay.settings
         self.watched = frozenset(relay.settings.assistant_bot_ids)
+        # User IDs of watched bots listed by bot ID (B…), learnt from their replies.
+        self.watched_users: set[str] = set()
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
 
@@ -97,7 +99,15 @@ class SlackFeedback:
     def is_watched(self, message: dict[str, Any], own_bot_id: str | None) -> bool:
         """True for replies of ASSISTANT_BOT_IDS, or of this app itself."""
         authors = {message.get("bot_id"), message.get("user")} - {None}
-        return bool(authors & self.watched) or (own_bot_id is not None and own_bot_id in authors)
+        watched = bool(authors & self.watched)
+        user = message.get("user")
+        if watched and isinstance(user, str):
+            self.watched_users.add(user)  # so this bot's own reactions are ignored
+        return watched or (own_bot_id is not None and own_bot_id in authors)
+
+    def is_bot_user(self, user: str, own_user_id: str | None) -> bool:
+        """True for the relay's own user and watched bots (by user ID, or as seen replying)."""
+        return user == own_user_id or user in self.watched or user in self.watched_users
 
     def map_message(
         self, workspace: str, channel: str, message: dict[str, Any], own_bot_id: str | None
@@ -221,22 +231,40 @@ class SlackFeedback:
 
 
 def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
-    """A message with its metadata, whether it is a thread reply or not."""
-    try:
-        replies = client.conversations_replies(
-            channel=channel, ts=ts, inclusive=True, include_all_metadata=True
-        )
-        for message in replies.get("messages") or []:
-            if message.get("ts") == ts:
+    """A message with its metadata, whether it is a thread reply or not.
+
+    conversations.replies finds thread replies (and most top-level messages); when it
+    can't, conversations.history finds a top-level one.
+    """
+    lookups = (
+        (
+            "replies",
+            lambda: client.conversations_replies(
+                channel=channel, ts=ts, inclusive=True, include_all_metadata=True
+            ),
+        ),
+        (
+            "history",
+            lambda: client.conversations_history(
+                channel=channel, latest=ts, inclusive=True, limit=1, include_all_metadata=True
+            ),
+        ),
+    )
+    for name, lookup in lookups:
+        try:
+            messages = lookup().get("messages") or []
+        except SlackApiError as error:
+            log.info(
+                "can't fetch message %s in %s (%s): %s",
+                ts,
+                channel,
+                name,
+                error.response.get("error"),
+            )
+            continue
+        for message in messages:
+            if isinstance(message, dict) and message.get("ts") == ts:
                 return dict(message)
-        history = client.conversations_history(
-            channel=channel, latest=ts, inclusive=True, limit=1, include_all_metadata=True
-        )
-        for message in history.get("messages") or []:
-            if message.get("ts") == ts:
-                return dict(message)
-    except SlackApiError as error:
-        log.info("can't fetch message %s in %s: %s", ts, channel, error.response.get("error"))
     return None
 
 

@@ -114,7 +114,7 @@ def reaction_act(
     workspace = workspace_of(context)
     if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
         return {}
-    if user == context.bot_user_id or user in feedback.watched:
+    if feedback.is_bot_user(user, context.bot_user_id):
         return {}  # a bot's reaction, the relay's own seeded ones included
     mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
     if not mapping:
@@ -167,7 +167,7 @@ def message_handoff(
     authors = {event.get("bot_id"), event.get("user")} - {None}
     if authors & own:
         return {}  # the relay's own reply: mapped when it was posted
-    if authors & feedback.watched:
+    if feedback.is_watched(event, None):
         mapped = feedback.map_message(workspace, channel, event, None)
         if not mapped:
             log.info(

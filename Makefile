@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODE ?= serve
+
+.PHONY: run test install install-dev lint bench manifest
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+## Install and run the relay (HTTP mode; MODE=socket or MODE=discord for the others).
+run: install
+	@test -f .env || { cp .env.example .env; echo "Created .env from .env.example: fill in your Slack and Brixo settings, then run 'make run' again."; exit 2; }
+	$(BIN)/python -m bot $(MODE)
+
+## Install everything and run the whole test suite, lint and type checks included.
+test: install-dev
+	$(BIN)/ruff check bot tests benchmarks examples
+	$(BIN)/mypy bot
+	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check bot tests benchmarks examples
+	$(BIN)/ruff format --check bot
+	$(BIN)/mypy bot
+
+## Run the benchmark (see benchmarks/README.md).
+bench: install-dev
+	$(BIN)/python -m benchmarks.run
+
+manifest: install
+	$(BIN)/python -m bot manifest --url $(URL)

@@ -1,0 +1,101 @@
+"""The agent bridge's HTTP side: a person's question to AGENT_URL, the agent's answer back."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.core.settings import Settings
+
+log = logging.getLogger("bot.agent")
+
+AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
+
+
+@dataclass(frozen=True)
+class Question:
+    """A person's message for the agent, with Discord's IDs in the Slack-shaped payload."""
+
+    workspace: str  # guild ID, or "dm"
+    channel: str  # where the answer goes: the thread, the channel or the DM channel
+    user: str
+    text: str
+    root: str  # the conversation's root: thread ID, DM channel ID, or the person's message ID
+    conversation_id: str | None
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON the agent gets, the same keys as on Slack."""
+        return {
+            "text": self.text,
+            "user_id": self.user,
+            "team_id": self.workspace,
+            "channel_id": self.channel,
+            "thread_ts": self.root,
+            "conversation_id": self.conversation_id,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A usable answer: its text and the customer's IDs (message_id None: no feedback)."""
+
+    text: str
+    message_id: str | None
+    conversation_id: str | None
+
+
+class AgentError(Exception):
+    """The agent failed, timed out, or answered something unusable."""
+
+
+class AgentClient:
+    """POSTs questions to AGENT_URL over one keep-alive session."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.agent_url
+        self.url = settings.agent_url
+        self.timeout = settings.agent_timeout
+        self.headers = (
+            {"Authorization": f"Bearer {settings.agent_token}"} if settings.agent_token else {}
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"AgentClient(url={self.url!r})"
+
+    async def ask(self, question: Question) -> Answer:
+        """The agent's answer to `question`, or AgentError."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self.headers)
+        try:
+            async with self._session.post(
+                self.url,
+                json=question.payload(),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                if response.status != 200:
+                    raise AgentError(f"HTTP {response.status}")
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    raise AgentError("answer is not JSON") from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise AgentError(type(error).__name__) from None
+        text = data.get("text") if isinstance(data, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise AgentError("answer has no text")
+        return Answer(
+            text, _optional_id(data.get("message_id")), _optional_id(data.get("conversation_id"))
+        )
+
+    async def close(self) -> None:
+        """Close the session."""
+        if self._session is not None:
+            await self._session.close()
+
+
+def _optional_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None

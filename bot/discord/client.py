@@ -1,0 +1,393 @@
+"""The thin discord.py layer: gateway objects in, `feedback` dataclasses out, replies back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from time import time
+from typing import Any
+
+import discord
+
+from bot.core.acts import MAX_COMMENT_CHARS, VALUES
+from bot.core.relay import Relay
+from bot.discord.agent import AGENT_ERROR_REPLY, AgentClient, AgentError, Question
+from bot.discord.feedback import (
+    DM,
+    TOO_LATE,
+    UNMAPPED_NOTE,
+    Click,
+    DiscordFeedback,
+    Place,
+    Reaction,
+    snowflake_time,
+)
+
+log = logging.getLogger("bot.discord")
+
+VOTE_ID = r"brixo:vote:(?P<value>up|down)"
+ADD_COMMENT_ID = r"brixo:add-comment:(?P<workspace>[^:]+):(?P<act>\d+)"
+COMMENT_ID = re.compile(r"brixo:comment:(?P<workspace>[^:]+):(?P<act>\d+)")
+COMMENT_INPUT = "comment"
+MAX_MESSAGE_CHARS = 2000
+
+
+def relay_intents() -> discord.Intents:
+    """Guilds, guild and DM messages (with their content), guild and DM reactions."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
+    intents.message_content = True  # privileged: turn it on in the Developer Portal
+    return intents
+
+
+class VoteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=VOTE_ID):
+    """👍/👎 under a reply; its custom_id is all a click needs, so it works after a restart."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="👍" if value == "up" else "👎",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"brixo:vote:{value}",
+            )
+        )
+        self.value = value
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> VoteButton:
+        return cls(match["value"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, RelayClient):
+            await client.vote_clicked(interaction, self.value)
+
+
+class AddCommentButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ADD_COMMENT_ID):
+    """ "Add a comment" in the note sent after a reaction: opens the comment modal."""
+
+    def __init__(self, workspace: str, act_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Add a comment",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"brixo:add-comment:{workspace}:{act_id}",
+            )
+        )
+        self.workspace, self.act_id = workspace, act_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> AddCommentButton:
+        return cls(match["workspace"], int(match["act"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, RelayClient):
+            await client.open_comment(interaction, self.workspace, self.act_id)
+
+
+class CommentModal(discord.ui.Modal):
+    """The optional comment; its submission is handled in `RelayClient.on_interaction`."""
+
+    comment: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Anything to add? (optional)",
+        style=discord.TextStyle.paragraph,
+        required=False,
+        max_length=MAX_COMMENT_CHARS,
+        custom_id=COMMENT_INPUT,
+    )
+
+    def __init__(self, workspace: str, act_id: int, timeout: float) -> None:
+        super().__init__(
+            title="Your feedback",
+            custom_id=f"brixo:comment:{workspace}:{act_id}",
+            timeout=timeout,
+        )
+
+
+def reply_view() -> discord.ui.View:
+    """👍/👎 buttons for a reply."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(VoteButton("up"))
+    view.add_item(VoteButton("down"))
+    return view
+
+
+def add_comment_view(workspace: str, act_id: int) -> discord.ui.View:
+    """The "Add a comment" button for a vote cast with a reaction."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(AddCommentButton(workspace, act_id))
+    return view
+
+
+def place_of(message: discord.Message) -> Place:
+    """Where a message is, as the relay keys it."""
+    channel = message.channel
+    guild_id = message.guild.id if message.guild else getattr(channel, "guild_id", None)
+    thread = str(channel.id) if isinstance(channel, discord.Thread) else None
+    return Place(str(guild_id) if guild_id else DM, str(channel.id), str(message.id), thread)
+
+
+def submitted_value(components: Any, custom_id: str) -> str | None:
+    """A text input's value from a modal submission's components, however nested."""
+    for component in components if isinstance(components, list) else []:
+        if not isinstance(component, dict):
+            continue
+        if component.get("custom_id") == custom_id and isinstance(component.get("value"), str):
+            return str(component["value"])
+        inner = component.get("components") or [component.get("component")]
+        found = submitted_value(inner, custom_id)
+        if found is not None:
+            return found
+    return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+class RelayClient(discord.Client):
+    """A Discord bot that relays 👍/👎 on assistant replies to Brixo."""
+
+    def __init__(self, relay: Relay, **options: Any) -> None:
+        super().__init__(
+            intents=relay_intents(), allowed_mentions=discord.AllowedMentions.none(), **options
+        )
+        self.relay = relay
+        self.feedback = DiscordFeedback(relay)
+        self.agent = AgentClient(relay.settings) if relay.settings.agent_url else None
+
+    async def setup_hook(self) -> None:
+        """Buttons answer by custom_id, so clicks on messages posted before a restart work."""
+        self.add_dynamic_items(VoteButton, AddCommentButton)
+        self.feedback.own_id = str(self.user.id) if self.user else None
+
+    async def close(self) -> None:
+        """Close the gateway and the agent's session."""
+        if self.agent:
+            await self.agent.close()
+        await super().close()
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s in %d guild(s)", self.user, len(self.guilds))
+
+    # --- messages: observer and agent bridge ---------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Map and seed a watched bot's reply; send a person's DM or mention to the agent."""
+        if self.user is None or message.author.id == self.user.id:
+            return
+        authors = [str(message.author.id), str(message.webhook_id or "")]
+        watched = next((a for a in authors if self.feedback.is_watched(a)), None)
+        if watched:
+            if await asyncio.to_thread(self.feedback.observe, place_of(message), watched):
+                await self.seed(message)
+            return
+        if message.author.bot or not self.agent:
+            return
+        if message.guild is None or self.user in message.mentions:
+            await self.answer(message)
+
+    async def seed(self, message: discord.Message) -> None:
+        """Add 👍 and 👎 so people only have to click one."""
+        for emoji in self.feedback.seed_emoji():
+            try:
+                await message.add_reaction(emoji)
+            except discord.HTTPException as error:
+                log.info("can't seed %s on %s: %s", emoji, message.id, error)
+
+    async def answer(self, message: discord.Message) -> None:
+        """Ask the agent once per message; post its answer with 👍/👎 and record its mapping."""
+        assert self.agent and self.user
+        place = place_of(message)
+        key = f"discord:agent:{place.workspace}:{place.channel}:{place.message}"
+        if not await asyncio.to_thread(self.relay.first_time, key):
+            return
+        text = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
+        target, where, root, reference = await self._conversation_of(message, text)
+        conversation = await asyncio.to_thread(
+            self.feedback.conversation, place.workspace, where, root
+        )
+        question = Question(
+            place.workspace, where, str(message.author.id), text, root, conversation
+        )
+        try:
+            answer = await self.agent.ask(question)
+        except AgentError as error:
+            log.warning(
+                "agent failed for workspace=%s channel=%s: %s", place.workspace, where, error
+            )
+            await self._post(target, AGENT_ERROR_REPLY, None, reference)
+            return
+        if not answer.message_id:
+            log.warning("agent answered without message_id: reply posted without feedback")
+        view = reply_view() if answer.message_id else None
+        sent = await self._post(target, answer.text, view, reference)
+        if sent and answer.message_id:
+            thread = where if isinstance(target, discord.Thread) else None
+            reply = Place(place.workspace, where, str(sent.id), thread)
+            await asyncio.to_thread(
+                self.feedback.record_reply, reply, root, answer.message_id, answer.conversation_id
+            )
+
+    async def _conversation_of(
+        self, message: discord.Message, text: str
+    ) -> tuple[discord.abc.Messageable, str, str, discord.Message | None]:
+        """(where to answer, its channel ID, conversation root, message to reply to).
+
+        DM: the DM channel is the conversation. Thread: the thread. Channel: a new thread on
+        the person's message (its ID is the message's), else a reply to the message itself.
+        """
+        channel = message.channel
+        if message.guild is None or isinstance(channel, discord.Thread):
+            return channel, str(channel.id), str(channel.id), None
+        try:
+            thread = await message.create_thread(name=(text or "Conversation")[:90])
+        except (discord.HTTPException, ValueError) as error:
+            log.info("can't start a thread in %s (%s): answering in the channel", channel.id, error)
+            return channel, str(channel.id), str(message.id), message
+        return thread, str(thread.id), str(thread.id), None
+
+    async def _post(
+        self,
+        target: discord.abc.Messageable,
+        text: str,
+        view: discord.ui.View | None,
+        reference: discord.Message | None,
+    ) -> discord.Message | None:
+        try:
+            if view is not None:
+                return await target.send(_clip(text), view=view, reference=reference)  # type: ignore[arg-type]
+            return await target.send(_clip(text), reference=reference)  # type: ignore[arg-type]
+        except discord.HTTPException as error:
+            log.warning("can't post the agent's reply: %s", error)
+            return None
+
+    # --- interactions: buttons and the comment modal -------------------------------------
+
+    async def vote_clicked(self, interaction: discord.Interaction[Any], value: str) -> None:
+        """A 👍/👎 click: store the act, then the modal, the thanks or the unmapped note."""
+        message = interaction.message
+        if message is None or interaction.channel_id is None:
+            await interaction.response.defer()
+            return
+        in_thread = isinstance(interaction.channel, discord.Thread)
+        thread = str(interaction.channel_id) if in_thread else None
+        place = Place(
+            str(interaction.guild_id) if interaction.guild_id else DM,
+            str(interaction.channel_id),
+            str(message.id),
+            thread,
+        )
+        click = Click(
+            place,
+            str(interaction.user.id),
+            VALUES[value],
+            str(message.author.id),
+            snowflake_time(interaction.id),
+            str(interaction.id),
+        )
+        outcome = await asyncio.to_thread(self.feedback.click, click)
+        ack = self.relay.settings.ack_message
+        if outcome.unmapped:
+            await interaction.response.send_message(UNMAPPED_NOTE, ephemeral=True)
+        elif outcome.ask and outcome.act_id is not None:
+            await self.open_comment(interaction, place.workspace, outcome.act_id)
+        elif outcome.created and ack:
+            await interaction.response.send_message(ack, ephemeral=True)
+        else:
+            await interaction.response.defer()
+
+    async def open_comment(
+        self, interaction: discord.Interaction[Any], workspace: str, act_id: int
+    ) -> None:
+        """Open the comment modal; if Discord refuses, the act goes without a comment."""
+        modal = CommentModal(workspace, act_id, self.relay.settings.comment_wait)
+        try:
+            await interaction.response.send_modal(modal)
+        except discord.HTTPException as error:
+            log.warning("can't open the comment modal for act=%s: %s", act_id, error)
+            await asyncio.to_thread(
+                self.feedback.finish_comment, act_id, workspace, str(interaction.user.id), None
+            )
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A comment modal's submission (by custom_id, so it works after a restart too)."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        match = COMMENT_ID.fullmatch(str(data.get("custom_id", "")))
+        if not match:
+            return
+        comment = submitted_value(data.get("components"), COMMENT_INPUT)
+        done = await asyncio.to_thread(
+            self.feedback.finish_comment,
+            int(match["act"]),
+            match["workspace"],
+            str(interaction.user.id),
+            comment,
+        )
+        ack = self.relay.settings.ack_message
+        if not done and comment and comment.strip():
+            await interaction.response.send_message(TOO_LATE, ephemeral=True)
+        elif done and ack:
+            await interaction.response.send_message(ack, ephemeral=True)
+        else:
+            await interaction.response.defer()
+
+    # --- reactions -----------------------------------------------------------------------
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """👍/👎 (any skin tone) on a mapped reply; bots' and the relay's own are ignored."""
+        own = self.user and payload.user_id == self.user.id
+        if own or (payload.member and payload.member.bot):
+            return
+        channel = self.get_channel(payload.channel_id)
+        place = Place(
+            str(payload.guild_id) if payload.guild_id else DM,
+            str(payload.channel_id),
+            str(payload.message_id),
+            str(payload.channel_id) if isinstance(channel, discord.Thread) else None,
+        )
+        reaction = Reaction(
+            place,
+            str(payload.user_id),
+            payload.emoji.name or "",
+            str(payload.message_author_id) if payload.message_author_id else None,
+            time(),
+        )
+        outcome = await asyncio.to_thread(self.feedback.reaction, reaction)
+        if outcome and outcome.ask and outcome.act_id is not None:
+            await self.offer_comment(payload.user_id, place.workspace, outcome.act_id)
+
+    async def offer_comment(self, user_id: int, workspace: str, act_id: int) -> None:
+        """A reaction has no trigger for a modal: DM the voter an "Add a comment" button."""
+        text = self.relay.settings.ack_message or "Add a comment?"
+        try:
+            user = self.get_user(user_id) or await self.fetch_user(user_id)
+            await user.send(text, view=add_comment_view(workspace, act_id))
+        except discord.HTTPException as error:
+            log.info("can't offer a comment to user=%s: %s", user_id, error)
+            await asyncio.to_thread(
+                self.feedback.finish_comment, act_id, workspace, str(user_id), None
+            )
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        """The API has no retraction: a removed reaction is logged and sends nothing."""
+        log.info(
+            "reaction removed workspace=%s user=%s emoji=%s channel=%s message=%s: no signal",
+            payload.guild_id or DM,
+            payload.user_id,
+            payload.emoji,
+            payload.channel_id,
+            payload.message_id,
+        )

@@ -1,0 +1,275 @@
+"""Discord votes turned into acts: plain dataclasses in, core calls out; no discord.py here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from time import time
+
+from bot.core.acts import DOWN, UP, Act, Target, Value, clean_comment
+from bot.core.mapping import POSTED, Mapping
+from bot.core.outbox import Recorded
+from bot.core.relay import Relay
+
+log = logging.getLogger("bot.discord")
+
+PLATFORM = "discord"
+# Workspace key of direct messages, which belong to no guild. DM channel IDs are global
+# snowflakes, so (DM, channel, message) is still unique, and no guild can reach a DM's reply.
+DM = "dm"
+DISCORD_EPOCH_MS = 1420070400000
+
+UNMAPPED_NOTE = (
+    "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
+    "recorded."
+)
+TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
+
+# Slack-style reaction names (the defaults of POSITIVE/NEGATIVE_REACTIONS) as Discord's emoji.
+EMOJI_NAMES = {"+1": "👍", "thumbsup": "👍", "-1": "👎", "thumbsdown": "👎"}
+# Skin tones (U+1F3FB..U+1F3FF) and the emoji variation selector, dropped before matching.
+_MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\ufe0f"}
+
+
+def emoji_key(name: str) -> str:
+    """A reaction's emoji without skin tone: `👍🏽` → `👍`; custom emoji keep their name."""
+    name = name.strip(":").split("::", 1)[0]
+    return EMOJI_NAMES.get(name, "".join(ch for ch in name if ch not in _MODIFIERS))
+
+
+def snowflake_time(snowflake: int | str) -> float:
+    """When a Discord ID was created, in epoch seconds (an interaction's ID: when it happened)."""
+    return ((int(snowflake) >> 22) + DISCORD_EPOCH_MS) / 1000
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a message is: guild (or DM), channel (a thread is a channel) and message ID."""
+
+    workspace: str
+    channel: str
+    message: str
+    thread: str | None = None  # the thread's ID when the channel is a thread
+
+
+@dataclass(frozen=True)
+class Click:
+    """A 👍/👎 button click on a message."""
+
+    place: Place
+    user: str
+    value: Value
+    author: str | None
+    occurred_at: float
+    interaction_id: str
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A reaction added to a message (Discord reports no time: the time it arrived)."""
+
+    place: Place
+    user: str
+    emoji: str
+    author: str | None
+    occurred_at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a click or reaction did, for the reply to the person."""
+
+    act_id: int | None = None
+    ask: bool = False
+    unmapped: bool = False
+
+    @property
+    def created(self) -> bool:
+        """True when a new act was stored."""
+        return self.act_id is not None
+
+
+class DiscordFeedback:
+    """Maps Discord messages to the customer's IDs and records votes, through the relay."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.settings = relay.settings
+        self.own_id: str | None = None  # the relay bot's user ID, once logged in
+        self.watched = frozenset(relay.settings.assistant_bot_ids)
+        self.positive = frozenset(emoji_key(n) for n in relay.settings.positive_reactions)
+        self.negative = frozenset(emoji_key(n) for n in relay.settings.negative_reactions)
+
+    # --- mapping -------------------------------------------------------------------------
+
+    def record_reply(
+        self,
+        place: Place,
+        root: str | None,
+        message_id: str | None,
+        conversation_id: str | None,
+        source: str = POSTED,
+    ) -> None:
+        """Remember a reply's IDs; `root` is its conversation's root (thread or message ID)."""
+        self.relay.mappings.record(
+            place.workspace,
+            place.channel,
+            place.message,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            thread_ts=root,
+            source=source,
+            now=time(),
+        )
+
+    def conversation(self, workspace: str, channel: str, root: str) -> str | None:
+        """The conversation ID the agent returned earlier for this root, if any."""
+        return self.relay.mappings.conversation(workspace, channel, root)
+
+    def is_watched(self, author: str | None) -> bool:
+        """True for ASSISTANT_BOT_IDS."""
+        return author is not None and author in self.watched
+
+    def resolve(self, place: Place, author: str | None) -> Mapping | None:
+        """A reply's IDs: recorded, else (watched or own replies) from the templates."""
+        mapping = self.relay.mappings.message(place.workspace, place.channel, place.message)
+        if mapping or not (self.is_watched(author) or (author and author == self.own_id)):
+            return mapping
+        mapping = self.relay.templates.mapping(
+            place.workspace, place.channel, place.message, place.thread
+        )
+        if mapping:
+            self.record_reply(
+                place, place.thread, mapping.message_id, mapping.conversation_id, mapping.source
+            )
+        return mapping
+
+    def observe(self, place: Place, author: str) -> bool:
+        """A watched bot's reply: map it now; True when 👍/👎 should be seeded on it (once)."""
+        if not self.is_watched(author):
+            return False
+        if not self.resolve(place, author):
+            log.info(
+                "watched reply without a mapping or template workspace=%s channel=%s message=%s",
+                place.workspace,
+                place.channel,
+                place.message,
+            )
+        return self.settings.seed_reactions and self.relay.first_time(
+            f"discord:seed:{place.workspace}:{place.channel}:{place.message}"
+        )
+
+    def seed_emoji(self) -> list[str]:
+        """The 👍 and 👎 to seed: the first name of each reaction set, as an emoji."""
+        return [
+            emoji_key(self.settings.positive_reactions[0]),
+            emoji_key(self.settings.negative_reactions[0]),
+        ]
+
+    # --- votes ---------------------------------------------------------------------------
+
+    def reaction_value(self, emoji: str) -> Value | None:
+        """thumbs_up / thumbs_down for a reaction (skin tones ignored), else None."""
+        key = emoji_key(emoji)
+        if key in self.positive:
+            return UP
+        if key in self.negative:
+            return DOWN
+        return None
+
+    def wants_comment(self, value: Value) -> bool:
+        """Whether ASK_COMMENT asks for a comment on this vote."""
+        ask = self.settings.ask_comment
+        return ask == "always" or (ask == "negative" and value == DOWN)
+
+    def click(self, click: Click) -> Outcome:
+        """A button click: the act, waiting for a comment when one is asked for."""
+        mapping = self.resolve(click.place, click.author)
+        if not mapping:
+            self._unmapped("button", click.place)
+            return Outcome(unmapped=True)
+        ask = self.wants_comment(click.value)
+        recorded = self._record(
+            click.place,
+            click.user,
+            click.value,
+            click.occurred_at,
+            "button",
+            mapping,
+            ask,
+            seen_key=f"discord:interaction:{click.interaction_id}",
+        )
+        return Outcome(recorded.act_id, ask and recorded.created)
+
+    def reaction(self, reaction: Reaction) -> Outcome | None:
+        """A reaction: None when it is no vote (other emoji, a bot's, an unmapped message)."""
+        value = self.reaction_value(reaction.emoji)
+        if not value or reaction.user == self.own_id or self.is_watched(reaction.user):
+            return None
+        mapping = self.resolve(reaction.place, reaction.author)
+        if not mapping:
+            self._unmapped("reaction", reaction.place)
+            return None
+        ask = self.wants_comment(value)
+        recorded = self._record(
+            reaction.place, reaction.user, value, reaction.occurred_at, "reaction", mapping, ask
+        )
+        return Outcome(recorded.act_id, ask and recorded.created)
+
+    def finish_comment(self, act_id: int, workspace: str, user: str, text: str | None) -> bool:
+        """Release an act waiting for its comment (None: without one); False when too late."""
+        comment = clean_comment(text)
+        return self.relay.outbox.finish_comment(act_id, workspace, user, comment, time())
+
+    def _record(
+        self,
+        place: Place,
+        user: str,
+        value: Value,
+        occurred_at: float,
+        source: str,
+        mapping: Mapping,
+        ask: bool,
+        seen_key: str | None = None,
+    ) -> Recorded:
+        target = (
+            Target("message", mapping.message_id)
+            if mapping.message_id
+            else Target("conversation", mapping.conversation_id or "")
+        )
+        act = Act(
+            platform=PLATFORM,
+            workspace=place.workspace,
+            user_id=user,
+            source=source,
+            target=target,
+            value=value,
+            occurred_at=occurred_at,
+            channel=place.channel,
+            ts=place.message,
+        )
+        now = time()
+        until = now + self.settings.comment_wait if ask else None
+        recorded = self.relay.outbox.record(act, now, comment_until=until, seen_key=seen_key)
+        log.info(
+            "act=%s workspace=%s source=%s target=%s:%s value=%s %s",
+            recorded.act_id or "-",
+            place.workspace,
+            source,
+            target.kind,
+            target.id,
+            value,
+            "waiting for comment"
+            if recorded.created and ask
+            else ("queued" if recorded.created else f"skipped ({recorded.reason})"),
+        )
+        return recorded
+
+    def _unmapped(self, source: str, place: Place) -> None:
+        log.info(
+            "%s on unmapped message workspace=%s channel=%s message=%s: no signal",
+            source,
+            place.workspace,
+            place.channel,
+            place.message,
+        )

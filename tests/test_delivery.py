@@ -1,0 +1,408 @@
+"""The delivery worker against the strict local Brixo: every fault class of SPEC.md's Delivery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from time import time
+
+import pytest
+
+from bot.core.acts import Act, Target
+from bot.core.brixo import BrixoClient
+from bot.core.db import Database
+from bot.core.delivery import CUT_COMMENT_CHARS, DeliveryWorker, RetryPolicy
+from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Entry, Outbox
+from bot.core.relay import Relay
+from tests.conftest import BRIXO_KEY, Env
+from tests.fakes import FakeBrixo
+from tests.fakes.brixo import Received
+from tests.waiting import wait_until
+
+PROBE_ID = "brixo-relay-key-check"
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    database = Database(f"sqlite:///{tmp_path}/delivery.db")
+    database.migrate(time())
+    yield Outbox(database)
+    database.dispose()
+
+
+WorkerFactory = Callable[..., DeliveryWorker]
+
+
+@pytest.fixture
+def make_worker(outbox: Outbox, brixo: FakeBrixo) -> Iterator[WorkerFactory]:
+    """Fast workers: tiny backoff, short lease, poll and probe intervals; stopped at teardown."""
+    workers: list[DeliveryWorker] = []
+
+    def make(
+        url: str | None = None,
+        key: str = BRIXO_KEY,
+        concurrency: int = 4,
+        read_timeout: float = 2.0,
+        max_age: float = 60.0,
+        not_found_grace: float = 60.0,
+        lease: float = 3.0,
+        start: bool = True,
+    ) -> DeliveryWorker:
+        client = BrixoClient(key, url or brixo.url, read_timeout=read_timeout)
+        policy = RetryPolicy(
+            max_age=max_age, not_found_grace=not_found_grace, backoff_base=0.01, backoff_cap=0.05
+        )
+        worker = DeliveryWorker(
+            outbox, client, concurrency, policy, lease=lease, poll_interval=0.05, probe_interval=0.1
+        )
+        workers.append(worker)
+        if start:
+            worker.start()
+            # The key probe at start is a request too: inject faults only after it.
+            wait_until(lambda: worker.brixo_state != "unknown", timeout=5)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.stop(timeout=2)
+
+
+def record(
+    outbox: Outbox,
+    target_id: str,
+    value: str = "thumbs_up",
+    comment: str | None = None,
+    kind: str = "message",
+    user: str = "U1",
+    at: float | None = None,
+) -> int:
+    act = Act(
+        platform="slack",
+        workspace="T1",
+        user_id=user,
+        source="button",
+        target=Target(kind, target_id),  # type: ignore[arg-type]
+        value=value,  # type: ignore[arg-type]
+        occurred_at=at if at is not None else time(),
+        comment=comment,
+    )
+    recorded = outbox.record(act, time())
+    assert recorded.act_id is not None, recorded
+    return recorded.act_id
+
+
+def entry(outbox: Outbox, act_id: int) -> Entry:
+    (found,) = [e for e in outbox.entries(STATES, limit=10_000) if e.id == act_id]
+    return found
+
+
+def wait_state(outbox: Outbox, act_id: int, state: str, timeout: float = 10.0) -> Entry:
+    return wait_until(
+        lambda: (lambda e: e if e.state == state else None)(entry(outbox, act_id)),
+        timeout=timeout,
+        message=f"act {act_id} never became {state}",
+    )
+
+
+def signals(brixo: FakeBrixo, target_id: str | None = None) -> list[Received]:
+    """Requests that carried a signal (not the worker's key probes)."""
+    return [
+        r for r in brixo.requests if r.id != PROBE_ID and (target_id is None or r.id == target_id)
+    ]
+
+
+def test_every_act_delivered_exactly_once(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    brixo.set_latency(0.01)
+    ids = {
+        record(outbox, f"m-{n}", "thumbs_up" if n % 2 else "thumbs_down"): f"m-{n}"
+        for n in range(40)
+    }
+    record(outbox, "conv/1", kind="conversation", comment="Very frustrating!", at=1770128530.0)
+    make_worker(concurrency=8)
+    brixo.wait_for_accepted(41)
+    for act_id in ids:
+        wait_state(outbox, act_id, DELIVERED)
+    assert sorted(r.id for r in brixo.accepted) == sorted([*ids.values(), "conv/1"])
+    (conv,) = brixo.accepted_for("conv/1")
+    assert conv.kind == "conversations"
+    assert conv.attributes == {
+        "name": "feedback",
+        "value": "thumbs_up",
+        "occurred_at": "2026-02-03T14:22:10Z",
+        "user_message": "Very frustrating!",
+    }
+    assert brixo.accepted_for("m-0")[0].attributes["value"] == "thumbs_down"
+    assert outbox.counts(time())[PENDING] == 0
+
+
+def test_worker_does_not_overlap_leases_with_itself_under_latency(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """Sends slower than the lease: leases are renewed, nothing is sent twice."""
+    brixo.set_latency(0.3)
+    for n in range(12):
+        record(outbox, f"slow-{n}")
+    make_worker(concurrency=2, lease=0.4)
+    brixo.wait_for_accepted(12, timeout=20)
+    wait_until(lambda: outbox.counts(time())[DELIVERED] == 12, timeout=10)
+    assert sorted(r.id for r in signals(brixo)) == sorted(f"slow-{n}" for n in range(12))
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
+def test_transient_failures_are_retried_until_delivered(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, status: int
+) -> None:
+    make_worker()
+    brixo.fail_next(3, status=status)
+    act_id = record(outbox, "m1")
+    done = wait_state(outbox, act_id, DELIVERED)
+    assert done.attempts == 4
+    assert [r.status for r in signals(brixo)] == [status, status, status, 204]
+
+
+def test_retry_after_holds_back_every_request(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker(concurrency=1)
+    brixo.fail_next(1, status=429, retry_after="1")
+    for n in range(4):
+        record(outbox, f"m{n}")
+    brixo.wait_for_accepted(4, timeout=10)
+    sent = signals(brixo)
+    (limited,) = [r for r in sent if r.status == 429]
+    after = [r for r in sent if r.at > limited.at]
+    assert len(after) == 4
+    early = [(r.id, round(r.at - limited.at, 3)) for r in after if r.at < limited.at + 0.95]
+    assert early == [], f"sent within Retry-After: 1 of the 429: {early}"
+    assert sorted(r.id for r in brixo.accepted) == ["m0", "m1", "m2", "m3"]
+
+
+def test_retry_after_holds_back_acts_recorded_later(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    worker = make_worker(concurrency=2)
+    brixo.fail_next(1, status=503, retry_after="1")
+    record(outbox, "first")
+    limited = wait_until(lambda: [r for r in signals(brixo) if r.status == 503], timeout=5)[0]
+    wait_until(lambda: entry(outbox, 1).attempts == 1, timeout=5)
+    record(outbox, "second")
+    worker.wake()
+    brixo.wait_for_accepted(2, timeout=10)
+    second = brixo.accepted_for("second")[0]
+    assert second.at >= limited.at + 0.95, round(second.at - limited.at, 3)
+
+
+def test_dropped_connection_is_retried(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker()
+    brixo.drop_next(2)
+    act_id = record(outbox, "m1")
+    assert wait_state(outbox, act_id, DELIVERED).attempts == 3
+    assert [r.status for r in signals(brixo)] == [0, 0, 204]
+
+
+def test_timeout_is_retried(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.delivery")
+    make_worker(read_timeout=0.3)
+    brixo.stall_next(1, seconds=30)
+    act_id = record(outbox, "m1")
+    done = wait_state(outbox, act_id, DELIVERED)
+    assert done.attempts == 2
+    assert "timed out" in caplog.text
+    assert len(brixo.accepted_for("m1")) == 1  # the stalled one never answered
+
+
+def test_not_found_then_found_within_grace(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    brixo.mark_missing("late-trace")
+    act_id = record(outbox, "late-trace")
+    make_worker(not_found_grace=30)
+    wait_until(lambda: len(signals(brixo, "late-trace")) >= 3, timeout=10)
+    assert entry(outbox, act_id).state == PENDING
+    brixo.mark_present("late-trace")
+    wait_state(outbox, act_id, DELIVERED)
+    assert len(brixo.accepted_for("late-trace")) == 1
+    assert all(r.status == 404 for r in signals(brixo, "late-trace")[:-1])
+
+
+def test_not_found_past_grace_is_a_dead_letter(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    brixo.mark_missing("never")
+    act_id = record(outbox, "never")
+    make_worker(not_found_grace=0.4)
+    dead = wait_state(outbox, act_id, DEAD)
+    assert dead.last_error and "not found" in dead.last_error and "404" in dead.last_error
+    assert "'never' not found" in dead.last_error  # Brixo's own detail is kept
+    tries = signals(brixo, "never")
+    assert len(tries) >= 2 and all(r.status == 404 for r in tries)
+    assert tries[-1].at - tries[0].at >= 0.35
+
+
+def test_unauthorized_pauses_keeps_everything_and_resumes_after_a_probe(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    first = record(outbox, "before")
+    worker = make_worker(concurrency=2)
+    wait_state(outbox, first, DELIVERED)
+    assert worker.brixo_state == "ok"
+
+    brixo.set_key("rotated-by-brixo")  # our key stops working
+    ids = [record(outbox, f"during-{n}") for n in range(6)]
+    wait_until(lambda: worker.paused, timeout=5)
+    assert worker.brixo_state == "unauthorized"
+
+    def probes() -> int:
+        return len([r for r in brixo.requests if r.id == PROBE_ID and r.status == 401])
+
+    wait_until(lambda: probes() >= 1, timeout=5)  # probing starts once nothing is in flight
+    refused = len([r for r in signals(brixo) if r.status == 401])
+    assert 1 <= refused <= 4  # only what was already claimed when the first 401 came
+    # Paused: probes only, no more signals, nothing dropped or dead.
+    seen = probes()
+    wait_until(lambda: probes() >= seen + 3, timeout=5)
+    assert len([r for r in signals(brixo) if r.status == 401]) == refused
+    counts = outbox.counts(time())
+    assert (counts[PENDING], counts[DEAD], counts[DELIVERED]) == (6, 0, 1)
+
+    brixo.set_key(BRIXO_KEY)  # the key works again
+    brixo.wait_for_accepted(7)
+    for act_id in ids:
+        wait_state(outbox, act_id, DELIVERED)
+    assert not worker.paused and worker.brixo_state == "ok"
+    assert sorted(r.id for r in brixo.accepted) == sorted(
+        ["before", *[f"during-{n}" for n in range(6)]]
+    )
+    assert BRIXO_KEY not in caplog.text
+
+
+def test_bad_request_is_a_dead_letter_with_brixos_detail(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker()
+    brixo.fail_next(1, status=400, detail="occurred_at is not a valid RFC3339 timestamp")
+    act_id = record(outbox, "m1")
+    dead = wait_state(outbox, act_id, DEAD)
+    assert dead.last_error == "HTTP 400: occurred_at is not a valid RFC3339 timestamp"
+    assert dead.attempts == 1
+    assert len(signals(brixo)) == 1
+
+
+def test_too_large_with_comment_is_sent_once_more_cut(
+    outbox: Outbox, make_worker: WorkerFactory
+) -> None:
+    comment = "é" * 700 + "x" * 1300  # 2000 characters, 2700 bytes
+    with FakeBrixo(api_key=BRIXO_KEY, max_body_bytes=1500) as small:
+        act_id = record(outbox, "m1", "thumbs_down", comment=comment)
+        make_worker(url=small.url)
+        wait_state(outbox, act_id, DELIVERED)
+        sent = signals(small)
+        assert [r.status for r in sent] == [413, 204]
+        assert sent[1].attributes["user_message"] == comment[:CUT_COMMENT_CHARS]
+        assert sent[1].attributes["value"] == "thumbs_down"
+
+
+def test_too_large_again_after_the_cut_is_a_dead_letter(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker()
+    brixo.fail_next(2, status=413, detail="Request body too large")
+    act_id = record(outbox, "m1", comment="c" * 1000)
+    dead = wait_state(outbox, act_id, DEAD)
+    assert dead.last_error == "HTTP 413: Request body too large"
+    sent = signals(brixo)
+    assert len(sent) == 2
+    assert sent[1].attributes["user_message"] == "c" * CUT_COMMENT_CHARS
+
+
+def test_too_large_without_comment_is_dead_at_once(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker()
+    brixo.fail_next(1, status=413, detail="Request body too large")
+    act_id = record(outbox, "m1")
+    assert wait_state(outbox, act_id, DEAD).attempts == 1
+    assert len(signals(brixo)) == 1
+
+
+def test_gives_up_after_max_age(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    make_worker(max_age=0.5)
+    brixo.fail_next(10_000, status=503, detail="down for maintenance")
+    act_id = record(outbox, "m1")
+    dead = wait_state(outbox, act_id, DEAD)
+    assert dead.last_error and dead.last_error.startswith("gave up after")
+    assert "down for maintenance" in dead.last_error
+    tries = signals(brixo)
+    assert len(tries) >= 2 and tries[-1].at - tries[0].at >= 0.4
+    assert brixo.accepted == []
+
+
+def test_stop_leaves_the_rest_pending_and_a_new_worker_finishes(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    brixo.set_latency(0.2)
+    for n in range(10):
+        record(outbox, f"m{n}")
+    worker = make_worker(concurrency=1)
+    brixo.wait_for_accepted(1)
+    worker.stop(timeout=5)
+    counts = outbox.counts(time())
+    assert counts[DELIVERED] + counts[PENDING] == 10 and counts[PENDING] > 0
+    assert counts[DELIVERED] == len(brixo.accepted)
+    brixo.set_latency(0)
+    make_worker(concurrency=4)
+    brixo.wait_for_accepted(10)
+    wait_until(lambda: outbox.counts(time())[DELIVERED] == 10)
+    assert sorted(r.id for r in brixo.accepted) == sorted(f"m{n}" for n in range(10))
+
+
+def test_backoff_grows_with_jitter_and_cap() -> None:
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=300.0)
+    for attempts, full in [(1, 1), (2, 2), (3, 4), (6, 32), (20, 300)]:
+        delays = {policy.backoff(attempts) for _ in range(50)}
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(delays) > 1  # jitter
+
+
+def test_relay_built_from_settings_delivers_and_reports_health(env: Env, brixo: FakeBrixo) -> None:
+    relay = Relay(env.settings(DELIVERY_CONCURRENCY="2"))
+    relay.start()
+    try:
+        ok, report = relay.health()
+        assert ok and report["database"] == "ok"
+        record(relay.outbox, "via-relay")
+        brixo.wait_for_accepted(1, timeout=5)  # woken by the record, no poll wait
+        wait_until(lambda: relay.outbox.counts(time())[DELIVERED] == 1)
+        ok, report = relay.health()
+        assert ok and report["brixo"] == "ok" and report["outbox"][DELIVERED] == 1
+        assert BRIXO_KEY not in repr(relay)
+    finally:
+        relay.stop(timeout=2)
+        relay.db.dispose()
+
+
+def test_relay_health_when_key_is_refused(env: Env, brixo: FakeBrixo) -> None:
+    relay = Relay(env.settings(BRIXO_API_KEY="wrong-key-123"))
+    relay.start()
+    try:
+        record(relay.outbox, "m1")
+        assert relay.worker is not None
+        wait_until(lambda: relay.worker.paused, timeout=5)  # type: ignore[union-attr]
+        ok, report = relay.health()
+        assert ok  # votes are still taken
+        assert report["brixo"] == "unauthorized" and report["delivery"] == "paused"
+        assert report["outbox"][PENDING] == 1
+        assert brixo.accepted == []
+    finally:
+        relay.stop(timeout=2)
+        relay.db.dispose()

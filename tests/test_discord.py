@@ -1,0 +1,338 @@
+"""The Discord adapter driven with Discord's own gateway payloads; REST answered locally.
+
+Each test logs a real RelayClient in against FakeDiscordAPI (discord.http.Route.BASE points
+at it), feeds it gateway events as the dicts Discord sends, and checks the REST calls it
+made and the signals the strict Brixo stand-in accepted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import discord
+import pytest
+
+from bot.core.relay import Relay
+from bot.discord.agent import AGENT_ERROR_REPLY
+from bot.discord.feedback import TOO_LATE, UNMAPPED_NOTE
+from tests import discord_fakes as df
+from tests.conftest import REPO, Env
+from tests.discord_fakes import FakeDiscordAPI, LoopThread, RunningBot
+from tests.fakes import FakeAgent, FakeBrixo
+
+StartBot = Callable[..., RunningBot]
+EPHEMERAL = 64
+REACTION_PUT = r"/channels/\d+/messages/\d+/reactions/[^/]+/@me"
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeAgent]:
+    with FakeAgent() as fake:
+        yield fake
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscordAPI]:
+    with FakeDiscordAPI() as fake:
+        monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+        yield fake
+
+
+@pytest.fixture
+def start(env: Env, agent: FakeAgent, api: FakeDiscordAPI) -> Iterator[StartBot]:
+    """`start(ASK_COMMENT="never", …)`: a new bot "process" on the same database each call."""
+    loop = LoopThread()
+    bots: list[RunningBot] = []
+
+    def run(**overrides: str | None) -> RunningBot:
+        values: dict[str, str | None] = {
+            "AGENT_URL": agent.url,
+            "AGENT_TOKEN": "agent-token-1",
+            "ASSISTANT_BOT_IDS": df.WATCHED_BOT,
+            **overrides,
+        }
+        bot = df.start_bot(Relay(env.settings(**values)), api, loop)
+        bots.append(bot)
+        return bot
+
+    yield run
+    for bot in bots:
+        bot.stop()
+    loop.stop()
+
+
+def callback(api: FakeDiscordAPI, n: int) -> dict[str, Any]:
+    """The n-th (1-based) interaction response's JSON."""
+    return dict(api.wait_for_callbacks(n)[n - 1].json)
+
+
+def ask(bot: RunningBot, api: FakeDiscordAPI, text: str = "how?") -> tuple[dict[str, Any], dict]:
+    """A mention in the channel; returns (the person's message, the relay's reply)."""
+    question = df.message(f"<@{df.BOT_ID}> {text}", mentions=(df.BOT_ID,))
+    bot.feed("MESSAGE_CREATE", question)
+    reply = api.wait_for_sent(question["id"])[-1]
+    bot.loop.settle()  # the mapping is recorded once Discord has answered the post
+    return question, reply
+
+
+def in_thread(reply: dict[str, Any]) -> dict[str, Any]:
+    return df.thread_channel(reply["channel_id"])
+
+
+def test_mention_starts_a_thread_and_its_buttons_vote(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent, brixo: FakeBrixo
+) -> None:
+    bot = start()
+    question, reply = ask(bot, api)
+    # The agent got Slack's JSON with Discord's IDs: the new thread is the conversation.
+    sent = agent.requests[0]
+    assert sent.json == {
+        "text": "how?",
+        "user_id": df.PERSON,
+        "team_id": df.GUILD,
+        "channel_id": question["id"],
+        "thread_ts": question["id"],
+        "conversation_id": None,
+    }
+    assert sent.headers["authorization"] == "Bearer agent-token-1"
+    api.wait_for("POST", rf"/channels/{df.CHANNEL}/messages/{question['id']}/threads")
+    buttons = reply["components"][0]["components"]
+    assert [b["custom_id"] for b in buttons] == ["brixo:vote:up", "brixo:vote:down"]
+    assert reply["content"] == "Answer to: how?"
+
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
+    thanks = callback(api, 1)
+    assert thanks["type"] == 4 and thanks["data"]["flags"] == EPHEMERAL
+    assert thanks["data"]["content"] == "Thanks for your feedback!"
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id, got.attributes["value"]) == ("messages", "msg-1", "thumbs_up")
+    assert got.attributes["occurred_at"].endswith("Z")
+
+    # The same vote again: answered silently, no new act.
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
+    assert callback(api, 2)["type"] == 6
+    bot.loop.settle()
+    assert bot.acts() == 1
+
+    # 👎 asks for a comment (ASK_COMMENT=negative): a modal, then one signal with the comment.
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    modal = callback(api, 3)
+    assert modal["type"] == 9
+    custom_id = modal["data"]["custom_id"]
+    assert custom_id.startswith(f"brixo:comment:{df.GUILD}:")
+    assert '"max_length": 3000' in str(modal).replace("'", '"')
+    bot.feed("INTERACTION_CREATE", df.modal_submit(custom_id, "  too vague  "))
+    assert callback(api, 4)["data"]["content"] == "Thanks for your feedback!"
+    got = brixo.wait_for_accepted(2)[1]
+    assert got.attributes["value"] == "thumbs_down"
+    assert got.attributes["user_message"] == "too vague"
+
+
+def test_buttons_and_modals_work_after_a_restart(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    first = start()
+    _, reply = ask(first, api)
+    first.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    first.stop()
+
+    second = start()  # a new process: nothing in memory, same database
+    second.feed("INTERACTION_CREATE", df.modal_submit(custom_id, "wrong answer"))
+    got = brixo.wait_for_accepted(1)[0]
+    assert got.attributes["user_message"] == "wrong answer"
+    second.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
+    assert callback(api, 3)["data"]["content"] == "Thanks for your feedback!"
+    got = brixo.wait_for_accepted(2)[1]
+    assert (got.id, got.attributes["value"]) == ("msg-1", "thumbs_up")
+
+
+def test_changed_vote_sends_again(start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo) -> None:
+    bot = start(ASK_COMMENT="never", ACK_MESSAGE="")
+    _, reply = ask(bot, api)
+    for n, value in enumerate(["up", "down", "down", "up"], start=1):
+        bot.feed("INTERACTION_CREATE", df.click(reply, value, channel=in_thread(reply)))
+        assert callback(api, n)["type"] == 6  # no thanks configured: a silent answer
+    bot.loop.settle()
+    values = [r.attributes["value"] for r in brixo.wait_for_accepted(3)]
+    assert values == ["thumbs_up", "thumbs_down", "thumbs_up"]
+    assert bot.acts() == 3
+
+
+def test_dm_is_one_conversation(start: StartBot, api: FakeDiscordAPI, agent: FakeAgent,
+                                brixo: FakeBrixo) -> None:
+    bot = start(ASK_COMMENT="never")
+    for n in (1, 2):
+        bot.feed("MESSAGE_CREATE", df.message(f"q{n}", channel_id=df.DM_CHANNEL, guild_id=None))
+        api.wait_for_sent(df.DM_CHANNEL, n)
+        bot.loop.settle()
+    first, second = (r.json or {} for r in agent.wait_for_requests(2))
+    assert (first["team_id"], first["channel_id"], first["thread_ts"]) == (
+        "dm",
+        df.DM_CHANNEL,
+        df.DM_CHANNEL,
+    )
+    assert first["conversation_id"] is None
+    assert second["conversation_id"] == f"conv-{df.DM_CHANNEL}"
+    reply = api.sent(df.DM_CHANNEL)[1]
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", guild_id=None))
+    assert brixo.wait_for_accepted(1)[0].id == "msg-2"
+
+
+def test_thread_mentions_share_the_thread_conversation(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    bot = start()
+    for n in (1, 2):
+        text = f"<@{df.BOT_ID}> q{n}"
+        bot.feed("MESSAGE_CREATE", df.message(text, channel_id=df.THREAD, mentions=(df.BOT_ID,)))
+        api.wait_for_sent(df.THREAD, n)
+        bot.loop.settle()
+    first, second = (r.json or {} for r in agent.wait_for_requests(2))
+    assert (first["channel_id"], first["thread_ts"]) == (df.THREAD, df.THREAD)
+    assert second["conversation_id"] == f"conv-{df.THREAD}"
+    assert not api.calls_to("POST", r".*/threads")
+    # A message without a mention, and one from another bot, don't reach the agent.
+    bot.feed("MESSAGE_CREATE", df.message("chat", channel_id=df.THREAD))
+    bot.feed("MESSAGE_CREATE", df.message(f"<@{df.BOT_ID}>", author="97", bot=True,
+                                          mentions=(df.BOT_ID,)))
+    bot.loop.settle()
+    assert len(agent.requests) == 2
+
+
+def test_without_thread_permission_the_answer_replies_in_the_channel(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    api.fail(r"POST /channels/\d+/messages/\d+/threads", 403)
+    bot = start()
+    question = df.message(f"<@{df.BOT_ID}> hi", mentions=(df.BOT_ID,))
+    bot.feed("MESSAGE_CREATE", question)
+    post = api.wait_for("POST", rf"/channels/{df.CHANNEL}/messages")[0]
+    assert post.json["message_reference"]["message_id"] == question["id"]
+    request = agent.requests[0].json or {}
+    assert (request["channel_id"], request["thread_ts"]) == (df.CHANNEL, question["id"])
+
+
+def test_agent_failure_gets_a_short_reply_and_records_nothing(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.fail_next(1, status=500)
+    bot = start()
+    _, reply = ask(bot, api)
+    assert reply["content"] == AGENT_ERROR_REPLY and not reply["components"]
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
+    assert callback(api, 1)["data"]["content"] == UNMAPPED_NOTE
+    assert bot.acts() == 0
+
+
+def test_observer_maps_seeds_and_counts_reactions(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start(MESSAGE_ID_TEMPLATE="{team}/{channel}/{ts}", CONVERSATION_ID_TEMPLATE="c-{thread_ts}")
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_CREATE", watched)  # the same event twice seeds once
+    bot.loop.settle()
+    seeded = api.calls_to("PUT", REACTION_PUT)
+    assert [c.path.split("/")[-2] for c in seeded] == ["%F0%9F%91%8D", "%F0%9F%91%8E"]
+
+    def react(emoji: str, **kwargs: Any) -> None:
+        event = df.reaction_add(watched["id"], emoji, channel_id=df.THREAD,
+                                author=df.WATCHED_BOT, **kwargs)
+        bot.feed("MESSAGE_REACTION_ADD", event)
+
+    react("👍", user_id=df.BOT_ID, bot=True)  # the relay's own seeded reaction
+    react("👍", user_id="98", bot=True)  # another bot
+    react("🎉")  # not a vote
+    bot.loop.settle()
+    assert bot.acts() == 0
+    react("👍🏽")  # skin tone
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id) == ("messages", f"{df.GUILD}/{df.THREAD}/{watched['id']}")
+    react("👍")
+    bot.loop.settle()
+    assert bot.acts() == 1
+
+    # 👎 waits for a comment: the voter gets a DM with an "Add a comment" button.
+    react("👎🏿")
+    offer = api.wait_for_sent(df.DM_CHANNEL)[0]
+    button = offer["components"][0]["components"][0]
+    assert button["custom_id"].startswith(f"brixo:add-comment:{df.GUILD}:")
+    bot.feed("INTERACTION_CREATE", df.click(offer, button["custom_id"], guild_id=None))
+    modal = callback(api, 1)
+    assert modal["type"] == 9
+    submit = df.modal_submit(modal["data"]["custom_id"], "meh", guild_id=None,
+                             channel_id=df.DM_CHANNEL)
+    bot.feed("INTERACTION_CREATE", submit)
+    got = brixo.wait_for_accepted(2)[1]
+    assert (got.attributes["value"], got.attributes["user_message"]) == ("thumbs_down", "meh")
+
+
+def test_reaction_comment_goes_without_when_dms_are_closed(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    api.fail(r"POST /channels/\d+/messages", 403)
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false")
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    got = brixo.wait_for_accepted(1)[0]
+    assert got.id == f"m-{watched['id']}" and "user_message" not in got.attributes
+    assert not api.calls_to("PUT", REACTION_PUT)
+
+
+def test_unmapped_messages_note_clicks_and_ignore_reactions(
+    start: StartBot, api: FakeDiscordAPI
+) -> None:
+    bot = start()
+    stranger = df.message("not a reply", author=df.OTHER_PERSON)
+    bot.feed("INTERACTION_CREATE", df.click(stranger, "up"))
+    note = callback(api, 1)
+    assert note["data"]["content"] == UNMAPPED_NOTE and note["data"]["flags"] == EPHEMERAL
+    api.clear()
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(stranger["id"], "👍", author=df.OTHER_PERSON))
+    bot.loop.settle()
+    assert api.calls == [] and bot.acts() == 0
+
+
+def test_a_reply_cannot_be_rated_from_another_guild(start: StartBot, api: FakeDiscordAPI) -> None:
+    bot = start()
+    _, reply = ask(bot, api)
+    other = df.thread_channel(reply["channel_id"], guild_id=df.OTHER_GUILD)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", guild_id=df.OTHER_GUILD, channel=other))
+    assert callback(api, 1)["data"]["content"] == UNMAPPED_NOTE
+    assert bot.acts() == 0
+
+
+def test_unanswered_modal_sends_without_comment_after_comment_wait(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start(COMMENT_WAIT="1s")
+    _, reply = ask(bot, api)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    got = brixo.wait_for_accepted(1)[0]
+    assert got.attributes["value"] == "thumbs_down" and "user_message" not in got.attributes
+    bot.feed("INTERACTION_CREATE", df.modal_submit(custom_id, "late words"))
+    assert callback(api, 2)["data"]["content"] == TOO_LATE
+    bot.loop.settle()
+    assert len(brixo.accepted) == 1
+
+
+def test_cli_without_token_stops_with_one_line(env: Env) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "discord"],
+        env=env.process(),
+        cwd=REPO / "tests",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: DISCORD_TOKEN: required here, the bot token from the Bot page of the "
+        "Discord application"
+    ]

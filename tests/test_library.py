@@ -1,0 +1,493 @@
+"""Library mode: a team's own Bolt app, written here the way the README shows, with the relay.
+
+Each test builds its own `App` (its own listeners and middleware), attaches a `FeedbackRelay`,
+serves the app over HTTP like Slack would reach it, and checks what reaches the strict Brixo
+stand-in, and that the app's own listeners keep working beside the relay's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import time
+from typing import Any
+from wsgiref.simple_server import make_server
+
+import pytest
+from slack_bolt import App, Assistant, Say
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.oauth.oauth_settings import OAuthSettings
+from slack_sdk import WebClient
+
+from bot import FeedbackRelay, RelaySetupError, SettingsError
+from bot.library import manifest_fragment, required_events, required_scopes
+from bot.slack.manifest import (
+    BOT_EVENTS,
+    BOT_SCOPES,
+    METADATA_EVENT_TYPE,
+    SHORTCUT_CALLBACK_ID,
+    build_manifest,
+)
+from tests.conftest import BRIXO_KEY
+from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import (  # noqa: F401  (fixtures)
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    _QuietHandler,
+    _ThreadedWSGIServer,
+    fake_slack,
+)
+from tests.waiting import wait_until
+
+ROOT = "1700000000.000100"  # a person's message in C1 that starts the thread
+
+
+@dataclass
+class TheirApp:
+    """The team's app as it runs: their App, the relay attached to it, and what they saw."""
+
+    app: App
+    client: WebClient
+    relay: FeedbackRelay
+    sender: SlackSender
+    slack: FakeSlackAPI
+    brixo: FakeBrixo
+    seen: list[str] = field(default_factory=list)
+
+    def saw(self, item: str) -> bool:
+        return item in list(self.seen)
+
+    def settled(self, count: int) -> dict[str, Any] | None:
+        """Outbox counts once exactly `count` acts exist and all were delivered."""
+        counts = self.relay.core.outbox.counts(time())
+        done = counts["delivered"] == count and counts["pending"] == 0
+        return counts if done and counts["awaiting_comment"] == 0 else None
+
+
+def serve(app: App) -> tuple[str, Callable[[], None]]:
+    """Serve a Bolt app's WSGI adapter on 127.0.0.1; returns (base URL, stop)."""
+    server = make_server(
+        "127.0.0.1",
+        0,
+        SlackRequestHandler(app),
+        server_class=_ThreadedWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@pytest.fixture
+def their_app(
+    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> Iterator[Callable[..., TheirApp]]:
+    """`their_app(process_before_response=…, **relay_settings)`: the README's app, running."""
+    started: list[tuple[FeedbackRelay, Callable[[], None], SlackSender]] = []
+
+    def build(process_before_response: bool = False, **settings: Any) -> TheirApp:
+        # --- what a team writes (README, "Library") ---------------------------------------
+        client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+        app = App(
+            signing_secret=SIGNING_SECRET,
+            client=client,
+            process_before_response=process_before_response,
+        )
+        seen: list[str] = []
+
+        @app.middleware
+        def their_middleware(body: dict[str, Any], next: Callable[[], None]) -> None:
+            seen.append(f"middleware:{body.get('type')}")
+            next()
+
+        relay = FeedbackRelay(
+            brixo_api_key=BRIXO_KEY,
+            brixo_api_url=brixo.url,
+            database_url=f"sqlite:///{tmp_path}/their-app.db",
+            client=client,
+            **{"ask_comment": "never", **settings},
+        )
+        relay.attach(app)
+
+        @app.message("hello")
+        def hello(message: dict[str, Any], say: Say) -> None:
+            seen.append("hello")
+            relay.say(
+                say,
+                "Hi! Here is my answer.",
+                message_id="m-say",
+                conversation_id="c-thread",
+                thread_ts=message.get("thread_ts") or message["ts"],
+            )
+
+        @app.event("app_mention")
+        def mentioned(event: dict[str, Any]) -> None:
+            seen.append("mention")
+
+        @app.event("reaction_added")
+        def their_reactions(event: dict[str, Any]) -> None:
+            seen.append(f"reaction:{event['reaction']}")
+
+        @app.action("their_button")
+        def their_button(ack: Callable[[], None]) -> None:
+            ack()
+            seen.append("their_button")
+
+        assistant = Assistant()
+
+        @assistant.user_message
+        def answer(payload: dict[str, Any], say: Say) -> None:
+            seen.append("assistant")
+            relay.say(say, "An assistant answer", message_id="m-assistant", conversation_id="c-dm")
+
+        app.assistant(assistant)
+        relay.start()
+        # --- end of the team's code --------------------------------------------------------
+        url, stop = serve(app)
+        sender = SlackSender(url, SIGNING_SECRET)
+        started.append((relay, stop, sender))
+        return TheirApp(app, client, relay, sender, fake_slack, brixo, seen)
+
+    yield build
+    for relay, stop, sender in started:
+        stop()
+        sender.close()
+        relay.close()
+
+
+def click(app: TheirApp, channel: str, ts: str, value: str, thread_ts: str | None = None) -> None:
+    action = sr.feedback_button_action(value)
+    payload = sr.block_action("U2", "T1", channel, ts, action, thread_ts=thread_ts)
+    assert app.sender.interaction(payload).status_code == 200
+
+
+def reply_ts(app: TheirApp, channel: str, text: str) -> str:
+    """The ts of the reply with `text` in the fake Slack's store (waits for it)."""
+
+    def find() -> str | None:
+        return next((m["ts"] for m in app.slack.messages(channel) if m["text"] == text), None)
+
+    return wait_until(find, message=f"no reply {text!r} in {channel}")
+
+
+@pytest.mark.parametrize("process_before_response", [False, True], ids=["default", "faas"])
+def test_every_posting_path_and_every_vote_reaches_brixo_once(
+    their_app: Callable[..., TheirApp], process_before_response: bool
+) -> None:
+    app = their_app(process_before_response=process_before_response)
+    slack = app.slack
+
+    # 1. Bolt's `say`, in the app's own app.message("hello") listener.
+    assert app.sender.event(sr.message("C1", "U1", "hello", ROOT, channel_type="channel")).ok
+    said = reply_ts(app, "C1", "Hi! Here is my answer.")
+    post = next(c for c in slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == ROOT)
+    assert post.args["metadata"]["event_type"] == METADATA_EVENT_TYPE
+    assert post.args["blocks"][-1]["block_id"] == "brixo_feedback"
+
+    # 2. A WebClient, outside any listener.
+    posted = app.relay.post(
+        app.client,
+        channel="C1",
+        thread_ts=ROOT,
+        text="Posted with the WebClient",
+        message_id="m-post",
+        conversation_id="c-thread",
+    )["ts"]
+
+    # 3. The pieces, in the app's own chat.postMessage, then recorded.
+    own = app.client.chat_postMessage(
+        channel="C1",
+        thread_ts=ROOT,
+        text="Their own message",
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "Their own"}}]
+        + app.relay.feedback_blocks(),
+        metadata=app.relay.metadata("m-own", "c-thread"),
+    )
+    app.relay.record("T1", "C1", own["ts"], ROOT, "m-own", "c-thread")
+
+    # 4. The `say` of Bolt's Assistant, in an assistant thread (a DM).
+    slack.add_message("D1", "1700000000.000200", text="Hi, how can I help?", user="UBOT")
+    question = sr.message("D1", "U1", "What is Brixo?", "1700000000.000300", "1700000000.000200")
+    assert app.sender.event(question).ok
+    assisted = reply_ts(app, "D1", "An assistant answer")
+
+    # Votes: buttons, a reaction (redelivered by Slack), and the conversation shortcut.
+    click(app, "C1", said, "up", thread_ts=ROOT)
+    click(app, "C1", own["ts"], "down", thread_ts=ROOT)
+    click(app, "D1", assisted, "up", thread_ts="1700000000.000200")
+    reaction = sr.reaction_added("U2", "-1::skin-tone-3", "C1", posted)
+    assert app.sender.event(reaction, event_id="EvREACT1").ok
+    assert app.sender.event(reaction, event_id="EvREACT1", retry_num=1).ok
+    shortcut = sr.message_shortcut("U2", "T1", "D1", assisted, thread_ts="1700000000.000200")
+    assert app.sender.interaction(shortcut).status_code == 200
+    view = slack.wait_for_call("views.open")[0].args["view"]
+    assert view["callback_id"] == "brixo_rate_conversation"
+    empty = app.sender.interaction(sr.view_submission("U2", "T1", view, {}))
+    assert empty.json()["response_action"] == "errors"  # the relay's answer, through the app
+    values = {
+        "vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "down"}}},
+        "comment": {"comment_input": {"type": "plain_text_input", "value": "Too vague"}},
+    }
+    assert app.sender.interaction(sr.view_submission("U2", "T1", view, values)).status_code == 200
+
+    # Their own listeners beside the relay's.
+    their = sr.block_action("U2", "T1", "C1", said, sr.button_action("their_button", "x"))
+    assert app.sender.interaction(their).status_code == 200
+    mention = sr.app_mention("C1", "U1", "<@UBOT> hi", "1700000000.000400")
+    assert app.sender.event(mention).ok
+
+    counts = wait_until(lambda: app.settled(5), message="5 acts delivered, nothing else")
+    assert counts["dead"] == 0
+    got = Counter((r.kind, r.id, r.attributes["value"]) for r in app.brixo.accepted)
+    assert got == {
+        ("messages", "m-say", "thumbs_up"): 1,
+        ("messages", "m-own", "thumbs_down"): 1,
+        ("messages", "m-assistant", "thumbs_up"): 1,
+        ("messages", "m-post", "thumbs_down"): 1,
+        ("conversations", "c-dm", "thumbs_down"): 1,
+    }
+    rating = app.brixo.accepted_for("c-dm")[0]
+    assert rating.attributes["user_message"] == "Too vague"
+    for item in ("hello", "assistant", "their_button", "mention", "reaction:-1::skin-tone-3"):
+        wait_until(lambda item=item: app.saw(item), message=f"their app never saw {item}")
+    assert app.seen.count("hello") == 1
+    for kind in ("event_callback", "block_actions", "message_action", "view_submission"):
+        assert app.saw(f"middleware:{kind}")
+    # The follow-ups (thanks) ran after the ack: one per act at least.
+    slack.wait_for_call("chat.postEphemeral", count=5)
+
+
+def test_comment_modal_works_with_the_apps_default_ack_behaviour(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    """process_before_response=False (Bolt's default): 👎 opens the modal; the comment goes."""
+    app = their_app(ask_comment="negative")
+    posted = app.relay.post(
+        app.client, channel="C1", text="An answer", message_id="m-1", conversation_id="c-1"
+    )["ts"]
+    click(app, "C1", posted, "down")
+    view = app.slack.wait_for_call("views.open")[0].args["view"]
+    assert view["callback_id"] == "brixo_comment"
+    values = {"comment": {"comment_input": {"type": "plain_text_input", "value": "Wrong year"}}}
+    assert app.sender.interaction(sr.view_submission("U2", "T1", view, values)).status_code == 200
+    wait_until(lambda: app.settled(1), message="the vote was delivered")
+    got = app.brixo.accepted_for("m-1")
+    assert [(r.attributes["value"], r.attributes.get("user_message")) for r in got] == [
+        ("thumbs_down", "Wrong year")
+    ]
+
+
+def test_watched_bot_replies_are_mapped_seeded_and_rated(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    app = their_app(assistant_bot_ids="BOTHER")
+    reply = sr.message(
+        "C2",
+        None,
+        "Another bot's answer",
+        "1700000000.000500",
+        channel_type="channel",
+        bot_id="BOTHER",
+        metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"message_id": "m-other"}},
+    )
+    assert app.sender.event(reply).ok
+    seeded = app.slack.wait_for_call("reactions.add", count=2)
+    assert {c.args["name"] for c in seeded} == {"+1", "-1"}
+    reaction = sr.reaction_added("U3", "+1", "C2", "1700000000.000500", item_user="UOTHER")
+    assert app.sender.event(reaction).ok
+    wait_until(lambda: app.settled(1), message="the vote was delivered")
+    assert [r.id for r in app.brixo.accepted] == ["m-other"]
+    assert not app.saw("hello")  # their app.message("hello") wasn't triggered by it
+
+
+def test_relay_events_are_acknowledged_without_unhandled_warnings(
+    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app with no listener of its own for the relay's events: 200, and no noise."""
+    app = App(
+        signing_secret=SIGNING_SECRET, client=WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    )
+    relay = FeedbackRelay(
+        brixo_api_key=BRIXO_KEY,
+        brixo_api_url=brixo.url,
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        client=app.client,
+    ).attach(app)
+    url, stop = serve(app)
+    sender = SlackSender(url, SIGNING_SECRET)
+    try:
+        caplog.set_level(logging.WARNING)
+        reaction = sr.reaction_added("U2", "+1", "C1", "1700000000.000900")
+        assert sender.event(reaction).status_code == 200
+        metadata = sr.message_metadata_posted(
+            "C1", "1700000000.000901", METADATA_EVENT_TYPE, {"message_id": "m-9"}
+        )
+        assert sender.event(metadata).status_code == 200
+        assert relay.core.mappings.message("T1", "C1", "1700000000.000901") is not None
+        assert "Unhandled request" not in caplog.text
+        # The app's own unhandled requests are still reported as Bolt reports them.
+        assert sender.event({"type": "app_home_opened", "user": "U1", "tab": "home"}).ok
+        assert "Unhandled request" in caplog.text
+    finally:
+        stop()
+        sender.close()
+        relay.close()
+
+
+# --- setup errors ------------------------------------------------------------------------
+
+
+def relay_for(brixo: FakeBrixo, tmp_path: Path, **options: Any) -> FeedbackRelay:
+    return FeedbackRelay(
+        brixo_api_key=BRIXO_KEY,
+        brixo_api_url=brixo.url,
+        database_url=f"sqlite:///{tmp_path}/setup.db",
+        **options,
+    )
+
+
+def test_missing_scopes_fail_at_attach_with_the_list(
+    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    fake_slack.scopes = ["chat:write", "app_mentions:read"]
+    client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    app = App(signing_secret=SIGNING_SECRET, client=client)
+    relay = relay_for(brixo, tmp_path, client=client)
+    with pytest.raises(RelaySetupError) as error:
+        relay.attach(app)
+    message = str(error.value)
+    for scope in ("reactions:read", "metadata.message:read", "commands", "im:history"):
+        assert scope in message
+    assert "chat:write (" not in message and "manifest_fragment" in message
+    fake_slack.scopes = list(required_scopes(relay.settings))
+    relay.attach(app)  # all granted now
+    relay.close()
+
+
+def test_oauth_app_scopes_checked_from_its_settings(brixo: FakeBrixo, tmp_path: Path) -> None:
+    oauth = OAuthSettings(
+        client_id="111.222", client_secret="secret", scopes=["chat:write", "commands"]
+    )
+    app = App(signing_secret=SIGNING_SECRET, oauth_settings=oauth)
+    relay = relay_for(brixo, tmp_path)
+    with pytest.raises(RelaySetupError, match="reactions:read.*OAuthSettings"):
+        relay.attach(app)
+    relay.close()
+
+
+def test_attach_twice_and_unverified_apps_are_reported(
+    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    app = App(client=client, request_verification_enabled=False)
+    relay = relay_for(brixo, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bot.library"):
+        relay.attach(app)
+    assert "does not verify Slack's request signatures" in caplog.text
+    with pytest.raises(RelaySetupError, match="already attached"):
+        relay.attach(app)
+    relay.close()
+
+
+def test_settings_as_keywords_are_validated_like_the_environment(
+    brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    relay = relay_for(
+        brixo,
+        tmp_path,
+        comment_wait=90,
+        positive_reactions=["heart", "+1"],
+        seed_reactions=False,
+        ack_message="",
+    )
+    assert relay.settings.comment_wait == 90.0
+    assert relay.settings.positive_reactions == ("heart", "+1")
+    assert relay.settings.seed_reactions is False and relay.settings.ack_message == ""
+    relay.close()
+    with pytest.raises(SettingsError, match="ASK_COMMENT"):
+        relay_for(brixo, tmp_path, ask_comment="sometimes")
+    with pytest.raises(SettingsError, match="COMMENT_WAIT"):
+        relay_for(brixo, tmp_path, comment_wait="soon")
+    with pytest.raises(TypeError, match="ask_coment"):
+        relay_for(brixo, tmp_path, ask_coment="never")
+    with pytest.raises(SettingsError, match="BRIXO_API_KEY"):
+        FeedbackRelay(database_url=f"sqlite:///{tmp_path}/x.db")
+
+
+def test_from_env_with_keyword_overrides(brixo: FakeBrixo, tmp_path: Path) -> None:
+    environ = {
+        "BRIXO_API_KEY": BRIXO_KEY,
+        "BRIXO_API_URL": brixo.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/env.db",
+        "ASK_COMMENT": "always",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_API_URL": "http://127.0.0.1:9/api/",
+    }
+    relay = FeedbackRelay.from_env(environ, dotenv=None, ask_comment="never")
+    assert relay.settings.ask_comment == "never"
+    assert relay.settings.brixo_api_url == brixo.url
+    assert relay.client is not None and relay.client.token == BOT_TOKEN
+    assert relay.client.base_url == "http://127.0.0.1:9/api/"
+    relay.close()
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        FeedbackRelay.from_env({**environ, "DATABASE_URL": "mysql://x"}, dotenv=None)
+
+
+def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:
+    relay = relay_for(brixo, tmp_path)
+    with pytest.raises(ValueError, match="message_id or conversation_id"):
+        relay.metadata(None, None)
+    with pytest.raises(ValueError, match="message_id or conversation_id"):
+        relay.say(Say(client=None, channel="C1"), "text")
+    relay.close()
+
+
+def test_start_stop_and_context_manager(brixo: FakeBrixo, tmp_path: Path) -> None:
+    relay = relay_for(brixo, tmp_path)
+    relay.record("T1", "C1", "1.0", None, "m-life", None)
+    assert relay.core.worker is not None
+    with relay:
+        assert relay.health()[0]
+        assert relay.core.worker._thread is not None
+    assert relay.core.worker._thread is None
+    relay.close()
+
+
+# --- the manifest fragment -----------------------------------------------------------------
+
+
+def test_manifest_fragment_is_a_subset_of_the_standalone_manifest(
+    brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    relay = relay_for(brixo, tmp_path)
+    fragment = relay.manifest_fragment("https://their.app/slack/events")
+    full = build_manifest()
+    scopes = fragment["oauth_config"]["scopes"]["bot"]
+    events = fragment["settings"]["event_subscriptions"]["bot_events"]
+    assert set(scopes) <= set(BOT_SCOPES) and set(events) <= set(BOT_EVENTS)
+    assert {"reactions:read", "metadata.message:read", "commands", "chat:write"} <= set(scopes)
+    assert "assistant:write" not in scopes and "app_mention" not in events
+    assert set(events) == {"reaction_added", "reaction_removed", "message_metadata_posted"}
+    subscriptions = fragment["settings"]["event_subscriptions"]
+    assert subscriptions["metadata_subscriptions"] == (
+        full["settings"]["event_subscriptions"]["metadata_subscriptions"]
+    )
+    assert subscriptions["request_url"] == "https://their.app/slack/events"
+    assert fragment["settings"]["interactivity"]["is_enabled"] is True
+    assert fragment["features"]["shortcuts"] == full["features"]["shortcuts"]
+    assert fragment["features"]["shortcuts"][0]["callback_id"] == SHORTCUT_CALLBACK_ID
+    relay.close()
+    observer = relay_for(brixo, tmp_path, assistant_bot_ids="B1")
+    assert "reactions:write" in required_scopes(observer.settings)
+    assert "message.channels" in required_events(observer.settings)
+    assert "request_url" not in manifest_fragment(observer.settings)["settings"]["interactivity"]
+    observer.close()

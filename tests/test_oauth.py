@@ -1,0 +1,155 @@
+"""Multi-workspace OAuth: install at /slack/install, installations kept in the relay's database."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from slack_sdk.oauth.installation_store.models.bot import Bot
+from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+from sqlalchemy import inspect
+
+from bot.slack.manifest import BOT_SCOPES
+from tests.fakes import FakeSlackAPI
+from tests.fakes import slack_requests as sr
+from tests.pg import database_params
+from tests.slack_harness import (  # noqa: F401
+    RunningRelay,
+    StartRelay,
+    fake_agent,
+    fake_slack,
+    start_relay,
+)
+
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "client-secret-5a7e"
+STATE_SECRET = "state-secret-0b9d"
+INSTALLED_TOKEN = "xoxb-installed-T9"
+
+
+@pytest.fixture(params=database_params())
+def oauth_relay(
+    request: pytest.FixtureRequest, start_relay: StartRelay  # noqa: F811
+) -> RunningRelay:
+    """A relay in OAuth mode (no SLACK_BOT_TOKEN) on SQLite or PostgreSQL."""
+    overrides: dict[str, str | None] = {
+        "SLACK_BOT_TOKEN": None,
+        "SLACK_CLIENT_ID": CLIENT_ID,
+        "SLACK_CLIENT_SECRET": CLIENT_SECRET,
+        "SLACK_STATE_SECRET": STATE_SECRET,
+        "ASK_COMMENT": "never",
+    }
+    if request.param == "postgresql":
+        overrides["DATABASE_URL"] = str(request.getfixturevalue("postgres_url"))
+    return start_relay(**overrides)
+
+
+def install(app: RunningRelay, code: str = "c0de") -> requests.Response:
+    """Walk Slack's OAuth flow: the install page, Slack's authorize URL, then the redirect."""
+    session = requests.Session()
+    page = session.get(f"{app.url}/slack/install", allow_redirects=False, timeout=10)
+    assert page.status_code in (200, 302), page.text
+    location = page.headers.get("Location") or ""
+    if not location:
+        found = re.search(r'href="(https://slack\.com/oauth/v2/authorize\?[^"]+)"', page.text)
+        assert found, page.text
+        location = unescape(found.group(1))
+    split = urlsplit(location)
+    assert (split.scheme, split.netloc, split.path) == ("https", "slack.com", "/oauth/v2/authorize")
+    query = parse_qs(split.query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert set(query["scope"][0].split(",")) == set(BOT_SCOPES)
+    state = query["state"][0]
+    # The browser gets the state in a Secure cookie too; send it back as a browser would.
+    cookie = page.headers.get("Set-Cookie", "")
+    assert f"slack-app-oauth-state={state}" in cookie and "Secure" in cookie, cookie
+    return session.get(
+        f"{app.url}/slack/oauth_redirect",
+        params={"code": code, "state": state},
+        headers={"Cookie": f"slack-app-oauth-state={state}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+
+
+def stored_bot(app: RunningRelay, team: str = "T9") -> Bot | None:
+    """The bot installation the relay's database holds for `team`."""
+    store = SQLAlchemyInstallationStore(client_id=CLIENT_ID, engine=app.relay.db.engine)
+    return store.find_bot(enterprise_id=None, team_id=team)
+
+
+def unmapped_click(app: RunningRelay, team: str) -> requests.Response:
+    """A 👍 on a message the relay can't map: Slack is asked for it, then a note is posted."""
+    payload = sr.block_action("U9", team, "C9", "1700000999.000100", sr.feedback_button_action("up"))
+    return app.sender.interaction(payload)
+
+
+def tokens_used(slack: FakeSlackAPI, *methods: str) -> set[str | None]:
+    return {c.token for c in slack.calls if c.method in methods}
+
+
+def test_install_stores_the_workspace_and_its_token_is_used(oauth_relay: RunningRelay) -> None:
+    app = oauth_relay
+    done = install(app)
+    assert done.status_code == 200, done.text
+    access = app.slack.calls_to("oauth.v2.access")
+    assert len(access) == 1 and access[0].args["code"] == "c0de"
+    bot = stored_bot(app)
+    assert bot is not None and bot.bot_token == INSTALLED_TOKEN and bot.bot_user_id == "UBOT9"
+    tables = set(inspect(app.relay.db.engine).get_table_names())
+    assert {"slack_installations", "slack_bots", "slack_oauth_states"} <= tables
+
+    app.slack.clear()
+    assert unmapped_click(app, "T9").status_code == 200
+    app.slack.wait_for_call("chat.postEphemeral")
+    assert tokens_used(app.slack, "conversations.replies", "chat.postEphemeral") == {
+        INSTALLED_TOKEN
+    }
+
+    # A workspace that never installed the app gets nothing done with anyone's token.
+    app.slack.clear()
+    refused = unmapped_click(app, "T7")
+    assert refused.status_code != 200 or "install" in refused.text.lower()
+    assert app.slack.calls == []
+
+
+def test_install_with_a_forged_state_is_refused(oauth_relay: RunningRelay) -> None:
+    app = oauth_relay
+    answer = requests.get(
+        f"{app.url}/slack/oauth_redirect",
+        params={"code": "c0de", "state": "forged"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code >= 400
+    assert app.slack.calls_to("oauth.v2.access") == []
+    assert stored_bot(app) is None
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "app_uninstalled", "event_ts": "1700000000.000001"},
+        {
+            "type": "tokens_revoked",
+            "tokens": {"oauth": [], "bot": ["UBOT9"]},
+            "event_ts": "1700000000.000002",
+        },
+    ],
+    ids=["app_uninstalled", "tokens_revoked"],
+)
+def test_uninstall_and_revocation_forget_the_workspace(
+    oauth_relay: RunningRelay, event: dict[str, object]
+) -> None:
+    app = oauth_relay
+    assert install(app).status_code == 200
+    assert stored_bot(app) is not None
+    assert app.sender.event(dict(event), team_id="T9").status_code == 200
+    assert stored_bot(app) is None
+    app.slack.clear()
+    unmapped_click(app, "T9")
+    assert INSTALLED_TOKEN not in tokens_used(app.slack, "conversations.replies")
+    assert app.slack.calls_to("chat.postEphemeral") == []

@@ -1,0 +1,209 @@
+"""Agent bridge end to end: DMs, mentions and assistant threads go to AGENT_URL once each."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tests.fakes import LocalHTTPFake, QuietHandler
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import RunningRelay
+from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.test_slack_support import ask_agent, click, ephemerals, ok, outbox, settled, values_of
+
+AGENT_KEYS = {"text", "user_id", "team_id", "channel_id", "thread_ts", "conversation_id"}
+
+
+def test_dm_goes_to_agent_and_reply_carries_buttons_metadata_and_mapping(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="never", AGENT_TOKEN="agent-secret-1")
+    reply = ask_agent(app, "what is 2+2?", ts="1700000000.000100")
+
+    request = app.agent.requests[0]
+    assert request.json == {
+        "text": "what is 2+2?",
+        "user_id": "U1",
+        "team_id": "T1",
+        "channel_id": "D1",
+        "thread_ts": "1700000000.000100",
+        "conversation_id": None,
+    }
+    assert request.headers.get("authorization") == "Bearer agent-secret-1"
+
+    post = app.slack.calls_to("chat.postMessage")[0]
+    assert post.args["channel"] == "D1" and post.args["thread_ts"] == "1700000000.000100"
+    assert post.args["text"] == "Answer to: what is 2+2?"
+    assert post.args["metadata"] == {
+        "event_type": "brixo_message",
+        "event_payload": {"message_id": "msg-1", "conversation_id": "conv-1700000000.000100"},
+    }
+    actions = [b for b in post.args["blocks"] if b["type"] == "context_actions"]
+    assert len(actions) == 1
+    buttons = actions[0]["elements"][0]
+    assert buttons["type"] == "feedback_buttons"
+    assert {buttons["positive_button"]["value"], buttons["negative_button"]["value"]} == {
+        "up",
+        "down",
+    }
+    # The mapping was recorded: a click on the reply reaches Brixo as msg-1.
+    click(app, reply, "down", thread_ts="1700000000.000100")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
+
+
+def test_thread_follow_up_sends_conversation_id_and_no_token_header(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay()
+    root = "1700000000.000200"
+    ask_agent(app, "first", ts=root)
+    ask_agent(app, "second", ts="1700000000.000300", thread_ts=root)
+    first, second = app.agent.requests
+    assert first.json and first.json["conversation_id"] is None
+    assert second.json == {
+        "text": "second",
+        "user_id": "U1",
+        "team_id": "T1",
+        "channel_id": "D1",
+        "thread_ts": root,
+        "conversation_id": f"conv-{root}",
+    }
+    assert "authorization" not in second.headers
+
+
+def test_mention_also_delivered_as_channel_message_gives_one_agent_call(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay()
+    ts = "1700000000.000400"
+    text = "<@UBOT> how are you?"
+    ok(app.sender.event(sr.message("C1", "U1", text, ts, channel_type="channel")))
+    ok(app.sender.event(sr.app_mention("C1", "U1", text, ts)))
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert post.args["channel"] == "C1" and post.args["thread_ts"] == ts
+    # A later DM is answered too; by then the mention's channel copy would have been asked.
+    ask_agent(app, "sentinel", ts="1700000000.000500")
+    assert [r.json for r in app.agent.requests] == [
+        {
+            "text": "how are you?",
+            "user_id": "U1",
+            "team_id": "T1",
+            "channel_id": "C1",
+            "thread_ts": ts,
+            "conversation_id": None,
+        },
+        {
+            "text": "sentinel",
+            "user_id": "U1",
+            "team_id": "T1",
+            "channel_id": "D1",
+            "thread_ts": "1700000000.000500",
+            "conversation_id": None,
+        },
+    ]
+
+
+def test_assistant_thread_message_goes_to_agent(start_relay: StartRelay) -> None:
+    app = start_relay()
+    root = "1700000000.000600"
+    ok(app.sender.event(sr.assistant_thread_started("D9", root, "U1")))
+    ask_agent(app, "help me", channel="D9", ts="1700000000.000700", thread_ts=root)
+    request = app.agent.requests[0]
+    assert request.json is not None and set(request.json) == AGENT_KEYS
+    assert request.json["thread_ts"] == root and request.json["channel_id"] == "D9"
+
+
+def test_same_event_three_times_gives_one_agent_call(start_relay: StartRelay) -> None:
+    app = start_relay()
+    event = sr.message("D1", "U1", "once please", "1700000000.000800")
+    for retry in (None, 1, 2):
+        ok(app.sender.event(event, event_id="EvSAME0001", retry_num=retry))
+    app.slack.wait_for_call("chat.postMessage")
+    ask_agent(app, "sentinel", ts="1700000000.000900")
+    assert [r.json["text"] for r in app.agent.requests if r.json] == ["once please", "sentinel"]
+    assert len(app.slack.calls_to("chat.postMessage")) == 2
+
+
+def test_relay_own_messages_never_reach_agent(start_relay: StartRelay) -> None:
+    app = start_relay()
+    own = sr.message("D1", "UBOT", "my own reply", "1700000000.001000", bot_id="BRELAY")
+    ok(app.sender.event(own))
+    own_sub = sr.message(
+        "D1", None, "my own bot_message", "1700000000.001100", bot_id="BRELAY", subtype="bot_message"
+    )
+    ok(app.sender.event(own_sub))
+    ok(app.sender.event(sr.message("D1", "UBOT", "as user", "1700000000.001200")))
+    ask_agent(app, "sentinel", ts="1700000000.001300")
+    assert [r.json["text"] for r in app.agent.requests if r.json] == ["sentinel"]
+
+
+def _assert_error_reply_records_nothing(app: RunningRelay, thread_ts: str) -> None:
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert post.args["thread_ts"] == thread_ts
+    assert "couldn't get an answer" in post.args["text"]
+    assert "metadata" not in post.args
+    assert not any(b.get("type") == "context_actions" for b in post.args.get("blocks") or [])
+    reply = app.slack.messages("D1")[-1]["ts"]
+    assert app.relay.mappings.message("T1", "D1", reply) is None
+    assert app.relay.mappings.conversation("T1", "D1", thread_ts) is None
+    # A click on the error reply is on an unmapped message: a note, no signal.
+    click(app, reply, "up", thread_ts=thread_ts)
+    app.slack.wait_for_call("chat.postEphemeral")
+    assert "wasn't recorded" in ephemerals(app)[0].args["text"]
+    assert outbox(app)["pending"] == 0
+    settled(app, 0)
+
+
+def test_agent_500_gives_error_reply_and_records_nothing(start_relay: StartRelay) -> None:
+    app = start_relay()
+    app.agent.fail_next(1, status=500)
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001400")))
+    _assert_error_reply_records_nothing(app, "1700000000.001400")
+
+
+class _TextHandler(QuietHandler):
+    """Answers 200 with an HTML page, as a misconfigured AGENT_URL would."""
+
+    def handle_any(self) -> None:
+        self.read_body(None)
+        self.send_raw(200, b"<html>not json</html>", "text/html")
+
+
+class _TextAgent(LocalHTTPFake):
+    handler_class: ClassVar[type[QuietHandler]] = _TextHandler
+
+
+def test_agent_non_json_gives_error_reply(start_relay: StartRelay) -> None:
+    with _TextAgent() as html:
+        app = start_relay(AGENT_URL=html.base_url + "/agent")
+        ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001500")))
+        _assert_error_reply_records_nothing(app, "1700000000.001500")
+    _assert_error_reply_records_nothing(app, "1700000000.001500")
+
+
+def test_agent_answer_without_text_gives_error_reply(start_relay: StartRelay) -> None:
+    app = start_relay()
+    app.agent.reply_with({"message_id": "m-1", "conversation_id": "c-1"})
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001600")))
+    _assert_error_reply_records_nothing(app, "1700000000.001600")
+
+
+def test_agent_timeout_gives_error_reply(start_relay: StartRelay) -> None:
+    app = start_relay(AGENT_TIMEOUT="300ms")
+    app.agent.stall_next(1, seconds=3)
+    ok(app.sender.event(sr.message("D1", "U1", "slow", "1700000000.001700")))
+    _assert_error_reply_records_nothing(app, "1700000000.001700")
+
+
+def test_stalled_agent_never_delays_the_ack(start_relay: StartRelay) -> None:
+    app = start_relay()
+    app.agent.stall_next(2, seconds=3)
+    dm = app.sender.event(sr.message("D1", "U1", "slow dm", "1700000000.001800"))
+    mention = app.sender.event(sr.app_mention("C1", "U1", "<@UBOT> slow", "1700000000.001900"))
+    assert dm.status_code == 200 and mention.status_code == 200
+    # Both acks came back, then both questions reach the stalled agent: still no reply posted,
+    # so neither ack waited for the agent.
+    app.agent.wait_for_requests(2)
+    assert app.slack.calls_to("chat.postMessage") == []
+    posts = app.slack.wait_for_call("chat.postMessage", 2)
+    assert {p.args["channel"] for p in posts} == {"D1", "C1"}

@@ -1,0 +1,166 @@
+"""Observer mode end to end: watched bots' replies mapped, seeded with 👍/👎, never edited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.test_slack_support import map_by_metadata, ok, react, settled, values_of
+
+WATCH = {"ASSISTANT_BOT_IDS": "BASSIST,UHELPER", "ASK_COMMENT": "never", "AGENT_URL": None}
+
+
+def meta(message_id: str, conversation_id: str | None = None) -> dict[str, Any]:
+    """brixo_message metadata as the watched bot attaches it."""
+    payload = {"message_id": message_id}
+    if conversation_id:
+        payload["conversation_id"] = conversation_id
+    return {"event_type": "brixo_message", "event_payload": payload}
+
+
+def watched_reply(
+    ts: str,
+    metadata: dict[str, Any] | None = None,
+    thread_ts: str | None = "1700000000.000001",
+    bot_id: str = "BASSIST",
+) -> dict[str, Any]:
+    """A watched bot's reply in channel C1, as a message event."""
+    return sr.message(
+        "C1",
+        "UASSIST",
+        "bot answer",
+        ts,
+        thread_ts=thread_ts,
+        channel_type="channel",
+        bot_id=bot_id,
+        metadata=metadata,
+    )
+
+
+def test_reply_mapped_from_metadata_posted_event(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    ts = map_by_metadata(app, "cust-msg-1", "cust-conv-1", channel="C1")
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-1", "thumbs_up")]
+    assert app.slack.calls_to("conversations.replies") == []
+
+
+def test_reply_mapped_from_message_event_metadata_and_seeded_once(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH)
+    ts = "1700000000.000100"
+    event = watched_reply(ts, meta("cust-msg-2"))
+    for retry in (None, 1, 2):
+        ok(app.sender.event(event, event_id="EvWATCH001", retry_num=retry))
+    # The same reply seen again as a new event (e.g. message.channels and message.groups).
+    ok(app.sender.event(event))
+    adds = app.slack.wait_for_call("reactions.add", 2)
+    assert sorted(c.args["name"] for c in adds) == ["+1", "-1"]
+    assert {(c.args["channel"], c.args["timestamp"]) for c in adds} == {("C1", ts)}
+    react(app, ts, "thumbsdown", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-2", "thumbs_down")]
+    # Seeding happened once: a second watched reply is seeded, the first is not again.
+    ok(app.sender.event(watched_reply("1700000000.000200", meta("cust-msg-3"))))
+    adds = app.slack.wait_for_call("reactions.add", 4)
+    assert len(app.slack.calls_to("reactions.add")) == 4
+    assert [c.args["timestamp"] for c in adds[2:]] == ["1700000000.000200"] * 2
+    assert app.slack.calls_to("chat.update") == []
+    assert app.slack.calls_to("chat.postMessage") == []
+
+
+def test_watched_user_id_reply_is_seeded(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    event = sr.message("C1", "UHELPER", "hi", "1700000000.000300", channel_type="channel")
+    event["metadata"] = meta("cust-msg-4")
+    ok(app.sender.event(event))
+    app.slack.wait_for_call("reactions.add", 2)
+    react(app, "1700000000.000300", "+1::skin-tone-3", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-4", "thumbs_up")]
+
+
+def test_vote_before_reply_seen_fetches_metadata_via_replies(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    root, ts = "1700000000.000001", "1700000000.000400"
+    app.slack.add_message("C1", root, "question", user="U1")
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", thread_ts=root,
+        metadata=meta("cust-msg-5", "cust-conv-5"),
+    )
+    react(app, ts, "-1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-5", "thumbs_down")]
+    fetch = app.slack.calls_to("conversations.replies")[0]
+    assert fetch.args["ts"] == ts and str(fetch.args["include_all_metadata"]) in ("1", "True", "true")
+
+
+def test_vote_before_reply_seen_fetches_metadata_via_history(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    ts = "1700000000.000500"
+    app.slack.add_message("C1", ts, "answer", user="UASSIST", bot_id="BASSIST",
+                          metadata=meta("cust-msg-6"))
+    # Top-level message: Slack's conversations.replies answers with just it, or not at all.
+    app.slack.respond("conversations.replies", {"ok": False, "error": "thread_not_found"})
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-6", "thumbs_up")]
+    assert app.slack.calls_to("conversations.history")
+
+
+def test_reply_without_metadata_mapped_from_templates(start_relay: StartRelay) -> None:
+    app = start_relay(
+        **WATCH,
+        MESSAGE_ID_TEMPLATE="{team}-{channel}-{ts}",
+        CONVERSATION_ID_TEMPLATE="conv-{channel}-{thread_ts}",
+    )
+    ts = "1700000000.000600"
+    ok(app.sender.event(watched_reply(ts)))
+    app.slack.wait_for_call("reactions.add", 2)
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", f"T1-C1-{ts}", "thumbs_up")]
+
+
+def test_unwatched_bot_is_not_mapped_by_templates(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH, MESSAGE_ID_TEMPLATE="{team}-{channel}-{ts}")
+    other = "1700000000.000700"
+    ok(app.sender.event(watched_reply(other, bot_id="BOTHER")))
+    app.slack.add_message("C1", other, "x", user="UOTHER", bot_id="BOTHER")
+    react(app, other, "+1", channel="C1")
+    # A later watched reply's vote arrives; the unwatched one never did.
+    ts = "1700000000.000800"
+    ok(app.sender.event(watched_reply(ts)))
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", f"T1-C1-{ts}", "thumbs_up")]
+    assert [c.args["timestamp"] for c in app.slack.wait_for_call("reactions.add", 2)] == [ts, ts]
+
+
+def test_seed_reactions_off_adds_none(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH, SEED_REACTIONS="off")
+    ts = "1700000000.000900"
+    ok(app.sender.event(watched_reply(ts, meta("cust-msg-7"))))
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    # The vote's mapping came from that event, so it was handled; its lazy follow-up too.
+    app.slack.wait_for_call("chat.postEphemeral")
+    assert app.slack.calls_to("reactions.add") == []
+    assert app.slack.calls_to("chat.update") == []
+
+
+def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    ts = "1700000000.001000"
+    ok(app.sender.event(watched_reply(ts, meta("cust-msg-8"))))
+    react(app, ts, "+1", user="UBOT", channel="C1")  # the relay's own seeded reaction
+    react(app, ts, "-1", user="UHELPER", channel="C1")  # a watched bot (by user ID)
+    react(app, ts, "-1", user="UASSIST", channel="C1")  # the watched bot BASSIST's user
+    react(app, ts, "+1", user="U7", channel="C1")  # a person: the sentinel
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-8", "thumbs_up")]
+    assert app.brixo.accepted[0].attributes["value"] == "thumbs_up"
+

@@ -1,0 +1,291 @@
+"""Votes end to end: buttons, reactions, the conversation shortcut, and what reaches Brixo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import BRIXO_KEY
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.test_slack_support import (
+    ask_agent,
+    click,
+    ephemerals,
+    map_by_metadata,
+    ok,
+    opened_view,
+    react,
+    settled,
+    values_of,
+)
+
+NEVER = {"ASK_COMMENT": "never"}
+UNMAPPED_NOTE_START = "I can't link this message"
+
+
+def test_click_signal_is_exactly_the_reference_request(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    reply = ask_agent(app, "hi", ts="1700000000.000100")
+    action = sr.feedback_button_action("up")
+    action["action_ts"] = "1700000000.123456"
+    click(app, reply, action=action, thread_ts="1700000000.000100")
+    settled(app, 1)
+    got = app.brixo.accepted[0]
+    assert got.raw_path == "/v1/messages/msg-1/signals"
+    assert got.method == "POST"
+    assert got.headers["content-type"] == "application/vnd.api+json"
+    assert got.headers["authorization"] == f"Bearer {BRIXO_KEY}"
+    # Exactly these members, in this order, nothing else (no user_message without a comment).
+    assert json.loads(got.body, object_pairs_hook=list) == [
+        (
+            "data",
+            [
+                ("type", "signals"),
+                (
+                    "attributes",
+                    [
+                        ("name", "feedback"),
+                        ("value", "thumbs_up"),
+                        ("occurred_at", "2023-11-14T22:13:20.123Z"),
+                    ],
+                ),
+            ],
+        )
+    ]
+
+
+ODD_IDS = [
+    "a/b c",
+    "ünï cödé ✓",
+    "what?#frag",
+    "100%",
+    "..",
+    ".",
+    "../../v1/conversations/x",
+]
+
+
+@pytest.mark.parametrize("odd", [pytest.param(odd, id=repr(odd)) for odd in ODD_IDS])
+def test_odd_customer_ids_arrive_intact(start_relay: StartRelay, odd: str) -> None:
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, odd, f"conv {odd}")
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    got = app.brixo.accepted[0]
+    assert (got.kind, got.id) == ("messages", odd)
+    assert got.raw_path.count("/") == 4
+
+
+def test_classic_buttons(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    up = map_by_metadata(app, "m-up")
+    down = map_by_metadata(app, "m-down")
+    click(app, up, channel="C1", action=sr.button_action("brixo_vote_up", "up"))
+    click(app, down, channel="C1", action=sr.button_action("brixo_vote_down", "down"))
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-down", "thumbs_down"),
+        ("messages", "m-up", "thumbs_up"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reaction", "value"),
+    [
+        ("+1", "thumbs_up"),
+        ("thumbsup", "thumbs_up"),
+        ("+1::skin-tone-3", "thumbs_up"),
+        ("-1", "thumbs_down"),
+        ("thumbsdown::skin-tone-6", "thumbs_down"),
+    ],
+)
+def test_default_reactions(start_relay: StartRelay, reaction: str, value: str) -> None:
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    react(app, "9.9", "+1", channel="C1")  # unmapped: silent
+    react(app, ts, "heart", channel="C1")  # not a vote
+    react(app, ts, reaction, channel="C1", event_ts="1700000001.500000")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-1", value)]
+    assert app.brixo.accepted[0].attributes["occurred_at"] == "2023-11-14T22:13:21.500Z"
+
+
+def test_custom_reaction_sets_replace_the_defaults(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER, POSITIVE_REACTIONS="rocket,:tada:", NEGATIVE_REACTIONS="poop")
+    one, two, three = (map_by_metadata(app, f"m-{n}") for n in (1, 2, 3))
+    react(app, one, "+1", channel="C1")  # no longer a vote
+    react(app, one, "-1", channel="C1")
+    react(app, one, "rocket", channel="C1")
+    react(app, two, "tada::skin-tone-2", channel="C1")
+    react(app, three, "poop", channel="C1")
+    settled(app, 3)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-1", "thumbs_up"),
+        ("messages", "m-2", "thumbs_up"),
+        ("messages", "m-3", "thumbs_down"),
+    ]
+
+
+def _radio(value: str) -> dict[str, Any]:
+    return {"type": "radio_buttons", "selected_option": {"value": value}}
+
+
+def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
+    app = start_relay()
+    root = "1700000000.000200"
+    reply = ask_agent(app, "hi", ts=root)
+    shortcut = sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)
+    ok(app.sender.interaction(shortcut))
+    view = opened_view(app)
+    assert app.slack.calls_to("views.open")[0].args["trigger_id"] == "trig-2"
+    assert view["callback_id"] == "brixo_rate_conversation"
+    values = {
+        "vote": {"vote_input": _radio("down")},
+        "comment": {"comment_input": {"type": "plain_text_input", "value": "  went in circles "}},
+    }
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, values)))
+    settled(app, 1)
+    got = app.brixo.accepted[0]
+    assert (got.kind, got.id) == ("conversations", f"conv-{root}")
+    assert got.attributes["value"] == "thumbs_down"
+    assert got.attributes["user_message"] == "went in circles"
+    # Without a comment: no user_message; and a shortcut on the root finds the same thread.
+    ok(app.sender.interaction(sr.message_shortcut("U2", "T1", "D1", root, thread_ts=root)))
+    view = opened_view(app, 2)
+    ok(app.sender.interaction(sr.view_submission("U2", "T1", view, {"vote": {"vote_input": _radio("up")}})))
+    settled(app, 2)
+    assert "user_message" not in app.brixo.accepted[1].attributes
+    assert app.brixo.accepted[1].id == f"conv-{root}"
+
+
+def test_shortcut_without_a_vote_is_asked_again(start_relay: StartRelay) -> None:
+    app = start_relay()
+    root = "1700000000.000300"
+    reply = ask_agent(app, "hi", ts=root)
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)))
+    view = opened_view(app)
+    answer = ok(app.sender.interaction(sr.view_submission("U1", "T1", view, {})))
+    assert answer.json()["response_action"] == "errors"
+    settled(app, 0)
+
+
+def test_shortcut_on_unmapped_thread_gives_a_note(start_relay: StartRelay) -> None:
+    app = start_relay()
+    app.slack.add_message("C1", "1700000000.000400", "just people", user="U3")
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", "1700000000.000400")))
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["user"] == "U1" and "can't be rated" in note.args["text"]
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_votes_on_unmapped_messages(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    app.slack.add_message("C1", "1700000000.000500", "a person's message", user="U3")
+    click(app, "1700000000.000500", channel="C1")
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["user"] == "U1" and note.args["text"].startswith(UNMAPPED_NOTE_START)
+    react(app, "1700000000.000500", "+1", channel="C1")  # silent
+    ts = map_by_metadata(app, "m-1")
+    react(app, ts, "+1", user="U2", channel="C1")  # the sentinel: its thanks comes later
+    settled(app, 1)
+    thanks = app.slack.wait_for_call("chat.postEphemeral", 2)[1]
+    assert thanks.args["user"] == "U2"
+    assert len(ephemerals(app)) == 2
+
+
+def test_vote_from_another_workspace_gives_nothing(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    root = "1700000000.000600"
+    reply = ask_agent(app, "hi", ts=root)
+    click(app, reply, team="T2", user="U9", thread_ts=root)
+    react(app, reply, "+1", team="T2", user="U9")
+    ok(app.sender.interaction(sr.message_shortcut("U9", "T2", "D1", reply, thread_ts=root)))
+    click(app, reply, "down", thread_ts=root)  # the sentinel, from T1
+    settled(app, 1)
+    assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
+    assert app.brixo.accepted[0].attributes["value"] == "thumbs_down"
+    notes = [c for c in ephemerals(app) if c.args["user"] == "U9"]
+    assert notes and all("can't" in c.args["text"] for c in notes)
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_same_event_three_times_gives_one_signal(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    for retry in (None, 1, 2):
+        react(app, ts, "+1", channel="C1", event_id="EvREACT0001", retry_num=retry)
+    settled(app, 1)
+    assert len(ephemerals(app)) <= 1
+
+
+def test_repeated_clicks_and_same_vote_within_a_day_give_one(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    root = "1700000000.000700"
+    reply = ask_agent(app, "hi", ts=root)
+    for _ in range(3):
+        click(app, reply, "up", thread_ts=root)
+    react(app, reply, "thumbsup")  # the same vote again, by reaction
+    map_id = map_by_metadata(app, "m-sentinel")
+    click(app, map_id, "up", channel="C1")
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-sentinel", "thumbs_up"),
+        ("messages", "msg-1", "thumbs_up"),
+    ]
+
+
+def test_changed_vote_sends_the_new_one(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER)
+    root = "1700000000.000800"
+    reply = ask_agent(app, "hi", ts=root)
+    click(app, reply, "up", thread_ts=root)
+    settled(app, 1)
+    click(app, reply, "down", thread_ts=root)
+    settled(app, 2)
+    assert values_of(app) == [
+        ("messages", "msg-1", "thumbs_up"),
+        ("messages", "msg-1", "thumbs_down"),
+    ]
+
+
+def test_reaction_removed_sends_nothing_and_is_logged(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.slack")
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    ok(app.sender.event(sr.reaction_removed("U1", "+1", "C1", ts)))
+    react(app, ts, "-1", channel="C1")  # the sentinel
+    settled(app, 2)
+    assert [v for _, _, v in values_of(app)] == ["thumbs_up", "thumbs_down"]
+    assert any("reaction removed" in r.getMessage() for r in caplog.records)
+
+
+def test_thanks_is_ack_message(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER, ACK_MESSAGE="Thanks, noted!")
+    root = "1700000000.000900"
+    reply = ask_agent(app, "hi", ts=root)
+    click(app, reply, "up", thread_ts=root)
+    thanks = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert thanks.args["text"] == "Thanks, noted!"
+    assert (thanks.args["channel"], thanks.args["user"]) == ("D1", "U1")
+    settled(app, 1)
+
+
+def test_no_thanks_when_ack_message_is_empty(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER, ACK_MESSAGE="")
+    root = "1700000000.001000"
+    reply = ask_agent(app, "hi", ts=root)
+    click(app, reply, "up", thread_ts=root)
+    react(app, map_by_metadata(app, "m-2"), "+1", channel="C1")
+    settled(app, 2)
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["text"].startswith(UNMAPPED_NOTE_START)
+    assert len(ephemerals(app)) == 1
