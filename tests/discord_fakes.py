@@ -189,6 +189,15 @@ def message(
     return data
 
 
+def vote_buttons() -> list[dict[str, Any]]:
+    """The 👍/👎 action row the relay puts under its replies."""
+    buttons = [
+        {"type": 2, "style": 2, "custom_id": f"brixo:vote:{v}", "emoji": {"id": None, "name": e}}
+        for v, e in (("up", "👍"), ("down", "👎"))
+    ]
+    return [{"type": 1, "components": buttons}]
+
+
 def _interaction(
     kind: int,
     data: dict[str, Any],
@@ -411,7 +420,8 @@ class FakeDiscordAPI(LocalHTTPFake):
         if match := re.fullmatch(r"/users/(\d+)", path):
             return 200, user(match[1])
         if method == "POST" and path == "/users/@me/channels":
-            return 200, {"id": DM_CHANNEL, "type": 1, "recipients": [user(doc["recipient_id"])]}
+            recipient = user(str(doc.get("recipient_id", PERSON)))
+            return 200, {"id": DM_CHANNEL, "type": 1, "recipients": [recipient]}
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
             return 200, {**thread_channel(match[2], match[1]), "name": doc.get("name", "")}
         if method == "POST" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
@@ -486,7 +496,15 @@ class LoopThread:
         wait_until(lambda: self.busy() == 0, message="discord.py handlers still running")
 
     def stop(self) -> None:
-        """Stop the loop and its thread."""
+        """Cancel what still runs (e.g. modal timeouts), then stop the loop and its thread."""
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

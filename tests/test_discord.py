@@ -162,8 +162,9 @@ def test_changed_vote_sends_again(start: StartBot, api: FakeDiscordAPI, brixo: F
     assert bot.acts() == 3
 
 
-def test_dm_is_one_conversation(start: StartBot, api: FakeDiscordAPI, agent: FakeAgent,
-                                brixo: FakeBrixo) -> None:
+def test_dm_is_one_conversation(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent, brixo: FakeBrixo
+) -> None:
     bot = start(ASK_COMMENT="never")
     for n in (1, 2):
         bot.feed("MESSAGE_CREATE", df.message(f"q{n}", channel_id=df.DM_CHANNEL, guild_id=None))
@@ -197,8 +198,10 @@ def test_thread_mentions_share_the_thread_conversation(
     assert not api.calls_to("POST", r".*/threads")
     # A message without a mention, and one from another bot, don't reach the agent.
     bot.feed("MESSAGE_CREATE", df.message("chat", channel_id=df.THREAD))
-    bot.feed("MESSAGE_CREATE", df.message(f"<@{df.BOT_ID}>", author="97", bot=True,
-                                          mentions=(df.BOT_ID,)))
+    bot.feed(
+        "MESSAGE_CREATE",
+        df.message(f"<@{df.BOT_ID}>", author="97", bot=True, mentions=(df.BOT_ID,)),
+    )
     bot.loop.settle()
     assert len(agent.requests) == 2
 
@@ -211,7 +214,7 @@ def test_without_thread_permission_the_answer_replies_in_the_channel(
     question = df.message(f"<@{df.BOT_ID}> hi", mentions=(df.BOT_ID,))
     bot.feed("MESSAGE_CREATE", question)
     post = api.wait_for("POST", rf"/channels/{df.CHANNEL}/messages")[0]
-    assert post.json["message_reference"]["message_id"] == question["id"]
+    assert str(post.json["message_reference"]["message_id"]) == question["id"]
     request = agent.requests[0].json or {}
     assert (request["channel_id"], request["thread_ts"]) == (df.CHANNEL, question["id"])
 
@@ -223,15 +226,15 @@ def test_agent_failure_gets_a_short_reply_and_records_nothing(
     bot = start()
     _, reply = ask(bot, api)
     assert reply["content"] == AGENT_ERROR_REPLY and not reply["components"]
-    bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
-    assert callback(api, 1)["data"]["content"] == UNMAPPED_NOTE
-    assert bot.acts() == 0
+    assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
 
 
 def test_observer_maps_seeds_and_counts_reactions(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:
-    bot = start(MESSAGE_ID_TEMPLATE="{team}/{channel}/{ts}", CONVERSATION_ID_TEMPLATE="c-{thread_ts}")
+    bot = start(
+        MESSAGE_ID_TEMPLATE="{team}/{channel}/{ts}", CONVERSATION_ID_TEMPLATE="c-{thread_ts}"
+    )
     watched = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
     bot.feed("MESSAGE_CREATE", watched)
     bot.feed("MESSAGE_CREATE", watched)  # the same event twice seeds once
@@ -240,8 +243,9 @@ def test_observer_maps_seeds_and_counts_reactions(
     assert [c.path.split("/")[-2] for c in seeded] == ["%F0%9F%91%8D", "%F0%9F%91%8E"]
 
     def react(emoji: str, **kwargs: Any) -> None:
-        event = df.reaction_add(watched["id"], emoji, channel_id=df.THREAD,
-                                author=df.WATCHED_BOT, **kwargs)
+        event = df.reaction_add(
+            watched["id"], emoji, channel_id=df.THREAD, author=df.WATCHED_BOT, **kwargs
+        )
         bot.feed("MESSAGE_REACTION_ADD", event)
 
     react("👍", user_id=df.BOT_ID, bot=True)  # the relay's own seeded reaction
@@ -264,8 +268,9 @@ def test_observer_maps_seeds_and_counts_reactions(
     bot.feed("INTERACTION_CREATE", df.click(offer, button["custom_id"], guild_id=None))
     modal = callback(api, 1)
     assert modal["type"] == 9
-    submit = df.modal_submit(modal["data"]["custom_id"], "meh", guild_id=None,
-                             channel_id=df.DM_CHANNEL)
+    submit = df.modal_submit(
+        modal["data"]["custom_id"], "meh", guild_id=None, channel_id=df.DM_CHANNEL
+    )
     bot.feed("INTERACTION_CREATE", submit)
     got = brixo.wait_for_accepted(2)[1]
     assert (got.attributes["value"], got.attributes["user_message"]) == ("thumbs_down", "meh")
@@ -288,7 +293,8 @@ def test_unmapped_messages_note_clicks_and_ignore_reactions(
     start: StartBot, api: FakeDiscordAPI
 ) -> None:
     bot = start()
-    stranger = df.message("not a reply", author=df.OTHER_PERSON)
+    # Buttons on a message the relay has no mapping for (e.g. its database was replaced).
+    stranger = df.message("not a reply", author=df.OTHER_PERSON, components=df.vote_buttons())
     bot.feed("INTERACTION_CREATE", df.click(stranger, "up"))
     note = callback(api, 1)
     assert note["data"]["content"] == UNMAPPED_NOTE and note["data"]["flags"] == EPHEMERAL
@@ -333,6 +339,34 @@ def test_cli_without_token_stops_with_one_line(env: Env) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: DISCORD_TOKEN: required here, the bot token from the Bot page of the "
-        "Discord application"
+        "error: DISCORD_TOKEN: required here, the Discord bot token from the Developer Portal"
     ]
+
+
+def test_agent_timeout_gets_the_error_reply(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.stall_next(1, seconds=3)
+    bot = start(AGENT_TIMEOUT="300ms")
+    _, reply = ask(bot, api)
+    assert reply["content"] == AGENT_ERROR_REPLY
+
+
+def test_emoji_times_and_modal_values() -> None:
+    from bot.discord.client import relay_intents, submitted_value
+    from bot.discord.feedback import emoji_key, snowflake_time
+
+    assert {
+        emoji_key(e) for e in ("👍", "👍🏻", "👍🏿", "+1", ":thumbsup:", "+1::skin-tone-3")
+    } == {"👍"}
+    assert {emoji_key(e) for e in ("👎", "👎🏽", "-1", "thumbsdown")} == {"👎"}
+    assert emoji_key("upvote") == "upvote"  # a custom emoji keeps its name
+    assert snowflake_time("175928847299117063") == pytest.approx(1462015105.796)
+    label = [{"type": 18, "id": 1, "component": {"type": 4, "custom_id": "comment", "value": "x"}}]
+    row = [{"type": 1, "components": [{"type": 4, "custom_id": "comment", "value": "y"}]}]
+    assert (submitted_value(label, "comment"), submitted_value(row, "comment")) == ("x", "y")
+    assert submitted_value([], "comment") is None
+    intents = relay_intents()
+    assert intents.guilds and intents.guild_messages and intents.dm_messages
+    assert intents.guild_reactions and intents.dm_reactions and intents.message_content
+    assert not intents.members and not intents.presences

@@ -194,7 +194,7 @@ class RelayClient(discord.Client):
             return
         if message.author.bot or not self.agent:
             return
-        if message.guild is None or self.user in message.mentions:
+        if place_of(message).workspace == DM or self.user in message.mentions:
             await self.answer(message)
 
     async def seed(self, message: discord.Message) -> None:
