@@ -32,7 +32,8 @@ INSTALLED_TOKEN = "xoxb-installed-T9"
 
 @pytest.fixture(params=database_params())
 def oauth_relay(
-    request: pytest.FixtureRequest, start_relay: StartRelay  # noqa: F811
+    request: pytest.FixtureRequest,
+    start_relay: StartRelay,  # noqa: F811
 ) -> RunningRelay:
     """A relay in OAuth mode (no SLACK_BOT_TOKEN) on SQLite or PostgreSQL."""
     overrides: dict[str, str | None] = {
@@ -47,10 +48,11 @@ def oauth_relay(
     return start_relay(**overrides)
 
 
-def install(app: RunningRelay, code: str = "c0de") -> requests.Response:
+def install(app: RunningRelay | str, code: str = "c0de") -> requests.Response:
     """Walk Slack's OAuth flow: the install page, Slack's authorize URL, then the redirect."""
+    base = app if isinstance(app, str) else app.url
     session = requests.Session()
-    page = session.get(f"{app.url}/slack/install", allow_redirects=False, timeout=10)
+    page = session.get(f"{base}/slack/install", allow_redirects=False, timeout=10)
     assert page.status_code in (200, 302), page.text
     location = page.headers.get("Location") or ""
     if not location:
@@ -67,7 +69,7 @@ def install(app: RunningRelay, code: str = "c0de") -> requests.Response:
     cookie = page.headers.get("Set-Cookie", "")
     assert f"slack-app-oauth-state={state}" in cookie and "Secure" in cookie, cookie
     return session.get(
-        f"{app.url}/slack/oauth_redirect",
+        f"{base}/slack/oauth_redirect",
         params={"code": code, "state": state},
         headers={"Cookie": f"slack-app-oauth-state={state}"},
         allow_redirects=False,
@@ -83,7 +85,9 @@ def stored_bot(app: RunningRelay, team: str = "T9") -> Bot | None:
 
 def unmapped_click(app: RunningRelay, team: str) -> requests.Response:
     """A 👍 on a message the relay can't map: Slack is asked for it, then a note is posted."""
-    payload = sr.block_action("U9", team, "C9", "1700000999.000100", sr.feedback_button_action("up"))
+    payload = sr.block_action(
+        "U9", team, "C9", "1700000999.000100", sr.feedback_button_action("up")
+    )
     return app.sender.interaction(payload)
 
 

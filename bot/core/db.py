@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -125,6 +127,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url, pool_size)
+        path = self.engine.url.database if self.is_sqlite else None
+        self.sqlite_path = os.path.abspath(path) if path and path != ":memory:" else None
+        self._sqlite_identity: tuple[int, int] | None = None
 
     def migrate(self, now: float) -> int:
         """Create or upgrade the schema; returns the version in force."""
@@ -141,7 +146,28 @@ class Database:
                     f"database schema version {current} is newer than this relay "
                     f"({SCHEMA_VERSION}); upgrade the relay"
                 )
+        if self.sqlite_path:
+            self._sqlite_identity = _identity(self.sqlite_path)
         return SCHEMA_VERSION
+
+    def problem(self) -> str | None:
+        """Why votes can't be stored right now, or None.
+
+        For SQLite a fresh connection is tried too: pooled connections keep writing to a file
+        that was deleted or moved, and those votes would be gone at the next start.
+        """
+        try:
+            self.ping()
+            if self.sqlite_path:
+                if self._sqlite_identity and _identity(self.sqlite_path) != self._sqlite_identity:
+                    return "database file replaced"
+                uri = f"file:{self.sqlite_path}?mode=rw"
+                with sqlite3.connect(uri, uri=True, timeout=2) as conn:
+                    conn.execute("SELECT 1 FROM brixo_schema_version LIMIT 1").fetchall()
+                conn.close()
+        except Exception as error:  # any driver or file error means: unavailable
+            return type(error).__name__
+        return None
 
     def schema_state(self) -> str:
         """'ok', 'missing' or 'outdated', without changing anything."""
@@ -189,6 +215,11 @@ class Database:
         self.engine.dispose()
 
 
+def _identity(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
 def _make_engine(url: str, pool_size: int) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -208,10 +239,11 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             cursor.close()
 
         return engine
+    # Small pools: Heroku's smallest Postgres plans allow 20 connections for every dyno.
     return create_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=2 * pool_size,
+        pool_size=min(pool_size, 5),
+        max_overflow=5,
         pool_pre_ping=True,
         pool_recycle=300,
     )

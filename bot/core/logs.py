@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+# Slack tokens of any workspace (OAuth installs bring tokens the settings don't know).
+SLACK_TOKEN = re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+")
+BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+", re.IGNORECASE)
+# Slack's libraries log request payloads (comments people typed) in some messages.
+PAYLOAD = re.compile(r"\b(body|body_params|json_body|payload|data)(\s*[:=]\s*)\S.*", re.DOTALL)
+PAYLOAD_LOGGERS = ("slack_bolt", "slack_sdk")
+
 
 class Redactor(logging.Filter):
-    """Replaces secret values (keys, tokens, signing secret) wherever they appear in a record."""
+    """Masks secret values and any Slack token or bearer credential, and drops Slack payloads."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s and len(s) >= 4)
 
+    def mask(self, text: str) -> str:
+        """`text` with every secret, Slack token and bearer credential replaced."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return BEARER.sub(r"\1***", SLACK_TOKEN.sub(r"\1-***", text))
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            masked = message
-            for secret in self.secrets:
-                masked = masked.replace(secret, "***")
-            if masked != message:
-                record.msg, record.args = masked, None
+        message = record.getMessage()
+        masked = self.mask(message)
+        if record.name.startswith(PAYLOAD_LOGGERS):
+            masked = PAYLOAD.sub(r"\1\2(not logged)", masked)
+        if masked != message:
+            record.msg, record.args = masked, None
         return True
+
+
+class MaskingFormatter(logging.Formatter):
+    """Masks the whole formatted line, tracebacks included, after another formatter."""
+
+    def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
+        super().__init__()
+        self.inner, self.redactor = inner, redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.mask(self.inner.format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,11 +69,14 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", fmt: str = "plain", secrets: Iterable[str] = ()) -> None:
     """Send the relay's logs to stderr in the chosen format, secrets masked."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    handler.addFilter(Redactor(secrets))
+    redactor = Redactor(secrets)
+    inner = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    handler.setFormatter(MaskingFormatter(inner, redactor))
+    handler.addFilter(redactor)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -59,14 +59,20 @@ class Relay:
             return mark_seen(self.db, conn, key, time())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(can take votes, details) for /healthz."""
-        report: dict[str, Any] = {"brixo": self.worker.brixo_state if self.worker else "unset"}
-        try:
-            report["outbox"] = self.outbox.counts(time())
-            report["database"] = "ok"
-        except Exception as error:  # any database failure means votes can't be stored
-            report["database"] = f"unavailable: {type(error).__name__}"
-            return False, report
-        if self.worker and self.worker.paused:
-            report["delivery"] = "paused"
-        return True, report
+        """(votes can be stored, the /healthz report); Brixo's state never makes it False."""
+        worker = self.worker
+        report: dict[str, Any] = {
+            "ok": True,
+            "database": "ok",
+            "brixo": worker.brixo_state if worker else "unset",
+            "delivery": "paused" if worker and worker.paused else ("running" if worker else "off"),
+        }
+        problem = self.db.problem()
+        if problem is None:
+            try:
+                report["outbox"] = self.outbox.counts(time())
+            except Exception as error:  # the database failed between the two calls
+                problem = type(error).__name__
+        if problem:
+            report.update(ok=False, database="unavailable", database_error=problem)
+        return report["ok"], report

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,40 +32,12 @@ class RelayWSGI:
         self.bolt = SlackRequestHandler(app)
         oauth = app.oauth_flow
         self.oauth_paths = {oauth.install_path, oauth.redirect_uri_path} if oauth else set()
-        self.sqlite = SqliteFile.of(relay)
-
-    def health(self) -> tuple[int, dict[str, Any]]:
-        """/healthz: 200 while votes can be stored, else 503; Brixo's state never makes it 503."""
-        ok, report = self.relay.health()
-        problem = self.sqlite.problem() if ok and self.sqlite else None
-        if problem:
-            ok, report["database"] = False, f"unavailable: {problem}"
-            report.pop("outbox", None)
-        state, _, detail = str(report.get("database", "")).partition(": ")
-        body: dict[str, Any] = {
-            "ok": ok,
-            "database": state or "unavailable",
-            "brixo": report.get("brixo", "unknown"),
-            "delivery": report.get("delivery", "running"),
-        }
-        if detail:
-            body["database_error"] = detail
-        counts = report.get("outbox")
-        if counts is not None:
-            body["outbox"] = {
-                "pending": counts.get("pending", 0),
-                "awaiting_comment": counts.get("awaiting_comment", 0),
-                "dead": counts.get("dead", 0),
-                "delivered": counts.get("delivered", 0),
-                "oldest_pending_age": counts.get("oldest_pending_age"),
-            }
-        return (200 if ok else 503), body
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
-            status, body = self.health()
-            return _json(start_response, status, body)
+            ok, report = self.relay.health()
+            return _json(start_response, 200 if ok else 503, report)
         if path == EVENTS_PATH and method == "POST":
             try:
                 length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -78,42 +49,6 @@ class RelayWSGI:
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})
-
-
-class SqliteFile:
-    """The SQLite file the relay opened: still there, still the same file, still openable?
-
-    Pooled connections keep writing to a file that was deleted, moved or made unreadable,
-    and those votes would be gone at the next start; a fresh connection notices.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.identity = self._identity()
-
-    @classmethod
-    def of(cls, relay: Relay) -> SqliteFile | None:
-        """The file of a SQLite relay (None for PostgreSQL or an in-memory database)."""
-        url = relay.db.engine.url
-        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-            return None
-        return cls(os.path.abspath(url.database))
-
-    def _identity(self) -> tuple[int, int]:
-        stat = os.stat(self.path)
-        return stat.st_dev, stat.st_ino
-
-    def problem(self) -> str | None:
-        """Why votes can't be stored in the file, or None."""
-        try:
-            if self._identity() != self.identity:
-                return "database file replaced"
-            with sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=2) as conn:
-                conn.execute("SELECT 1 FROM brixo_schema_version LIMIT 1").fetchall()
-            conn.close()
-        except (OSError, sqlite3.Error) as error:
-            return type(error).__name__
-        return None
 
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:

@@ -1,0 +1,130 @@
+"""Logs of a real relay process: a line per act and per delivery outcome, no secret or comment."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.slack.blocks import COMMENT_BLOCK, COMMENT_INPUT
+from tests.conftest import BRIXO_KEY, Env
+from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
+from tests.fakes import slack_requests as sr
+from tests.procs import Proc, start_bot
+from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET, fake_slack  # noqa: F401
+from tests.test_deploy import free_port, seed_reply
+from tests.test_oauth import CLIENT_ID, CLIENT_SECRET, INSTALLED_TOKEN, STATE_SECRET, install
+
+COMMENT = "the answer leaked my salary 123456, please fix"
+FORGED_COMMENT = "forged comment text 987654"
+AGENT_TOKEN = "agent-token-77f3e1"
+APP_TOKEN = "xapp-1-A1-app-token-9c2d"
+ACT_LINE = re.compile(r"\bact=(\d+) workspace=(\w+) .*\btarget=message:(\S+)")
+DELIVERY_LINE = re.compile(
+    r"\bdelivery act=(\d+) workspace=(\w+) target=message:(\S+) outcome=(\w+) attempt=(\d+)"
+)
+
+
+def messages(proc: Proc, fmt: str) -> list[str]:
+    """The message of every log line (each line is one JSON object in the json format)."""
+    lines = [line for line in proc.stderr_lines if line.strip()]
+    if fmt == "plain":
+        return lines
+    out = []
+    for line in lines:
+        entry = json.loads(line)  # fails the test on any line that isn't JSON
+        assert {"time", "level", "logger", "message"} <= set(entry), entry
+        out.append(str(entry["message"]))
+    return out
+
+
+def vote_with_comment(slack: FakeSlackAPI, sender: SlackSender, team: str, message_id: str) -> None:
+    """👎 on a reply, then the comment modal submitted with COMMENT."""
+    ts = seed_reply(slack, "C1", message_id, team=team)
+    action = sr.feedback_button_action("down")
+    answer = sender.interaction(
+        sr.block_action("U1", team, "C1", ts, action, message_bot_id="BOTHER")
+    )
+    assert answer.status_code == 200, answer.text
+    view = slack.wait_for_call("views.open")[-1].args["view"]
+    values = {COMMENT_BLOCK: {COMMENT_INPUT: {"type": "plain_text_input", "value": COMMENT}}}
+    answer = sender.interaction(sr.view_submission("U1", team, view, values))
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "fmt,level,oauth",
+    [("plain", "info", False), ("json", "debug", True)],
+    ids=["plain-info-single", "json-debug-oauth"],
+)
+def test_log_lines_per_act_and_outcome_without_secrets(
+    fmt: str,
+    level: str,
+    oauth: bool,
+    env: Env,
+    brixo: FakeBrixo,
+    fake_slack: FakeSlackAPI,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    secrets = [SIGNING_SECRET, BRIXO_KEY, AGENT_TOKEN, APP_TOKEN]
+    settings: dict[str, str | None] = {
+        "PORT": str(port),
+        "LOG_FORMAT": fmt,
+        "LOG_LEVEL": level,
+        "SLACK_API_URL": fake_slack.url,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "AGENT_URL": "http://127.0.0.1:9/agent",
+        "AGENT_TOKEN": AGENT_TOKEN,
+        "ASK_COMMENT": "negative",
+    }
+    if oauth:
+        settings.update(
+            SLACK_CLIENT_ID=CLIENT_ID,
+            SLACK_CLIENT_SECRET=CLIENT_SECRET,
+            SLACK_STATE_SECRET=STATE_SECRET,
+        )
+        secrets += [CLIENT_SECRET, STATE_SECRET, INSTALLED_TOKEN]
+    else:
+        settings["SLACK_BOT_TOKEN"] = BOT_TOKEN
+        secrets.append(BOT_TOKEN)
+    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        proc.wait_healthy(f"{base}/healthz", timeout=30)
+        team = "T9" if oauth else "T1"
+        if oauth:
+            assert install(base).status_code == 200
+        sender = SlackSender(base, SIGNING_SECRET)
+        brixo.fail_next(1, status=503)  # attempt 1 is retried, attempt 2 delivers
+        vote_with_comment(fake_slack, sender, team, "m-logged")
+        got = brixo.wait_for_accepted(1, timeout=20)[0]
+        assert got.attributes["user_message"] == COMMENT
+        # A request signed with the wrong secret: Slack payloads never reach the logs.
+        forged = SlackSender(base, "a-wrong-signing-secret")
+        view = {"callback_id": "brixo_comment", "private_metadata": "{}"}
+        forged_input = {"type": "plain_text_input", "value": FORGED_COMMENT}
+        values = {COMMENT_BLOCK: {COMMENT_INPUT: forged_input}}
+        assert forged.interaction(sr.view_submission("U1", team, view, values)).status_code == 401
+        proc.wait_for_line(r"outcome=delivered attempt=2", stream="stderr", timeout=10)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, proc.describe()
+    finally:
+        proc.stop()
+
+    lines = messages(proc, fmt)
+    acts = [m.groups() for line in lines if (m := ACT_LINE.search(line)) and "delivery" not in line]
+    assert len(acts) == 1, lines
+    act_id = acts[0][0]
+    assert acts[0][1:] == (team, "m-logged")
+    outcomes = [m.groups() for line in lines if (m := DELIVERY_LINE.search(line))]
+    assert outcomes == [
+        (act_id, team, "m-logged", "retry", "1"),
+        (act_id, team, "m-logged", "delivered", "2"),
+    ], lines
+    everything = proc.stdout + "\n" + proc.stderr
+    for secret in [*secrets, COMMENT, FORGED_COMMENT, "123456", "987654"]:
+        assert secret not in everything, f"{secret!r} appears in the logs"
