@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -72,7 +72,8 @@ _OBSERVER_SCOPES = {"reactions:write": "seed 👍/👎 on watched bots' replies 
 _EVENTS = ("reaction_added", "reaction_removed", "message_metadata_posted")
 _OBSERVER_EVENTS = ("message.channels", "message.groups", "message.im", "message.mpim")
 # Event types the middleware hands to the relay's listeners (`message` only for the observer).
-_OBSERVED = frozenset(_EVENTS)
+_EVENT_TYPES = frozenset(_EVENTS)
+_OBSERVED = "brixo_observed"  # context key: the relay handled this event
 _INTERACTIVE = frozenset({"block_actions", "view_submission", "view_closed", "message_action"})
 
 assert set(_SCOPES) | set(_OBSERVER_SCOPES) <= set(BOT_SCOPES)
@@ -97,12 +98,16 @@ def required_events(settings: Settings) -> tuple[str, ...]:
     return tuple(event for event in BOT_EVENTS if event in wanted)
 
 
-def manifest_fragment(settings: Settings, request_url: str | None = None) -> dict[str, Any]:
+def manifest_fragment(
+    settings: Settings | None = None, request_url: str | None = None
+) -> dict[str, Any]:
     """The parts of a Slack app manifest the relay needs, to merge into the app's own.
 
+    `settings` (default: the defaults) add the observer's needs when ASSISTANT_BOT_IDS is set.
     `request_url` (e.g. https://host/slack/events) is set for events and interactivity;
     leave it out for Socket Mode or when the app's manifest already has it.
     """
+    settings = settings or Settings()
     events_settings: dict[str, Any] = {
         "bot_events": list(required_events(settings)),
         "metadata_subscriptions": [{"app_id": "*", "event_type": METADATA_EVENT_TYPE}],
@@ -188,7 +193,6 @@ class FeedbackRelay:
         self.feedback = SlackFeedback(self.core)
         self._teams: dict[str, str] = {}
         self._attached: list[App] = []
-        self._lock = threading.Lock()
 
     @classmethod
     def from_env(
@@ -252,18 +256,23 @@ class FeedbackRelay:
         the app's listeners. With a bot token at hand, its scopes are checked now
         (`RelaySetupError` lists any missing); `check_scopes=False` skips that.
         """
-        with self._lock:
-            if any(existing is app for existing in self._attached):
-                raise RelaySetupError("this relay is already attached to this app")
-            self._attached.append(app)
+        if not isinstance(app, App):
+            raise RelaySetupError(
+                f"relay.attach() takes a slack_bolt.App, not {type(app).__name__} "
+                "(AsyncApp is not supported)"
+            )
+        if any(existing is app for existing in self._attached):
+            raise RelaySetupError("this relay is already attached to this app")
         if self.settings.agent_url:
             log.info("AGENT_URL is not used in library mode: the app answers its own messages")
         self._warn_unverified(app)
         if check_scopes:
             self._check_scopes(app)
-        middleware = _RelayMiddleware(app, self.feedback)
-        app.logger.addFilter(middleware.quiet)
-        app.use(middleware)
+        self._attached.append(app)
+        if self.client is None and app.client.token:
+            self.client = app.client  # a single-workspace app's client, for post()
+        app.use(_RelayMiddleware(app, self.feedback))
+        _acknowledge_unclaimed(app)
         log.info(
             "Brixo feedback attached: buttons, reactions, comment modals, shortcut %r, metadata%s",
             SHORTCUT_CALLBACK_ID,
@@ -297,7 +306,7 @@ class FeedbackRelay:
             return
         client = self.client if self.client and self.client.token else app.client
         if not client.token:
-            log.info("no bot token at attach time: scopes not checked (see relay.check())")
+            log.info("no bot token at attach time: scopes not checked (relay.missing_scopes())")
             return
         try:
             missing = self.missing_scopes(client)
@@ -322,7 +331,7 @@ class FeedbackRelay:
     # --- posting replies ---------------------------------------------------------------------
 
     def feedback_blocks(self, classic: bool = False) -> list[dict[str, Any]]:
-        """The 👍/👎 block to add under a reply posted by the app itself (then `record()` it)."""
+        """The 👍/👎 block to put under a reply the app posts itself (then `record()` it)."""
         return feedback_blocks(classic)
 
     def metadata(
@@ -368,8 +377,14 @@ class FeedbackRelay:
         if "metadata" not in kwargs and getattr(say, "build_metadata", None) is None:
             kwargs["metadata"] = brixo_metadata(message_id, conversation_id)
         response = say(text=text, blocks=self._blocks(text, blocks), thread_ts=thread_ts, **kwargs)
-        client = say.client or self.client
-        self._record_response(client, response, team, thread_ts, message_id, conversation_id)
+        self.record_response(
+            response,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            thread_ts=thread_ts,
+            team=team,
+            client=say.client,
+        )
         return response
 
     def post(
@@ -398,7 +413,14 @@ class FeedbackRelay:
             thread_ts=thread_ts,
             **kwargs,
         )
-        self._record_response(client, response, team, thread_ts, message_id, conversation_id)
+        self.record_response(
+            response,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            thread_ts=thread_ts,
+            team=team,
+            client=client,
+        )
         return response
 
     def _blocks(self, text: str, blocks: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -406,20 +428,26 @@ class FeedbackRelay:
             return reply_blocks(text)
         return [*blocks, *feedback_blocks()]
 
-    def _record_response(
+    def record_response(
         self,
-        client: WebClient | None,
         response: SlackResponse,
-        team: str | None,
-        thread_ts: str | None,
-        message_id: str | None,
-        conversation_id: str | None,
+        *,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        thread_ts: str | None = None,
+        team: str | None = None,
+        client: WebClient | None = None,
     ) -> None:
+        """`record()` a reply from Slack's answer to chat.postMessage or chat.stopStream.
+
+        The workspace is `team`, else the posted message's, else the token's (auth.test with
+        `client`, default the relay's).
+        """
         message = response.get("message") or {}
         channel, ts = response.get("channel"), response.get("ts")
         if not (isinstance(channel, str) and isinstance(ts, str)):
             raise RelaySetupError("chat.postMessage answered without channel and ts")
-        workspace = team or message.get("team") or self._team_of(client)
+        workspace = team or message.get("team") or self._team_of(client or self.client)
         root = message.get("thread_ts") or thread_ts
         self.record(workspace, channel, ts, root, message_id, conversation_id)
 
@@ -487,23 +515,6 @@ class _Collector:
         return add
 
 
-class _QuietUnhandled(logging.Filter):
-    """Drops Bolt's "Unhandled request" warning for events the relay handled in its middleware."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._local = threading.local()
-
-    def observed(self, value: bool) -> None:
-        self._local.observed = value
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            getattr(self._local, "observed", False)
-            and str(record.msg).startswith("Unhandled request")
-        )
-
-
 class _RelayMiddleware(Middleware):
     """Runs the relay's listeners (with process_before_response semantics) from a middleware."""
 
@@ -516,7 +527,6 @@ class _RelayMiddleware(Middleware):
         events.register(shim, feedback, None)
         self.listeners = collector.listeners
         self.watch_messages = bool(feedback.watched)
-        self.quiet = _QuietUnhandled()
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="brixo-relay")
         base = app.listener_runner
         # The relay stores each act in its ack function and leaves follow-ups (thanks, modals)
@@ -538,12 +548,11 @@ class _RelayMiddleware(Middleware):
     def process(
         self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
     ) -> BoltResponse | None:
-        self.quiet.observed(False)
         body = req.body
         is_event = body.get("type") == "event_callback"
         if is_event:
             kind = (body.get("event") or {}).get("type")
-            wanted = kind in _OBSERVED or (kind == "message" and self.watch_messages)
+            wanted = kind in _EVENT_TYPES or (kind == "message" and self.watch_messages)
         else:
             wanted = body.get("type") in _INTERACTIVE
         listener = _first_match(self.listeners, req, resp) if wanted else None
@@ -559,10 +568,8 @@ class _RelayMiddleware(Middleware):
             return answer  # the relay's own button, modal or shortcut: answered here
         if answer is not None and answer.status >= 500:
             return answer  # not stored: Slack retries, and the app's listeners get it then
-        # An event: the app's own listeners get it too; 200 to Slack even if none matches.
-        self.quiet.observed(True)
-        next()
-        return answer or BoltResponse(status=200, body="")
+        req.context[_OBSERVED] = True  # the app's own listeners get it too
+        return next()
 
 
 def _first_match(
@@ -573,3 +580,28 @@ def _first_match(
         if listener.matches(req=req, resp=resp):
             return listener
     return None
+
+
+def _acknowledge_unclaimed(app: App) -> None:
+    """A last listener for the events the relay handled that none of the app's listeners take.
+
+    Bolt answers 404 to a request no listener matches (and Slack retries it); this one matches
+    only then, wherever it stands among the app's listeners, so it never shadows them.
+    """
+
+    def acknowledge() -> None:
+        """The relay handled this event in its middleware."""
+
+    def unclaimed(request: BoltRequest, response: BoltResponse) -> bool:
+        if not request.context.get(_OBSERVED):
+            return False
+        listeners = getattr(app, "_listeners", None)
+        if listeners is None:  # a Bolt without the list: leave such events unanswered
+            return False
+        return not any(
+            listener.matches(req=request, resp=response)
+            for listener in listeners
+            if listener.ack_function is not acknowledge
+        )
+
+    app.event(re.compile(".*"), matchers=[unclaimed])(acknowledge)

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from time import time
 from typing import Any
@@ -35,13 +36,7 @@ from bot.slack.manifest import (
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import (  # noqa: F401  (fixtures)
-    BOT_TOKEN,
-    SIGNING_SECRET,
-    _QuietHandler,
-    _ThreadedWSGIServer,
-    fake_slack,
-)
+from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET, _QuietHandler, _ThreadedWSGIServer
 from tests.waiting import wait_until
 
 ROOT = "1700000000.000100"  # a person's message in C1 that starts the thread
@@ -69,6 +64,14 @@ class TheirApp:
         return counts if done and counts["awaiting_comment"] == 0 else None
 
 
+@pytest.fixture
+def slack_api() -> Iterator[FakeSlackAPI]:
+    """The fake Slack Web API, every scope of the manifest granted."""
+    with FakeSlackAPI() as fake:
+        fake.scopes = list(BOT_SCOPES)
+        yield fake
+
+
 def serve(app: App) -> tuple[str, Callable[[], None]]:
     """Serve a Bolt app's WSGI adapter on 127.0.0.1; returns (base URL, stop)."""
     server = make_server(
@@ -78,7 +81,7 @@ def serve(app: App) -> tuple[str, Callable[[], None]]:
         server_class=_ThreadedWSGIServer,
         handler_class=_QuietHandler,
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
     def stop() -> None:
         server.shutdown()
@@ -89,14 +92,14 @@ def serve(app: App) -> tuple[str, Callable[[], None]]:
 
 @pytest.fixture
 def their_app(
-    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
 ) -> Iterator[Callable[..., TheirApp]]:
     """`their_app(process_before_response=…, **relay_settings)`: the README's app, running."""
     started: list[tuple[FeedbackRelay, Callable[[], None], SlackSender]] = []
 
     def build(process_before_response: bool = False, **settings: Any) -> TheirApp:
         # --- what a team writes (README, "Library") ---------------------------------------
-        client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+        client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
         app = App(
             signing_secret=SIGNING_SECRET,
             client=client,
@@ -155,7 +158,7 @@ def their_app(
         url, stop = serve(app)
         sender = SlackSender(url, SIGNING_SECRET)
         started.append((relay, stop, sender))
-        return TheirApp(app, client, relay, sender, fake_slack, brixo, seen)
+        return TheirApp(app, client, relay, sender, slack_api, brixo, seen)
 
     yield build
     for relay, stop, sender in started:
@@ -258,7 +261,7 @@ def test_every_posting_path_and_every_vote_reaches_brixo_once(
     rating = app.brixo.accepted_for("c-dm")[0]
     assert rating.attributes["user_message"] == "Too vague"
     for item in ("hello", "assistant", "their_button", "mention", "reaction:-1::skin-tone-3"):
-        wait_until(lambda item=item: app.saw(item), message=f"their app never saw {item}")
+        wait_until(partial(app.saw, item), message=f"their app never saw {item}")
     assert app.seen.count("hello") == 1
     for kind in ("event_callback", "block_actions", "message_action", "view_submission"):
         assert app.saw(f"middleware:{kind}")
@@ -306,15 +309,43 @@ def test_watched_bot_replies_are_mapped_seeded_and_rated(
     assert app.sender.event(reaction).ok
     wait_until(lambda: app.settled(1), message="the vote was delivered")
     assert [r.id for r in app.brixo.accepted] == ["m-other"]
-    assert not app.saw("hello")  # their app.message("hello") wasn't triggered by it
+    # Watching messages doesn't take them from the app's own message listeners.
+    assert app.sender.event(
+        sr.message("C2", "U3", "hello", "1700000000.000600", channel_type="channel")
+    ).ok
+    wait_until(lambda: app.saw("hello"), message="their app.message('hello') never ran")
+
+
+def test_a_vote_not_stored_is_answered_500_and_taken_on_slacks_retry(
+    their_app: Callable[..., TheirApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = their_app()
+    posted = app.relay.post(channel="C1", text="An answer", message_id="m-retry")["ts"]
+    record = app.relay.core.outbox.record
+    failures = iter([RuntimeError("database unavailable")])
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        error = next(failures, None)
+        if error:
+            raise error
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(app.relay.core.outbox, "record", flaky)
+    reaction = sr.reaction_added("U2", "+1", "C1", posted)
+    assert app.sender.event(reaction, event_id="EvFLAKY").status_code == 500
+    assert not app.saw("reaction:+1")  # Slack will send it again: the app gets it then
+    assert app.sender.event(reaction, event_id="EvFLAKY", retry_num=1).status_code == 200
+    wait_until(lambda: app.settled(1), message="the retried vote was delivered")
+    assert [r.id for r in app.brixo.accepted] == ["m-retry"]
+    assert app.seen.count("reaction:+1") == 1
 
 
 def test_relay_events_are_acknowledged_without_unhandled_warnings(
-    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An app with no listener of its own for the relay's events: 200, and no noise."""
+    """An app with no listener of its own for the relay's events: Slack still gets 200."""
     app = App(
-        signing_secret=SIGNING_SECRET, client=WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+        signing_secret=SIGNING_SECRET, client=WebClient(token=BOT_TOKEN, base_url=slack_api.url)
     )
     relay = FeedbackRelay(
         brixo_api_key=BRIXO_KEY,
@@ -334,9 +365,9 @@ def test_relay_events_are_acknowledged_without_unhandled_warnings(
         assert sender.event(metadata).status_code == 200
         assert relay.core.mappings.message("T1", "C1", "1700000000.000901") is not None
         assert "Unhandled request" not in caplog.text
-        # The app's own unhandled requests are still reported as Bolt reports them.
-        assert sender.event({"type": "app_home_opened", "user": "U1", "tab": "home"}).ok
-        assert "Unhandled request" in caplog.text
+        # Events the relay doesn't handle stay the app's business: unhandled, as Bolt says.
+        other = sender.event({"type": "app_home_opened", "user": "U1", "tab": "home"})
+        assert other.status_code == 404 and "Unhandled request" in caplog.text
     finally:
         stop()
         sender.close()
@@ -356,10 +387,10 @@ def relay_for(brixo: FakeBrixo, tmp_path: Path, **options: Any) -> FeedbackRelay
 
 
 def test_missing_scopes_fail_at_attach_with_the_list(
-    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
 ) -> None:
-    fake_slack.scopes = ["chat:write", "app_mentions:read"]
-    client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    slack_api.scopes = ["chat:write", "app_mentions:read"]
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
     app = App(signing_secret=SIGNING_SECRET, client=client)
     relay = relay_for(brixo, tmp_path, client=client)
     with pytest.raises(RelaySetupError) as error:
@@ -368,7 +399,7 @@ def test_missing_scopes_fail_at_attach_with_the_list(
     for scope in ("reactions:read", "metadata.message:read", "commands", "im:history"):
         assert scope in message
     assert "chat:write (" not in message and "manifest_fragment" in message
-    fake_slack.scopes = list(required_scopes(relay.settings))
+    slack_api.scopes = list(required_scopes(relay.settings))
     relay.attach(app)  # all granted now
     relay.close()
 
@@ -385,9 +416,9 @@ def test_oauth_app_scopes_checked_from_its_settings(brixo: FakeBrixo, tmp_path: 
 
 
 def test_attach_twice_and_unverified_apps_are_reported(
-    brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
     app = App(client=client, request_verification_enabled=False)
     relay = relay_for(brixo, tmp_path)
     with caplog.at_level(logging.WARNING, logger="bot.library"):
@@ -451,14 +482,45 @@ def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:
     relay.close()
 
 
-def test_start_stop_and_context_manager(brixo: FakeBrixo, tmp_path: Path) -> None:
-    relay = relay_for(brixo, tmp_path)
-    relay.record("T1", "C1", "1.0", None, "m-life", None)
-    assert relay.core.worker is not None
-    with relay:
-        assert relay.health()[0]
-        assert relay.core.worker._thread is not None
-    assert relay.core.worker._thread is None
+def test_start_stop_and_context_manager(
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """Votes are stored whether or not delivery runs; `with relay:` delivers, then stops."""
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
+    app = App(signing_secret=SIGNING_SECRET, client=client)
+    relay = relay_for(brixo, tmp_path).attach(app)
+    assert relay.client is app.client  # taken from the single-workspace app, for post()
+    url, stop = serve(app)
+    sender = SlackSender(url, SIGNING_SECRET)
+    try:
+        posted = relay.post(channel="C1", text="An answer", message_id="m-life")["ts"]
+        assert sender.event(sr.reaction_added("U2", "+1", "C1", posted)).ok
+        assert relay.core.outbox.counts(time())["pending"] == 1  # stored, nothing delivers yet
+        with relay:
+            brixo.wait_for_accepted(1)
+            wait_until(lambda: relay.core.outbox.counts(time())["delivered"] == 1)
+        assert not any(t.name == "brixo-delivery" for t in threading.enumerate())
+        assert [r.id for r in brixo.accepted] == ["m-life"]
+    finally:
+        stop()
+        sender.close()
+        relay.close()
+
+
+def test_workspace_of_a_reply_without_team_comes_from_auth_test(
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
+) -> None:
+    slack_api.respond(
+        "chat.postMessage",
+        lambda args: {"ok": True, "channel": args["channel"], "ts": "1700000001.000100"},
+    )
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
+    relay = relay_for(brixo, tmp_path, client=client)
+    relay.post(channel="C1", text="An answer", message_id="m-1", thread_ts=ROOT)
+    mapping = relay.core.mappings.message("T1", "C1", "1700000001.000100")
+    assert mapping is not None and mapping.message_id == "m-1" and mapping.thread_ts == ROOT
+    with pytest.raises(RelaySetupError, match="slack_bolt.App"):
+        relay.attach(object())  # type: ignore[arg-type]
     relay.close()
 
 
@@ -478,8 +540,9 @@ def test_manifest_fragment_is_a_subset_of_the_standalone_manifest(
     assert "assistant:write" not in scopes and "app_mention" not in events
     assert set(events) == {"reaction_added", "reaction_removed", "message_metadata_posted"}
     subscriptions = fragment["settings"]["event_subscriptions"]
-    assert subscriptions["metadata_subscriptions"] == (
-        full["settings"]["event_subscriptions"]["metadata_subscriptions"]
+    assert (
+        subscriptions["metadata_subscriptions"]
+        == (full["settings"]["event_subscriptions"]["metadata_subscriptions"])
     )
     assert subscriptions["request_url"] == "https://their.app/slack/events"
     assert fragment["settings"]["interactivity"]["is_enabled"] is True

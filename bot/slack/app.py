@@ -65,7 +65,15 @@ def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
 
 
 def attach(app: App, relay: Relay) -> SlackFeedback:
-    """Attach the relay's listeners to any Bolt app (the standalone one or a team's own)."""
+    """Attach the relay's listeners to the standalone app (process_before_response=True).
+
+    A team's own app uses `bot.FeedbackRelay(...).attach(app)`, which doesn't shadow its listeners.
+    """
+    if not app.process_before_response:
+        raise ValueError(
+            "attach() needs App(process_before_response=True); "
+            "for your own app use bot.FeedbackRelay(...).attach(app)"
+        )
     feedback = SlackFeedback(relay)
     agent = AgentBridge(feedback) if relay.settings.agent_url else None
     register(app, feedback, agent)
