@@ -89,7 +89,9 @@ def start_relay(
         server = make_server(
             "127.0.0.1", 0, wsgi, server_class=_ThreadedWSGIServer, handler_class=_QuietHandler
         )
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         url = f"http://127.0.0.1:{server.server_port}"
         instance = RunningRelay(url, relay, wsgi, SlackSender(url, SIGNING_SECRET), fake_slack,
                                 brixo, fake_agent, server)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tests import slack_harness
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import RunningRelay
-from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import ask_agent, click, ephemerals, ok, outbox, settled, values_of
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
+
 
 AGENT_KEYS = {"text", "user_id", "team_id", "channel_id", "thread_ts", "conversation_id"}
 
@@ -74,6 +82,7 @@ def test_thread_follow_up_sends_conversation_id_and_no_token_header(
 def test_mention_also_delivered_as_channel_message_gives_one_agent_call(
     start_relay: StartRelay,
 ) -> None:
+
     app = start_relay()
     ts = "1700000000.000400"
     text = "<@UBOT> how are you?"
@@ -129,7 +138,12 @@ def test_relay_own_messages_never_reach_agent(start_relay: StartRelay) -> None:
     own = sr.message("D1", "UBOT", "my own reply", "1700000000.001000", bot_id="BRELAY")
     ok(app.sender.event(own))
     own_sub = sr.message(
-        "D1", None, "my own bot_message", "1700000000.001100", bot_id="BRELAY", subtype="bot_message"
+        "D1",
+        None,
+        "my own bot_message",
+        "1700000000.001100",
+        bot_id="BRELAY",
+        subtype="bot_message",
     )
     ok(app.sender.event(own_sub))
     ok(app.sender.event(sr.message("D1", "UBOT", "as user", "1700000000.001200")))

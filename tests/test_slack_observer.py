@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests import slack_harness
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.slack_harness import StartRelay
 from tests.test_slack_support import map_by_metadata, ok, react, settled, values_of
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
+
 
 WATCH = {"ASSISTANT_BOT_IDS": "BASSIST,UHELPER", "ASK_COMMENT": "never", "AGENT_URL": None}
 
@@ -50,6 +59,7 @@ def test_reply_mapped_from_metadata_posted_event(start_relay: StartRelay) -> Non
 def test_reply_mapped_from_message_event_metadata_and_seeded_once(
     start_relay: StartRelay,
 ) -> None:
+
     app = start_relay(**WATCH)
     ts = "1700000000.000100"
     event = watched_reply(ts, meta("cust-msg-2"))
@@ -88,21 +98,31 @@ def test_vote_before_reply_seen_fetches_metadata_via_replies(start_relay: StartR
     root, ts = "1700000000.000001", "1700000000.000400"
     app.slack.add_message("C1", root, "question", user="U1")
     app.slack.add_message(
-        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", thread_ts=root,
+        "C1",
+        ts,
+        "answer",
+        user="UASSIST",
+        bot_id="BASSIST",
+        thread_ts=root,
         metadata=meta("cust-msg-5", "cust-conv-5"),
     )
     react(app, ts, "-1", channel="C1")
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-5", "thumbs_down")]
     fetch = app.slack.calls_to("conversations.replies")[0]
-    assert fetch.args["ts"] == ts and str(fetch.args["include_all_metadata"]) in ("1", "True", "true")
+    assert fetch.args["ts"] == ts and str(fetch.args["include_all_metadata"]) in (
+        "1",
+        "True",
+        "true",
+    )
 
 
 def test_vote_before_reply_seen_fetches_metadata_via_history(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH)
     ts = "1700000000.000500"
-    app.slack.add_message("C1", ts, "answer", user="UASSIST", bot_id="BASSIST",
-                          metadata=meta("cust-msg-6"))
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-6")
+    )
     # Top-level message: Slack's conversations.replies answers with just it, or not at all.
     app.slack.respond("conversations.replies", {"ok": False, "error": "thread_not_found"})
     react(app, ts, "+1", channel="C1")
@@ -163,4 +183,3 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-8", "thumbs_up")]
     assert app.brixo.accepted[0].attributes["value"] == "thumbs_up"
-

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from tests import slack_harness
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.slack_harness import StartRelay
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
 
 
 def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
@@ -13,10 +21,11 @@ def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
     assert post.args["metadata"]["event_type"] == "brixo_message"
     reply_ts = app.slack.messages("D1")[-1]["ts"]
     action = sr.feedback_button_action("up")
-    resp = app.sender.interaction(sr.block_action("U1", "T1", "D1", reply_ts, action,
-                                                  thread_ts="1700000000.000100"))
+    resp = app.sender.interaction(
+        sr.block_action("U1", "T1", "D1", reply_ts, action, thread_ts="1700000000.000100")
+    )
     assert resp.status_code == 200
     app.brixo.wait_for_accepted(1)
     got = app.brixo.accepted[0]
     assert got.kind == "messages" and got.id == "msg-1"
-    assert got.json["data"]["attributes"]["value"] == "thumbs_up"
+    assert got.attributes["value"] == "thumbs_up"

@@ -64,15 +64,24 @@ def ask_agent(
     thread_ts: str | None = None,
     team: str = "T1",
 ) -> str:
-    """DM the relay; wait for the agent's reply to be posted; return the reply's ts."""
+    """DM the relay; wait until the agent's reply is posted and mapped; return the reply's ts.
+
+    The person's message is stored in the fake Slack too, as Slack would hold it.
+    """
     before = len(app.slack.calls_to("chat.postMessage"))
     ts = ts or sr.now_ts()
+    app.slack.add_message(channel, ts, text, user=user, thread_ts=thread_ts, team=team)
     event = sr.message(channel, user, text, ts, thread_ts=thread_ts, team=team)
     ok(app.sender.event(event, team_id=team))
     post = app.slack.wait_for_call("chat.postMessage", before + 1)[before]
     root = thread_ts or ts
     assert post.args["thread_ts"] == root
-    return reply_ts(app, channel, post)
+    reply = reply_ts(app, channel, post)
+    wait_until(
+        lambda: app.relay.mappings.message(team, channel, reply),
+        message="the agent's reply was never mapped",
+    )
+    return reply
 
 
 def reply_ts(app: RunningRelay, channel: str, post: Call) -> str:

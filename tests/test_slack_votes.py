@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests import slack_harness
 from tests.conftest import BRIXO_KEY
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay, fake_agent, fake_slack, start_relay  # noqa: F401
+from tests.slack_harness import StartRelay
 from tests.test_slack_support import (
     ask_agent,
     click,
@@ -22,6 +23,14 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
+
 
 NEVER = {"ASK_COMMENT": "never"}
 UNMAPPED_NOTE_START = "I can't link this message"
@@ -156,7 +165,11 @@ def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
     # Without a comment: no user_message; and a shortcut on the root finds the same thread.
     ok(app.sender.interaction(sr.message_shortcut("U2", "T1", "D1", root, thread_ts=root)))
     view = opened_view(app, 2)
-    ok(app.sender.interaction(sr.view_submission("U2", "T1", view, {"vote": {"vote_input": _radio("up")}})))
+    ok(
+        app.sender.interaction(
+            sr.view_submission("U2", "T1", view, {"vote": {"vote_input": _radio("up")}})
+        )
+    )
     settled(app, 2)
     assert "user_message" not in app.brixo.accepted[1].attributes
     assert app.brixo.accepted[1].id == f"conv-{root}"
@@ -255,6 +268,7 @@ def test_changed_vote_sends_the_new_one(start_relay: StartRelay) -> None:
 def test_reaction_removed_sends_nothing_and_is_logged(
     start_relay: StartRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
+
     caplog.set_level(logging.INFO, logger="bot.slack")
     app = start_relay(**NEVER)
     ts = map_by_metadata(app, "m-1")

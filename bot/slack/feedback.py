@@ -45,15 +45,30 @@ def workspace_of(context: Any) -> str:
 
 def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | None:
     """(message_id, conversation_id) from a message's `brixo_message` metadata."""
-    metadata = message.get("metadata") or {}
-    if metadata.get("event_type") != METADATA_EVENT_TYPE:
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT_TYPE:
         return None
-    payload = metadata.get("event_payload") or {}
+    payload = metadata.get("event_payload")
+    if not isinstance(payload, dict):
+        return None
     message_id = _id_or_none(payload.get("message_id"))
     conversation_id = _id_or_none(payload.get("conversation_id"))
     if not message_id and not conversation_id:
         return None
     return message_id, conversation_id
+
+
+def same_workspace(message: dict[str, Any], workspace: str) -> bool:
+    """False for a fetched message posted in another workspace than the voter's.
+
+    Keys include the workspace: a vote from T2 may never map a T1 reply. Enterprise-wide
+    keys (E…) can't be compared with a message's team and are let through.
+    """
+    team = message.get("team")
+    if not isinstance(team, str) or not team or workspace.startswith("E") or team == workspace:
+        return True
+    log.info("vote from workspace %s on a message of workspace %s: no signal", workspace, team)
+    return False
 
 
 def _id_or_none(value: Any) -> str | None:
@@ -144,7 +159,9 @@ class SlackFeedback:
         if mapping:
             return mapping
         message = fetch_message(client, channel, ts)
-        return self.map_message(workspace, channel, message, own_bot_id) if message else None
+        if not message or not same_workspace(message, workspace):
+            return None
+        return self.map_message(workspace, channel, message, own_bot_id)
 
     def resolve_conversation(
         self, client: WebClient, workspace: str, channel: str, ts: str, thread_ts: str | None
@@ -158,6 +175,8 @@ class SlackFeedback:
         if mapping and mapping.conversation_id:
             return mapping.conversation_id
         for message in fetch_thread(client, channel, root):
+            if not same_workspace(message, workspace):
+                continue
             ids = metadata_ids(message)
             if ids and ids[1]:
                 self.record_reply(workspace, channel, message["ts"], root, *ids, source=METADATA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
+from bot.slack.payloads import unreadable
 
 log = logging.getLogger("bot.server")
 
@@ -45,6 +47,12 @@ class RelayWSGI:
                 length = -1
             if length < 0 or length > MAX_BODY_BYTES:
                 return _json(start_response, 413, {"error": "request body too large"})
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
+            why = unreadable(body, environ.get("CONTENT_TYPE", ""))
+            if why:
+                log.warning("refused an unreadable Slack request: %s", why)
+                return _json(start_response, 400, {"error": "unreadable request"})
             return self.bolt(environ, start_response)
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
@@ -53,7 +61,13 @@ class RelayWSGI:
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
     data = json.dumps(body).encode()
-    reason = {200: "OK", 404: "Not Found", 413: "Payload Too Large", 503: "Service Unavailable"}
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        413: "Payload Too Large",
+        503: "Service Unavailable",
+    }
     start_response(
         f"{status} {reason[status]}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],

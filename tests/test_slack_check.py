@@ -1,0 +1,58 @@
+"""`python -m bot check`: its Slack line, run as the user runs it, against the fake Slack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests import slack_harness
+from tests.conftest import Env
+from tests.fakes import FakeSlackAPI
+from tests.slack_harness import BOT_TOKEN
+
+fake_slack = slack_harness.fake_slack  # fixture
+
+
+REQUIRED = ("reactions:write", "metadata.message:read")
+
+
+def _check(env: Env, slack: FakeSlackAPI) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "check"],
+        env=env.process(SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _slack_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("slack:")]
+    assert len(lines) == 1, (result.stdout, result.stderr)
+    return lines[0]
+
+
+def test_check_slack_ok(env: Env, fake_slack: FakeSlackAPI) -> None:
+    result = _check(env, fake_slack)
+    assert _slack_line(result).startswith("slack: ok (team T1, bot user UBOT"), result.stdout
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    call = fake_slack.calls_to("auth.test")[0]
+    assert call.token == BOT_TOKEN
+    assert BOT_TOKEN not in result.stdout + result.stderr
+
+
+def test_check_slack_missing_scopes(env: Env, fake_slack: FakeSlackAPI) -> None:
+    fake_slack.scopes = [s for s in fake_slack.scopes if s not in REQUIRED]
+    result = _check(env, fake_slack)
+    line = _slack_line(result)
+    assert line.startswith("slack: token works"), line
+    assert all(scope in line for scope in REQUIRED), line
+    assert "chat:write" not in line
+    assert result.returncode == 1
+
+
+def test_check_slack_refused_token(env: Env, fake_slack: FakeSlackAPI) -> None:
+    fake_slack.valid_tokens = {"xoxb-some-other-token"}
+    result = _check(env, fake_slack)
+    assert _slack_line(result) == "slack: Slack refused the token: invalid_auth"
+    assert result.returncode == 1

@@ -1,0 +1,181 @@
+"""ASK_COMMENT end to end: the act waits for the modal, and gives exactly one signal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests import slack_harness
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import RunningRelay, StartRelay
+from tests.test_slack_support import (
+    ask_agent,
+    click,
+    comment_values,
+    map_by_metadata,
+    ok,
+    opened_view,
+    outbox,
+    react,
+    settled,
+    values_of,
+)
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
+
+
+ROOT = "1700000000.000100"
+
+
+def _down_click_waiting(
+    app_settings: dict[str, str], start_relay: StartRelay
+) -> tuple[RunningRelay, dict[str, Any]]:
+    """A 👎 click on an agent reply; returns (app, modal view) with the act waiting."""
+    app = start_relay(**app_settings)
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT)
+    view = opened_view(app)
+    assert outbox(app)["awaiting_comment"] == 1
+    return app, view
+
+
+def test_down_click_waits_for_the_modal_submission(start_relay: StartRelay) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
+    opened = app.slack.calls_to("views.open")[0]
+    assert opened.args["trigger_id"] == "trig-1"
+    assert view["notify_on_close"] is True
+    inputs = [b for b in view["blocks"] if b["type"] == "input"]
+    assert [b["element"]["max_length"] for b in inputs] == [3000]
+    assert inputs[0]["optional"] is True
+    # Nothing is sent while the person types: a later vote gets through first.
+    react(app, map_by_metadata(app, "m-sentinel"), "+1", user="U2", channel="C1")
+    settled(app, 1, awaiting=1)
+    assert values_of(app) == [("messages", "m-sentinel", "thumbs_up")]
+
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(" too vague "))))
+    settled(app, 2)
+    got = app.brixo.accepted_for("msg-1")
+    assert len(got) == 1
+    assert got[0].attributes["value"] == "thumbs_down"
+    assert got[0].attributes["user_message"] == "too vague"
+    # Closing the same modal afterwards (or COMMENT_WAIT passing) adds nothing.
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))
+    settled(app, 2)
+
+
+def test_closed_modal_sends_one_signal_without_comment(start_relay: StartRelay) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))
+    settled(app, 1)
+    assert "user_message" not in app.brixo.accepted[0].attributes
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(None))))
+    settled(app, 1)
+
+
+def test_someone_else_cannot_finish_the_act(start_relay: StartRelay) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
+    ok(app.sender.interaction(sr.view_closed("U2", "T1", view)))
+    ok(app.sender.interaction(sr.view_closed("U1", "T2", view)))
+    assert outbox(app)["awaiting_comment"] == 1
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("mine"))))
+    settled(app, 1)
+    assert app.brixo.accepted[0].attributes["user_message"] == "mine"
+
+
+def test_no_answer_within_comment_wait_sends_without_comment(start_relay: StartRelay) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative", "COMMENT_WAIT": "1s"}, start_relay)
+    app.brixo.wait_for_accepted(1)
+    settled(app, 1)
+    assert app.brixo.accepted[0].attributes == {
+        "name": "feedback",
+        "value": "thumbs_down",
+        "occurred_at": app.brixo.accepted[0].attributes["occurred_at"],
+    }
+    # A comment typed too late is refused in the modal rather than sent as a second signal.
+    late = ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("late"))))
+    assert late.json()["response_action"] == "errors"
+    settled(app, 1)
+
+
+def test_huge_comment_is_cut_to_3000(start_relay: StartRelay) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
+    text = "é" + "x" * 4999
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(text))))
+    settled(app, 1)
+    assert app.brixo.accepted[0].attributes["user_message"] == text[:3000]
+
+
+def test_never_sends_a_down_click_at_once(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT)
+    settled(app, 1)
+    app.slack.wait_for_call("chat.postEphemeral")  # the thanks: the follow-up ran
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_negative_does_not_ask_on_up(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="negative", AGENT_URL=None)
+    click(app, map_by_metadata(app, "m-up"), "up", channel="C1")
+    settled(app, 1)
+    app.slack.wait_for_call("chat.postEphemeral")
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_always_asks_on_up_too(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="always")
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "up", thread_ts=ROOT)
+    view = opened_view(app)
+    assert outbox(app)["awaiting_comment"] == 1
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("great"))))
+    settled(app, 1)
+    assert app.brixo.accepted[0].attributes["user_message"] == "great"
+    assert app.brixo.accepted[0].attributes["value"] == "thumbs_up"
+
+
+def test_reaction_gets_add_a_comment_button_that_opens_the_modal(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="Thanks!")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "-1::skin-tone-2", channel="C1")
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert (note.args["channel"], note.args["user"]) == ("C1", "U1")
+    buttons = [e for b in note.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == ["brixo_add_comment"]
+    assert outbox(app)["awaiting_comment"] == 1
+
+    action = sr.button_action("brixo_add_comment", buttons[0]["value"], text="Add a comment")
+    payload = sr.block_action("U1", "T1", "C1", ts, action, trigger_id="trig-9", is_ephemeral=True)
+    ok(app.sender.interaction(payload))
+    view = opened_view(app)
+    assert app.slack.calls_to("views.open")[0].args["trigger_id"] == "trig-9"
+    assert view["notify_on_close"] is True
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("wrong"))))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-1", "thumbs_down")]
+    assert app.brixo.accepted[0].attributes["user_message"] == "wrong"
+
+
+def test_reaction_without_comment_goes_after_comment_wait(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="1s")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "thumbsdown", channel="C1")
+    app.slack.wait_for_call("chat.postEphemeral")
+    app.brixo.wait_for_accepted(1)
+    settled(app, 1)
+    assert "user_message" not in app.brixo.accepted[0].attributes
+
+
+def test_modal_refused_by_slack_sends_without_comment(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="negative")
+    app.slack.respond("views.open", {"ok": False, "error": "expired_trigger_id"})
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT)
+    app.brixo.wait_for_accepted(1)
+    settled(app, 1)
+    assert app.slack.calls_to("views.open")

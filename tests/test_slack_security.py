@@ -1,0 +1,198 @@
+"""Request signatures and malformed payloads: refused or ignored, never a 5xx, nothing recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests import slack_harness
+from tests.fakes import slack_requests as sr
+from tests.slack_harness import (
+    SIGNING_SECRET,
+    RunningRelay,
+    StartRelay,
+)  # noqa: F401
+from tests.test_slack_support import (
+    comment_values,
+    map_by_metadata,
+    outbox,
+    react,
+    settled,
+    signals,
+    values_of,
+)
+
+# The harness fixtures, used by name.
+fake_agent, fake_slack, start_relay = (
+    slack_harness.fake_agent,
+    slack_harness.fake_slack,
+    slack_harness.start_relay,
+)
+
+
+NEVER = {"ASK_COMMENT": "never"}
+
+
+def _bodies(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
+    """A vote by reaction and by click on `ts`, as raw bodies with their content types."""
+    event = app.sender.envelope(sr.reaction_added("U1", "+1", "C1", ts))
+    click = sr.block_action("U1", "T1", "C1", ts, sr.feedback_button_action("up"))
+    return [
+        (json.dumps(event).encode(), "application/json"),
+        (urlencode({"payload": json.dumps(click)}).encode(), "application/x-www-form-urlencoded"),
+    ]
+
+
+def _headers(body: bytes, content_type: str, how: str) -> dict[str, str]:
+    if how == "forged":
+        headers = sr.sign(body, "not-the-signing-secret")
+    elif how == "stale":
+        headers = sr.sign(body, SIGNING_SECRET, timestamp=int(time.time()) - 6 * 60)
+    elif how == "future":
+        headers = sr.sign(body, SIGNING_SECRET, timestamp=int(time.time()) + 6 * 60)
+    elif how == "tampered":
+        headers = sr.sign(body + b" ", SIGNING_SECRET)
+    else:  # missing
+        headers = {}
+    headers["Content-Type"] = content_type
+    return headers
+
+
+@pytest.mark.parametrize("how", ["forged", "stale", "future", "tampered", "missing"])
+def test_bad_signatures_are_refused_and_record_nothing(start_relay: StartRelay, how: str) -> None:
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    for body, content_type in _bodies(app, ts):
+        answer = app.sender.raw(body, _headers(body, content_type, how))
+        assert answer.status_code == 401, (how, answer.status_code, answer.text)
+    # Only the signature check ran: no act, no Slack call, nothing for Brixo.
+    assert outbox(app)["pending"] == 0
+    settled(app, 0)
+    assert signals(app) == []
+    assert [c.method for c in app.slack.calls] in ([], ["auth.test"])
+    # The same bodies, signed, are votes (one act: the click repeats the reaction's vote).
+    for body, content_type in _bodies(app, ts):
+        headers = sr.sign(body, SIGNING_SECRET)
+        headers["Content-Type"] = content_type
+        assert app.sender.raw(body, headers).status_code == 200
+    settled(app, 1)
+
+
+def _interaction(payload: Any) -> tuple[bytes, str]:
+    raw = payload if isinstance(payload, str) else json.dumps(payload)
+    return urlencode({"payload": raw}).encode(), "application/x-www-form-urlencoded"
+
+
+def _event(event: Any, app: RunningRelay) -> tuple[bytes, str]:
+    return json.dumps(app.sender.envelope(event)).encode(), "application/json"
+
+
+def _action(ts: str, **changes: Any) -> dict[str, Any]:
+    """A vote click with fields changed (`...` removes one)."""
+    payload = sr.block_action("U1", "T1", "C1", ts, sr.feedback_button_action("up"))
+    payload.update(changes)
+    return {k: v for k, v in payload.items() if v is not ...}
+
+
+def _unreadable(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
+    """Signed bodies that Bolt itself can't parse or match (its own code raises)."""
+    view = {"callback_id": "brixo_comment", "private_metadata": json.dumps({"act": 1})}
+    reaction = app.sender.envelope(sr.reaction_added("U1", "+1", "C1", ts))
+    return [
+        (b"{not json", "application/json"),
+        (b"payload=%7Bnot+json", "application/x-www-form-urlencoded"),
+        _interaction("[1, 2, 3]"),
+        _interaction(_action(ts, actions=...)),
+        _interaction(_action(ts, actions=[])),
+        _interaction(_action(ts, actions="brixo_feedback")),
+        _interaction(_action(ts, actions=[None])),
+        _interaction(_action(ts, actions=[{"value": "up"}])),
+        _interaction(_action(ts, actions={"action_id": "brixo_feedback"})),
+        _interaction({**sr.view_submission("U1", "T1", view, {}), "view": "V1"}),
+        _interaction({**sr.view_closed("U1", "T1", view), "view": None}),
+        (json.dumps({**reaction, "event": "reaction_added"}).encode(), "application/json"),
+        (json.dumps({**reaction, "event": None}).encode(), "application/json"),
+    ]
+
+
+def _malformed(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
+    """Signed bodies Bolt reads, with what the relay's listeners need missing or mistyped."""
+    view = {"callback_id": "brixo_comment", "private_metadata": json.dumps({"act": 1})}
+    rating = {"callback_id": "brixo_rate_conversation", "private_metadata": "{not json"}
+    reaction = sr.reaction_added("U1", "+1", "C1", ts)
+    return [
+        (b"", "application/json"),
+        (b"garbage", "application/x-www-form-urlencoded"),
+        _interaction(_action(ts, user=...)),
+        _interaction(_action(ts, user="U1")),
+        _interaction(_action(ts, channel=..., container=...)),
+        _interaction(_action(ts, channel=None, container=5)),
+        _interaction(_action(ts, message=..., container={"type": "message"})),
+        _interaction(_action(ts, actions=[{"action_id": "brixo_feedback"}])),
+        _interaction(_action(ts, actions=[{"action_id": "brixo_feedback", "value": ["up"]}])),
+        _interaction(_action(ts, actions=[{"action_id": "brixo_feedback", "value": "sideways"}])),
+        _interaction(_action(ts, actions=[{"action_id": "brixo_add_comment", "value": "x:y"}])),
+        _interaction(_action(ts, actions=[{"action_id": "brixo_add_comment", "value": 7}])),
+        _interaction(_action(ts, team=None, user={"id": "U1"})),  # no workspace anywhere
+        _interaction({"type": "view_submission", "view": {"state": 1}}),
+        _interaction(sr.view_submission("U1", "T1", view, {"comment": "wrong"})),
+        _interaction(sr.view_submission("U1", "T1", view, comment_values("x" * 5000))),
+        _interaction(sr.view_submission("U1", "T1", {"callback_id": "brixo_comment"}, {})),
+        _interaction(sr.view_closed("U1", "T1", {**view, "private_metadata": "[]"})),
+        _interaction(sr.view_submission("U1", "T1", rating, {"vote": {"vote_input": 1}})),
+        _interaction(
+            sr.view_submission(
+                "U1", "T1", rating, {"vote": {"vote_input": {"selected_option": {"value": "up"}}}}
+            )
+        ),
+        _interaction({**sr.message_shortcut("U1", "T1", "C1", ts), "message": None}),
+        _interaction({**sr.message_shortcut("U1", "T1", "C1", ts), "channel": "C1"}),
+        _event({**reaction, "item": None}, app),
+        _event({**reaction, "item": "C1"}, app),
+        _event({**reaction, "reaction": 5}, app),
+        _event({**reaction, "user": ["U1"]}, app),
+        _event({**reaction, "item": {"type": "file", "file": "F1"}}, app),
+        _event(sr.message("C1", "U1", "x", 17.5), app),  # type: ignore[arg-type]
+        _event({"type": "message", "channel": "D1", "user": "U1", "text": None}, app),
+        _event({"type": "message_metadata_posted", "metadata": "x"}, app),
+        _event(sr.message_metadata_posted("C1", "1.5", "brixo_message", {"message_id": 42}), app),
+        _event({"type": "app_mention", "user": {"id": "U1"}}, app),
+        _event(sr.reaction_removed("U1", "+1", "C1", ts) | {"item": []}, app),
+    ]
+
+
+def _send_all(app: RunningRelay, bodies: list[tuple[bytes, str]]) -> None:
+    """Send each body validly signed; none may get a 5xx, and none may record an act."""
+    failures = []
+    for body, content_type in bodies:
+        headers = sr.sign(body, SIGNING_SECRET)
+        headers["Content-Type"] = content_type
+        answer = app.sender.raw(body, headers)
+        if answer.status_code >= 500:
+            failures.append((body[:120], answer.status_code))
+    assert failures == [], "\n".join(map(repr, failures))
+    assert app.relay.outbox.entries() == []
+    settled(app, 0)
+
+
+def test_malformed_signed_requests_never_give_5xx_nor_an_act(start_relay: StartRelay) -> None:
+    app = start_relay(**NEVER, ASSISTANT_BOT_IDS="BASSIST")
+    ts = map_by_metadata(app, "m-1")
+    _send_all(app, _malformed(app, ts))
+    # The relay still works: a proper vote is recorded and delivered.
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-1", "thumbs_up")]
+
+
+def test_unparseable_signed_requests_never_give_5xx(start_relay: StartRelay) -> None:
+    """Bolt raises on these before any relay code runs: server.py must refuse them (400)."""
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    _send_all(app, _unreadable(app, ts))
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
