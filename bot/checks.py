@@ -48,24 +48,30 @@ def check_brixo(settings: Settings) -> tuple[bool, str]:
 
 
 def check_slack(settings: Settings) -> tuple[bool, str]:
-    """The bot token works and holds the manifest's scopes."""
+    """The bot token works and holds the standalone manifest's scopes."""
     from bot.slack.checks import check_slack_token
 
     return check_slack_token(settings)
 
 
-CHECKS: tuple[tuple[str, Check], ...] = (
-    ("database", check_database),
-    ("brixo", check_brixo),
-    ("slack", check_slack),
-)
+def check_slack_library(settings: Settings) -> tuple[bool, str]:
+    """The bot token works and holds the scopes library mode needs."""
+    from bot.library import required_scopes
+    from bot.slack.checks import check_slack_token
+
+    return check_slack_token(settings, required_scopes(settings))
 
 
-def run_checks(settings: Settings) -> int:
+def run_checks(settings: Settings, library: bool = False) -> int:
     """Print one line per check; 0 when all pass, 1 otherwise."""
+    checks: tuple[tuple[str, Check], ...] = (
+        ("database", check_database),
+        ("brixo", check_brixo),
+        ("slack", check_slack_library if library else check_slack),
+    )
     print("settings: ok")
     failed = False
-    for name, check in CHECKS:
+    for name, check in checks:
         ok, line = check(settings)
         failed |= not ok
         print(f"{name}: {line}")

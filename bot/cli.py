@@ -44,12 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--url", help="public base URL of the relay, e.g. https://relay.example")
     manifest.add_argument("--socket", action="store_true", help="a manifest for Socket Mode")
 
-    commands.add_parser(
+    check = commands.add_parser(
         "check",
         help="check settings, database, Brixo key and Slack token, one line each",
         description="Check the configuration, the database and its schema, the Brixo key and "
         "the Slack token and scopes, one line each; exit 1 when something is wrong. "
         "Never sends a signal.",
+    )
+    check.add_argument(
+        "--library",
+        action="store_true",
+        help="check the Slack token against library mode's scopes (your own Bolt app)",
     )
 
     send = commands.add_parser(
@@ -114,7 +119,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "check":
         from bot.checks import run_checks
 
-        return run_checks(settings)
+        return run_checks(settings, library=args.library)
     if args.command == "send":
         return _send(args, settings)
     return _outbox(args, settings)

@@ -16,9 +16,9 @@ fake_slack = slack_harness.fake_slack  # fixture
 REQUIRED = ("reactions:write", "metadata.message:read")
 
 
-def _check(env: Env, slack: FakeSlackAPI) -> subprocess.CompletedProcess[str]:
+def _check(env: Env, slack: FakeSlackAPI, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot", "check"],
+        [sys.executable, "-m", "bot", "check", *flags],
         env=env.process(SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN),
         capture_output=True,
         text=True,
@@ -56,3 +56,18 @@ def test_check_slack_refused_token(env: Env, fake_slack: FakeSlackAPI) -> None:
     result = _check(env, fake_slack)
     assert _slack_line(result) == "slack: Slack refused the token: invalid_auth"
     assert result.returncode == 1
+
+
+def test_check_library_needs_only_library_scopes(env: Env, fake_slack: FakeSlackAPI) -> None:
+    """A team's own app lacks the standalone app's assistant scopes: fine in library mode."""
+    fake_slack.scopes = [
+        s for s in fake_slack.scopes if s not in ("assistant:write", "app_mentions:read")
+    ]
+    standalone = _check(env, fake_slack)
+    assert "assistant:write" in _slack_line(standalone) and standalone.returncode == 1
+    library = _check(env, fake_slack, "--library")
+    assert _slack_line(library).startswith("slack: ok"), library.stdout
+    assert library.returncode == 0, (library.stdout, library.stderr)
+    fake_slack.scopes = [s for s in fake_slack.scopes if s != "reactions:read"]
+    missing = _check(env, fake_slack, "--library")
+    assert "reactions:read" in _slack_line(missing) and missing.returncode == 1

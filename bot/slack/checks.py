@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from slack_sdk.errors import SlackApiError
 
 from bot.core.settings import Settings
 from bot.slack.manifest import BOT_SCOPES
 
 
-def check_slack_token(settings: Settings) -> tuple[bool, str]:
-    """auth.test with the bot token; compares the granted scopes with the manifest's."""
+def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) -> tuple[bool, str]:
+    """auth.test with the bot token; compares the granted scopes with `scopes`."""
     from bot.slack.app import web_client
 
     if settings.oauth:
@@ -24,7 +26,7 @@ def check_slack_token(settings: Settings) -> tuple[bool, str]:
     except Exception as error:  # network trouble: one line, no traceback
         return False, f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
     granted = {s.strip() for s in (response.headers.get("x-oauth-scopes") or "").split(",")}
-    missing = [scope for scope in BOT_SCOPES if scope not in granted]
+    missing = [scope for scope in scopes if scope not in granted]
     where = f"team {response.get('team_id')}, bot user {response.get('user_id')}"
     if missing:
         return (
@@ -32,4 +34,4 @@ def check_slack_token(settings: Settings) -> tuple[bool, str]:
             f"token works ({where}) but lacks scopes: {', '.join(missing)}; "
             "reinstall the app from the manifest",
         )
-    return True, f"ok ({where}, all {len(BOT_SCOPES)} scopes granted)"
+    return True, f"ok ({where}, all {len(scopes)} scopes granted)"
