@@ -20,6 +20,7 @@ class LookupResult:
     """Lookup times at one table size."""
 
     rows: int
+    p50_us: float
     mean_us: float
     p99_us: float
     insert_s: float
@@ -49,7 +50,7 @@ def bulk_map(database: Database, start: int, stop: int) -> None:
             conn.execute(insert(mappings), _rows(low, min(stop, low + CHUNK)))
 
 
-def run_lookups(url: str, sizes: list[int], lookups: int = 2000) -> list[LookupResult]:
+def run_lookups(url: str, sizes: list[int], lookups: int = 4000) -> list[LookupResult]:
     """Grow brixo_mappings through `sizes`, timing `lookups` random hits at each size."""
     database = Database(url)
     database.migrate(time.time())
@@ -62,7 +63,7 @@ def run_lookups(url: str, sizes: list[int], lookups: int = 2000) -> list[LookupR
         inserted = time.perf_counter() - began
         have = size
         keys = [random.randrange(size) for _ in range(lookups)]
-        for i in keys[:200]:  # warm the pool and the cache
+        for i in keys[:500]:  # warm the pool and the cache
             store.message(TEAM, f"C{i % 97:04d}", f"1600000000.{i:07d}")
         times: list[float] = []
         for i in keys:
@@ -73,7 +74,13 @@ def run_lookups(url: str, sizes: list[int], lookups: int = 2000) -> list[LookupR
         missing = store.message(TEAM, CHANNEL, "1.0")
         assert missing is None
         results.append(
-            LookupResult(size, 1e6 * sum(times) / len(times), 1e6 * percentile(times, 99), inserted)
+            LookupResult(
+                size,
+                1e6 * percentile(times, 50),
+                1e6 * sum(times) / len(times),
+                1e6 * percentile(times, 99),
+                inserted,
+            )
         )
     database.dispose()
     return results

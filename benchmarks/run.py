@@ -576,17 +576,20 @@ def report(
     line("requests not acked with 200", [str(r.failed) for r in rows])
 
     lines += ["", "## Mapping lookups (`Mappings.message`, random hits, warm)", ""]
-    lines += ["| rows | " + " | ".join(f"{db} mean / p99 (µs)" for db in found) + " |"]
+    lines += ["| rows | " + " | ".join(f"{db} p50 / mean / p99 (µs)" for db in found) + " |"]
     lines += ["|---|" + "---|" * len(found)]
     sizes = [r.rows for r in next(iter(found.values()))] if found else []
     for n, size in enumerate(sizes):
-        cells = [f"{res[n].mean_us:.0f} / {res[n].p99_us:.0f}" for res in found.values()]
+        cells = [
+            f"{res[n].p50_us:.0f} / {res[n].mean_us:.0f} / {res[n].p99_us:.0f}"
+            for res in found.values()
+        ]
         lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
     for db, res in found.items():
         lines.append("")
         lines.append(
-            f"{db}: lookup at {res[-1].rows:,} rows is {res[-1].mean_us / res[0].mean_us:.2f}× "
-            f"the one at {res[0].rows:,} (bulk insert took "
+            f"{db}: p50 lookup at {res[-1].rows:,} rows is {res[-1].p50_us / res[0].p50_us:.2f}× "
+            f"the one at {res[0].rows:,} (bulk inserts took "
             + ", ".join(f"{r.insert_s:.1f} s" for r in res)
             + ")."
         )
@@ -669,9 +672,9 @@ def targets(
     db = "SQLite" if "sqlite" in relay.name.lower() else "PostgreSQL"
     if db in found and len(found[db]) > 1:
         res = found[db]
-        growth = res[-1].mean_us / res[0].mean_us
+        growth = res[-1].p50_us / res[0].p50_us
         out.append(
-            f"- {relay.name}: lookup at {res[-1].rows:,} rows within 2× of 1k: {growth:.2f}× — "
+            f"- {relay.name}: p50 lookup at {res[-1].rows:,} rows within 2× of 1k: {growth:.2f}× — "
             f"{mark(growth <= 2)}"
         )
     if relay.rss_idle_mb is not None:
