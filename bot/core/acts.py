@@ -82,5 +82,5 @@ def clean_comment(text: str | None) -> str | None:
     """A comment without surrounding blanks, cut to MAX_COMMENT_CHARS; None when empty."""
     if text is None:
         return None
-    text = text.strip()
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
     return text[:MAX_COMMENT_CHARS] or None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypeVar
@@ -90,13 +91,17 @@ def _redact_url(value: str) -> str:
 
 def parse_template(name: str, raw: str) -> str:
     """An ID template using only {team}, {channel}, {ts} and {thread_ts}."""
+    allowed = {"team", "channel", "ts", "thread_ts"}
     try:
-        raw.format(team="T", channel="C", ts="1.2", thread_ts="1.2")
-    except (KeyError, IndexError, ValueError) as error:
+        fields = [field for _, field, _, _ in string.Formatter().parse(raw) if field is not None]
+    except ValueError as error:
+        fields = [f"({error})"]
+    wrong = [field for field in fields if field not in allowed]
+    if wrong:
         raise SettingsError(
             f"{name}: expected a template using {{team}}, {{channel}}, {{ts}}, {{thread_ts}}, "
-            f"got {raw!r} ({error.__class__.__name__}: {error})"
-        ) from None
+            f"got {raw!r} (unknown field {wrong[0]!r})"
+        )
     return raw
 
 

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import brixo_metadata, reply_blocks
-from bot.slack.feedback import SlackFeedback
+from bot.slack.feedback import SlackFeedback, customer_id
 
 log = logging.getLogger("bot.agent")
 
@@ -111,7 +111,7 @@ class AgentBridge:
         text = data.get("text") if isinstance(data, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise AgentError("answer has no text")
-        return text, _optional_id(data.get("message_id")), _optional_id(data.get("conversation_id"))
+        return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
 
     def _post(self, client: WebClient, **message: Any) -> str | None:
         try:
@@ -119,7 +119,3 @@ class AgentBridge:
         except SlackApiError as error:
             log.warning("can't post the agent's reply: %s", error.response.get("error"))
             return None
-
-
-def _optional_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None

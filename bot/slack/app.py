@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from slack_bolt import App
+from slack_bolt import App, BoltResponse
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -12,6 +12,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from sqlalchemy.exc import DataError
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
@@ -60,8 +61,22 @@ def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
             client=web_client(settings, settings.slack_bot_token),
             process_before_response=True,
         )
+    app.error(answer_malformed)
     attach(app, relay)
     return app
+
+
+# Errors that mean the request had an unexpected shape, not that the relay is unwell.
+MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError, DataError)
+
+
+def answer_malformed(error: Exception) -> BoltResponse | None:
+    """A 400 for a request of an unexpected shape; any other error stays a 500 (Slack retries)."""
+    if isinstance(error, MALFORMED):
+        log.warning("refused a malformed Slack request: %s", type(error).__name__)
+        return BoltResponse(status=400, body="")
+    log.error("error while handling a Slack request", exc_info=error)
+    return None
 
 
 def attach(app: App, relay: Relay) -> SlackFeedback:

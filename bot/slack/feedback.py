@@ -51,8 +51,8 @@ def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | Non
     payload = metadata.get("event_payload")
     if not isinstance(payload, dict):
         return None
-    message_id = _id_or_none(payload.get("message_id"))
-    conversation_id = _id_or_none(payload.get("conversation_id"))
+    message_id = customer_id(payload.get("message_id"))
+    conversation_id = customer_id(payload.get("conversation_id"))
     if not message_id and not conversation_id:
         return None
     return message_id, conversation_id
@@ -71,8 +71,15 @@ def same_workspace(message: dict[str, Any], workspace: str) -> bool:
     return False
 
 
-def _id_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None
+def customer_id(value: Any) -> str | None:
+    """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 1024 or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 class SlackFeedback:

@@ -53,7 +53,13 @@ class RelayWSGI:
             if why:
                 log.warning("refused an unreadable Slack request: %s", why)
                 return _json(start_response, 400, {"error": "unreadable request"})
-            return self.bolt(environ, start_response)
+            try:
+                return self.bolt(environ, start_response)
+            except Exception as error:  # Bolt couldn't even build its request: no listener ran
+                log.warning(
+                    "refused a Slack request of an unreadable shape: %s", type(error).__name__
+                )
+                return _json(start_response, 400, {"error": "unreadable request"})
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})

@@ -104,7 +104,10 @@ def click_act(
         workspace, user, channel, ts, value, slack_time(action.get("action_ts"), time()), "button"
     )
     ask = feedback.wants_comment(value) and bool(body.get("trigger_id"))
-    recorded = feedback.record_vote(vote, mapping, ask_comment=ask)
+    action_ts = action.get("action_ts")
+    # A replayed click (same action_ts) must not flip a vote the person has since changed.
+    seen = f"click:{workspace}:{user}:{action_ts}" if isinstance(action_ts, str) else None
+    recorded = feedback.record_vote(vote, mapping, ask_comment=ask, seen_key=seen)
     return {
         **handoff,
         "act_id": recorded.act_id,
