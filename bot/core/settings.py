@@ -93,7 +93,11 @@ def parse_template(name: str, raw: str) -> str:
     """An ID template using only {team}, {channel}, {ts} and {thread_ts}."""
     allowed = {"team", "channel", "ts", "thread_ts"}
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(raw) if field is not None]
+        fields = [
+            field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            for _, field, spec, conversion in string.Formatter().parse(raw)
+            if field is not None
+        ]
     except ValueError as error:
         fields = [f"({error})"]
     wrong = [field for field in fields if field not in allowed]
