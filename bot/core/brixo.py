@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from time import time
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -77,8 +78,15 @@ class BrixoClient:
             }
         )
         # Proxy and CA settings from the environment, looked up once instead of per request.
-        self._environment = self._session.merge_environment_settings(
-            self.base_url, {}, None, None, None
+        environment = self._session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self._send_options: dict[str, Any] = {
+            k: environment[k] for k in ("proxies", "verify", "cert")
+        }
+        self._adapter = adapter
+        # Every request is this one with another URL and body: preparing a request from scratch
+        # (session settings, URL parsing, hooks) costs more CPU than sending it.
+        self._template = self._session.prepare_request(
+            requests.Request("POST", self.base_url + "/v1/", data=b"{}")
         )
 
     def __repr__(self) -> str:
@@ -90,10 +98,13 @@ class BrixoClient:
         return self._post(self.base_url + signal_path(signal.target), data)
 
     def _post(self, url: str, data: bytes) -> Answer:
-        prepared = self._session.prepare_request(requests.Request("POST", url, data=data))
-        prepared.url = url  # requests would turn an encoded "%2E" back into a dot-segment
+        prepared = self._template.copy()
+        prepared.url = url  # as built: requests would turn an encoded "%2E" into a dot-segment
+        prepared.body = data
+        prepared.headers["Content-Length"] = str(len(data))
         try:
-            response = self._session.send(prepared, timeout=self.timeout, **self._environment)
+            response = self._adapter.send(prepared, timeout=self.timeout, **self._send_options)
+            _ = response.content  # read it all, so the connection goes back to the pool
         except requests.Timeout:
             return Answer(Outcome.RETRY, None, "timed out")
         except requests.RequestException as error:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -130,6 +131,10 @@ class Database:
         path = self.engine.url.database if self.is_sqlite else None
         self.sqlite_path = os.path.abspath(path) if path and path != ":memory:" else None
         self._sqlite_identity: tuple[int, int] | None = None
+        # SQLite takes one writer at a time and makes the others sleep-poll (1 ms, 2, 5, … up to
+        # 100 ms a try), so under load a write waits far longer than the lock is held: this
+        # process's writers queue on a lock instead, and only other processes ever poll.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
 
     def migrate(self, now: float) -> int:
         """Create or upgrade the schema; returns the version in force."""
@@ -182,7 +187,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that takes SQLite's write lock at once (no upgrade deadlocks)."""
-        with self.engine.connect() as conn:
+        with self._write_lock or nullcontext(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:

@@ -111,6 +111,7 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         lease: float = 15.0,
         poll_interval: float = 1.0,
+        batch_window: float = 0.01,
         probe_interval: float = 10.0,
         clock: Callable[[], float] = time,
     ) -> None:
@@ -120,6 +121,7 @@ class DeliveryWorker:
         self.policy = policy or RetryPolicy()
         self.lease = lease
         self.poll_interval = poll_interval
+        self.batch_window = batch_window
         self.probe_interval = probe_interval
         self.clock = clock
         self.owner = f"{uuid.uuid4().hex[:12]}"
@@ -232,8 +234,10 @@ class DeliveryWorker:
         results: list[tuple[Claimed, Answer | None]] = []
         try:
             results.append(self._results.get(timeout=max(0.0, timeout)))
-            while True:
-                results.append(self._results.get_nowait())
+            # Gather what else comes within a few ms: one claim and one settle cover them all.
+            until = monotonic() + self.batch_window
+            while (left := until - monotonic()) > 0:
+                results.append(self._results.get(timeout=left))
         except queue.Empty:
             pass
         return [(act, answer) for act, answer in results if act is not None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bot.core.db import Database, mappings, threads, upsert
 
@@ -43,6 +43,16 @@ class Templates:
             thread_ts,
             TEMPLATE,
         )
+
+
+# Built once (composing a SELECT costs more CPU than running it).
+_MESSAGE = select(
+    mappings.c.message_id, mappings.c.conversation_id, mappings.c.thread_ts, mappings.c.source
+).where(
+    mappings.c.workspace == bindparam("workspace"),
+    mappings.c.channel == bindparam("channel"),
+    mappings.c.ts == bindparam("ts"),
+)
 
 
 class Mappings:
@@ -101,19 +111,9 @@ class Mappings:
 
     def message(self, workspace: str, channel: str, ts: str) -> Mapping | None:
         """The IDs recorded for a reply, if any."""
+        key = {"workspace": workspace, "channel": channel, "ts": ts}
         with self.db.read() as conn:
-            row = conn.execute(
-                select(
-                    mappings.c.message_id,
-                    mappings.c.conversation_id,
-                    mappings.c.thread_ts,
-                    mappings.c.source,
-                ).where(
-                    mappings.c.workspace == workspace,
-                    mappings.c.channel == channel,
-                    mappings.c.ts == ts,
-                )
-            ).first()
+            row = conn.execute(_MESSAGE, key).first()
         return Mapping(*row) if row else None
 
     def conversation(self, workspace: str, channel: str, thread_ts: str) -> str | None:
