@@ -25,7 +25,7 @@ from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 
 from bot import FeedbackRelay, RelaySetupError, SettingsError
-from bot.library import manifest_fragment, required_events, required_scopes
+from bot.library.setup import manifest_fragment, required_events, required_scopes
 from bot.slack.manifest import (
     BOT_EVENTS,
     BOT_SCOPES,

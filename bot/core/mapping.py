@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 
+from bot.core.acts import Target
 from bot.core.db import Database, mappings, threads, upsert
 
 # Where a mapping came from; a reply posted through the relay outranks what was seen later.
@@ -22,6 +23,13 @@ class Mapping:
     conversation_id: str | None
     thread_ts: str | None
     source: str
+
+    @property
+    def target(self) -> Target:
+        """What a vote on this reply rates: its message, else its conversation."""
+        if self.message_id:
+            return Target("message", self.message_id)
+        return Target("conversation", self.conversation_id or "")
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import logging
 from time import time
 from typing import Any
 
+from bot.core.acts import DOWN, Act, Value
 from bot.core.brixo import BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import DeliveryWorker, RetryPolicy
 from bot.core.mapping import Mappings, Templates
-from bot.core.outbox import Outbox, mark_seen
+from bot.core.outbox import Outbox, Recorded, mark_seen
 from bot.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,32 @@ class Relay:
         """Stop delivering: requests in flight finish within `timeout`, the rest stays pending."""
         if self.worker:
             self.worker.stop(timeout)
+
+    def wants_comment(self, value: Value) -> bool:
+        """Whether ASK_COMMENT asks for a comment on this vote."""
+        ask = self.settings.ask_comment
+        return ask == "always" or (ask == "negative" and value == DOWN)
+
+    def record_act(self, act: Act, *, ask_comment: bool, seen_key: str | None = None) -> Recorded:
+        """Store an act (waiting COMMENT_WAIT for its comment with `ask_comment`); log one line."""
+        now = time()
+        until = now + self.settings.comment_wait if ask_comment else None
+        recorded = self.outbox.record(act, now, comment_until=until, seen_key=seen_key)
+        if not recorded.created:
+            outcome = f"skipped ({recorded.reason})"
+        else:
+            outcome = "waiting for comment" if ask_comment else "queued"
+        log.info(
+            "act=%s workspace=%s source=%s target=%s:%s value=%s %s",
+            recorded.act_id or "-",
+            act.workspace,
+            act.source,
+            act.target.kind,
+            act.target.id,
+            act.value,
+            outcome,
+        )
+        return recorded
 
     def first_time(self, key: str) -> bool:
         """True the first time `key` is seen (within a day), across every process."""

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from time import time
 
-from bot.core.acts import DOWN, UP, Act, Target, Value, clean_comment
+from bot.core.acts import DOWN, UP, Act, Value, clean_comment
 from bot.core.mapping import POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
@@ -179,8 +179,7 @@ class DiscordFeedback:
 
     def wants_comment(self, value: Value) -> bool:
         """Whether ASK_COMMENT asks for a comment on this vote."""
-        ask = self.settings.ask_comment
-        return ask == "always" or (ask == "negative" and value == DOWN)
+        return self.relay.wants_comment(value)
 
     def click(self, click: Click) -> Outcome:
         """A button click: the act, waiting for a comment when one is asked for."""
@@ -232,38 +231,18 @@ class DiscordFeedback:
         ask: bool,
         seen_key: str | None = None,
     ) -> Recorded:
-        target = (
-            Target("message", mapping.message_id)
-            if mapping.message_id
-            else Target("conversation", mapping.conversation_id or "")
-        )
         act = Act(
             platform=PLATFORM,
             workspace=place.workspace,
             user_id=user,
             source=source,
-            target=target,
+            target=mapping.target,
             value=value,
             occurred_at=occurred_at,
             channel=place.channel,
             ts=place.message,
         )
-        now = time()
-        until = now + self.settings.comment_wait if ask else None
-        recorded = self.relay.outbox.record(act, now, comment_until=until, seen_key=seen_key)
-        log.info(
-            "act=%s workspace=%s source=%s target=%s:%s value=%s %s",
-            recorded.act_id or "-",
-            place.workspace,
-            source,
-            target.kind,
-            target.id,
-            value,
-            "waiting for comment"
-            if recorded.created and ask
-            else ("queued" if recorded.created else f"skipped ({recorded.reason})"),
-        )
-        return recorded
+        return self.relay.record_act(act, ask_comment=ask, seen_key=seen_key)
 
     def _unmapped(self, source: str, place: Place) -> None:
         log.info(

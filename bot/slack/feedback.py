@@ -10,7 +10,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.core.acts import DOWN, UP, Act, Target, Value
+from bot.core.acts import DOWN, UP, Act, Value
 from bot.core.mapping import METADATA, POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
@@ -208,8 +208,7 @@ class SlackFeedback:
 
     def wants_comment(self, value: Value) -> bool:
         """Whether ASK_COMMENT asks for a comment on this vote."""
-        ask = self.settings.ask_comment
-        return ask == "always" or (ask == "negative" and value == DOWN)
+        return self.relay.wants_comment(value)
 
     def record_vote(
         self,
@@ -221,39 +220,19 @@ class SlackFeedback:
         comment: str | None = None,
     ) -> Recorded:
         """Store the act for a mapped vote; with `ask_comment` it waits for the comment."""
-        target = (
-            Target("message", mapping.message_id)
-            if mapping.message_id
-            else Target("conversation", mapping.conversation_id or "")
-        )
         act = Act(
             platform="slack",
             workspace=vote.workspace,
             user_id=vote.user_id,
             source=vote.source,
-            target=target,
+            target=mapping.target,
             value=vote.value,
             occurred_at=vote.occurred_at,
             comment=comment,
             channel=vote.channel,
             ts=vote.ts,
         )
-        now = time()
-        until = now + self.settings.comment_wait if ask_comment else None
-        recorded = self.relay.outbox.record(act, now, comment_until=until, seen_key=seen_key)
-        log.info(
-            "act=%s workspace=%s source=%s target=%s:%s value=%s %s",
-            recorded.act_id or "-",
-            vote.workspace,
-            vote.source,
-            target.kind,
-            target.id,
-            vote.value,
-            "waiting for comment"
-            if recorded.created and ask_comment
-            else ("queued" if recorded.created else f"skipped ({recorded.reason})"),
-        )
-        return recorded
+        return self.relay.record_act(act, ask_comment=ask_comment, seen_key=seen_key)
 
 
 def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:

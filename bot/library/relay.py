@@ -1,38 +1,15 @@
-"""Library mode: Brixo feedback inside a team's own Bolt for Python app.
-
-    relay = FeedbackRelay.from_env()      # BRIXO_API_KEY, DATABASE_URL, … as for the standalone app
-    relay.attach(app)                     # buttons, reactions, comment modals, shortcut, metadata
-    relay.say(say, text, message_id=…)    # post a reply with 👍/👎 and record its mapping
-    with relay: app.start()               # delivery runs beside the app
-
-The relay's listeners are the standalone app's own (bot/slack/listeners), run from one
-global middleware instead of being registered as listeners of the app. Bolt runs only the
-first listener that matches a request, so registered catch-all `message` or `reaction_added`
-listeners would shadow the app's own; the middleware does the relay's work, stores the act
-before Slack is acknowledged (whatever the app's `process_before_response`), and passes every
-event on to the app's listeners. Requests that belong to the relay alone (its buttons, modals
-and shortcut) are answered by the middleware.
-"""
+"""FeedbackRelay: the relay for a team's own Bolt app."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
-from slack_bolt import App, BoltRequest, BoltResponse, Say
-from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
-from slack_bolt.listener.custom_listener import CustomListener
-from slack_bolt.listener.listener import Listener
-from slack_bolt.listener.thread_runner import ThreadListenerRunner
-from slack_bolt.listener_matcher import builtins as matchers
-from slack_bolt.listener_matcher.listener_matcher import ListenerMatcher
-from slack_bolt.middleware import Middleware
+from slack_bolt import App, Say
 from slack_bolt.middleware.request_verification import RequestVerification
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -41,95 +18,20 @@ from slack_sdk.web import SlackResponse
 from bot.core.mapping import POSTED
 from bot.core.relay import Relay
 from bot.core.settings import Settings, load_settings
+from bot.library.middleware import RelayMiddleware, acknowledge_unclaimed
+from bot.library.setup import (
+    RelaySetupError,
+    manifest_fragment,
+    missing_scopes_message,
+    required_scopes,
+)
 from bot.slack.blocks import brixo_metadata, feedback_blocks, reply_blocks
 from bot.slack.feedback import SlackFeedback
-from bot.slack.listeners import actions, events, shortcuts, views
 from bot.slack.manifest import (
-    BOT_EVENTS,
-    BOT_SCOPES,
-    METADATA_EVENT_TYPE,
     SHORTCUT_CALLBACK_ID,
-    SHORTCUT_NAME,
 )
 
-__all__ = ["FeedbackRelay", "RelaySetupError", "manifest_fragment", "required_scopes"]
-
 log = logging.getLogger("bot.library")
-
-# What the relay needs from the app in library mode (a subset of the standalone manifest:
-# the agent bridge's app_mention, assistant and DM events are the app's own business).
-_SCOPES = {
-    "chat:write": "post replies, thanks and notes",
-    "reactions:read": "👍/👎 reaction events",
-    "channels:history": "read a rated reply and its thread (public channels)",
-    "groups:history": "read a rated reply and its thread (private channels)",
-    "im:history": "read a rated reply and its thread (DMs, assistant threads)",
-    "mpim:history": "read a rated reply and its thread (group DMs)",
-    "metadata.message:read": "brixo_message metadata events",
-    "commands": "the 'Rate this conversation' shortcut",
-}
-_OBSERVER_SCOPES = {"reactions:write": "seed 👍/👎 on watched bots' replies (SEED_REACTIONS)"}
-_EVENTS = ("reaction_added", "reaction_removed", "message_metadata_posted")
-_OBSERVER_EVENTS = ("message.channels", "message.groups", "message.im", "message.mpim")
-# Event types the middleware hands to the relay's listeners (`message` only for the observer).
-_EVENT_TYPES = frozenset(_EVENTS)
-_OBSERVED = "brixo_observed"  # context key: the relay handled this event
-_INTERACTIVE = frozenset({"block_actions", "view_submission", "view_closed", "message_action"})
-
-assert set(_SCOPES) | set(_OBSERVER_SCOPES) <= set(BOT_SCOPES)
-assert set(_EVENTS) | set(_OBSERVER_EVENTS) <= set(BOT_EVENTS)
-
-
-class RelaySetupError(Exception):
-    """The app lacks something the relay needs (a scope, a setting); the message says what."""
-
-
-def required_scopes(settings: Settings) -> tuple[str, ...]:
-    """Bot token scopes the relay needs in library mode, in the manifest's order."""
-    wanted = set(_SCOPES)
-    if settings.assistant_bot_ids and settings.seed_reactions:
-        wanted |= set(_OBSERVER_SCOPES)
-    return tuple(scope for scope in BOT_SCOPES if scope in wanted)
-
-
-def required_events(settings: Settings) -> tuple[str, ...]:
-    """Bot events the relay needs in library mode (message events only to watch other bots)."""
-    wanted = set(_EVENTS) | (set(_OBSERVER_EVENTS) if settings.assistant_bot_ids else set())
-    return tuple(event for event in BOT_EVENTS if event in wanted)
-
-
-def manifest_fragment(
-    settings: Settings | None = None, request_url: str | None = None
-) -> dict[str, Any]:
-    """The parts of a Slack app manifest the relay needs, to merge into the app's own.
-
-    `settings` (default: the defaults) add the observer's needs when ASSISTANT_BOT_IDS is set.
-    `request_url` (e.g. https://host/slack/events) is set for events and interactivity;
-    leave it out for Socket Mode or when the app's manifest already has it.
-    """
-    settings = settings or Settings()
-    events_settings: dict[str, Any] = {
-        "bot_events": list(required_events(settings)),
-        "metadata_subscriptions": [{"app_id": "*", "event_type": METADATA_EVENT_TYPE}],
-    }
-    interactivity: dict[str, Any] = {"is_enabled": True}
-    if request_url:
-        events_settings = {"request_url": request_url, **events_settings}
-        interactivity["request_url"] = request_url
-    return {
-        "features": {
-            "shortcuts": [
-                {
-                    "name": SHORTCUT_NAME,
-                    "type": "message",
-                    "callback_id": SHORTCUT_CALLBACK_ID,
-                    "description": "Rate the whole conversation 👍/👎, with an optional comment",
-                }
-            ]
-        },
-        "oauth_config": {"scopes": {"bot": list(required_scopes(settings))}},
-        "settings": {"event_subscriptions": events_settings, "interactivity": interactivity},
-    }
 
 
 def _env_value(name: str, value: object) -> str | None:
@@ -271,8 +173,8 @@ class FeedbackRelay:
         self._attached.append(app)
         if self.client is None and app.client.token:
             self.client = app.client  # a single-workspace app's client, for post()
-        app.use(_RelayMiddleware(app, self.feedback))
-        _acknowledge_unclaimed(app)
+        app.use(RelayMiddleware(app, self.feedback))
+        acknowledge_unclaimed(app)
         log.info(
             "Brixo feedback attached: buttons, reactions, comment modals, shortcut %r, metadata%s",
             SHORTCUT_CALLBACK_ID,
@@ -302,7 +204,7 @@ class FeedbackRelay:
         if oauth is not None:
             missing = [s for s in self.required_scopes() if s not in (oauth.settings.scopes or [])]
             if missing:
-                raise RelaySetupError(_missing_message(missing, "OAuthSettings(scopes=…)"))
+                raise RelaySetupError(missing_scopes_message(missing, "OAuthSettings(scopes=…)"))
             return
         client = self.client if self.client and self.client.token else app.client
         if not client.token:
@@ -318,7 +220,7 @@ class FeedbackRelay:
             log.warning("could not check the bot token's scopes (%s)", type(error).__name__)
             return
         if missing:
-            raise RelaySetupError(_missing_message(missing, "the app's manifest"))
+            raise RelaySetupError(missing_scopes_message(missing, "the app's manifest"))
 
     def _warn_unverified(self, app: App) -> None:
         chain = getattr(app, "_middleware_list", None)
@@ -465,143 +367,3 @@ class FeedbackRelay:
 def _require_ids(message_id: str | None, conversation_id: str | None) -> None:
     if not (message_id or conversation_id):
         raise ValueError("a reply needs message_id or conversation_id (or both)")
-
-
-def _missing_message(missing: Iterable[str], where: str) -> str:
-    lines = "; ".join(f"{s} ({(_SCOPES | _OBSERVER_SCOPES)[s]})" for s in missing)
-    return (
-        f"the Slack token lacks scopes the feedback relay needs: {lines}. Add them to "
-        f"{where} (relay.manifest_fragment() has all it needs) and reinstall the app"
-    )
-
-
-class _Collector:
-    """Stands in for `App` while the standalone listener modules register: keeps the listeners."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger = logger
-        self.listeners: list[Listener] = []
-
-    def action(self, constraints: Any) -> Callable[..., None]:
-        return self._add(matchers.action(constraints, base_logger=self.logger), auto_ack=False)
-
-    def view_submission(self, constraints: Any) -> Callable[..., None]:
-        return self._add(matchers.view_submission(constraints, base_logger=self.logger), False)
-
-    def view_closed(self, constraints: Any) -> Callable[..., None]:
-        return self._add(matchers.view_closed(constraints, base_logger=self.logger), False)
-
-    def shortcut(self, constraints: Any) -> Callable[..., None]:
-        return self._add(matchers.shortcut(constraints, base_logger=self.logger), False)
-
-    def event(self, constraints: Any) -> Callable[..., None]:
-        return self._add(matchers.event(constraints, base_logger=self.logger), auto_ack=True)
-
-    def _add(self, matcher: ListenerMatcher | Any, auto_ack: bool) -> Callable[..., None]:
-        def add(*functions: Callable[..., Any], ack: Any = None, lazy: Sequence[Any] = ()) -> None:
-            chain = [ack, *lazy] if ack is not None else list(functions)
-            self.listeners.append(
-                CustomListener(
-                    app_name="brixo-relay",
-                    ack_function=chain[0],
-                    lazy_functions=chain[1:],
-                    matchers=[matcher],
-                    middleware=[],
-                    auto_acknowledgement=auto_ack,
-                    base_logger=self.logger,
-                )
-            )
-
-        return add
-
-
-class _RelayMiddleware(Middleware):
-    """Runs the relay's listeners (with process_before_response semantics) from a middleware."""
-
-    def __init__(self, app: App, feedback: SlackFeedback) -> None:
-        collector = _Collector(app.logger)
-        shim = cast(App, collector)  # the listener modules only call the methods it has
-        actions.register(shim, feedback)
-        views.register(shim, feedback)
-        shortcuts.register(shim, feedback)
-        events.register(shim, feedback, None)
-        self.listeners = collector.listeners
-        self.watch_messages = bool(feedback.watched)
-        executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="brixo-relay")
-        base = app.listener_runner
-        # The relay stores each act in its ack function and leaves follow-ups (thanks, modals)
-        # to lazy functions: that needs process_before_response=True, whatever the app uses.
-        self.runner = ThreadListenerRunner(
-            logger=app.logger,
-            process_before_response=True,
-            listener_error_handler=base.listener_error_handler,
-            listener_start_handler=base.listener_start_handler,
-            listener_completion_handler=base.listener_completion_handler,
-            listener_executor=executor,
-            lazy_listener_runner=ThreadLazyListenerRunner(logger=app.logger, executor=executor),
-        )
-
-    @property
-    def name(self) -> str:
-        return "BrixoFeedbackRelay"
-
-    def process(
-        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
-    ) -> BoltResponse | None:
-        body = req.body
-        is_event = body.get("type") == "event_callback"
-        if is_event:
-            kind = (body.get("event") or {}).get("type")
-            wanted = kind in _EVENT_TYPES or (kind == "message" and self.watch_messages)
-        else:
-            wanted = body.get("type") in _INTERACTIVE
-        listener = _first_match(self.listeners, req, resp) if wanted else None
-        if listener is None:
-            return next()
-        answer = self.runner.run(
-            request=req,
-            response=resp,
-            listener_name=f"brixo:{listener.ack_function.__name__}",
-            listener=listener,
-        )
-        if not is_event:
-            return answer  # the relay's own button, modal or shortcut: answered here
-        if answer is not None and answer.status >= 500:
-            return answer  # not stored: Slack retries, and the app's listeners get it then
-        req.context[_OBSERVED] = True  # the app's own listeners get it too
-        return next()
-
-
-def _first_match(
-    listeners: Iterable[Listener], req: BoltRequest, resp: BoltResponse
-) -> Listener | None:
-    """The first of `listeners` matching the request."""
-    for listener in listeners:
-        if listener.matches(req=req, resp=resp):
-            return listener
-    return None
-
-
-def _acknowledge_unclaimed(app: App) -> None:
-    """A last listener for the events the relay handled that none of the app's listeners take.
-
-    Bolt answers 404 to a request no listener matches (and Slack retries it); this one matches
-    only then, wherever it stands among the app's listeners, so it never shadows them.
-    """
-
-    def acknowledge() -> None:
-        """The relay handled this event in its middleware."""
-
-    def unclaimed(request: BoltRequest, response: BoltResponse) -> bool:
-        if not request.context.get(_OBSERVED):
-            return False
-        listeners = getattr(app, "_listeners", None)
-        if listeners is None:  # a Bolt without the list: leave such events unanswered
-            return False
-        return not any(
-            listener.matches(req=request, resp=response)
-            for listener in listeners
-            if listener.ack_function is not acknowledge
-        )
-
-    app.event(re.compile(".*"), matchers=[unclaimed])(acknowledge)
