@@ -185,13 +185,20 @@ class Database:
         return "ok" if current == SCHEMA_VERSION else "outdated"
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A transaction that takes SQLite's write lock at once (no upgrade deadlocks)."""
+    def write(self, wait_for_disk: bool = True) -> Iterator[Connection]:
+        """A transaction that takes SQLite's write lock at once (no upgrade deadlocks).
+
+        `wait_for_disk=False` (delivery bookkeeping) lets PostgreSQL commit without waiting for
+        its WAL flush: only a crash of the database server itself can lose such a commit, and
+        the worst that follows is a signal sent again, never a vote lost.
+        """
         with self._write_lock or nullcontext(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
                 conn.begin()
+                if not wait_for_disk:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             try:
                 yield conn
             except BaseException:

@@ -195,7 +195,7 @@ class Outbox:
     def claim(self, owner: str, limit: int, lease: float, now: float) -> list[Claimed]:
         """Lease up to `limit` due acts to `owner`; other processes skip the locked rows."""
         params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
-        with self.db.write() as conn:
+        with self.db.write(wait_for_disk=False) as conn:
             rows = conn.execute(self._claim, params).all()
         return [
             Claimed(
@@ -231,12 +231,12 @@ class Outbox:
                 }
             )
         )
-        with self.db.write() as conn:
+        with self.db.write(wait_for_disk=False) as conn:
             conn.execute(statement, [{**o, "owner": owner} for o in outcomes])
 
     def renew(self, owner: str, lease: float, now: float) -> None:
         """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""
-        with self.db.write() as conn:
+        with self.db.write(wait_for_disk=False) as conn:
             conn.execute(
                 update(acts).where(acts.c.lease_owner == owner).values(lease_until=now + lease)
             )
@@ -249,7 +249,7 @@ class Outbox:
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
         if not_before is not None:
             values["next_attempt_at"] = not_before
-        with self.db.write() as conn:
+        with self.db.write(wait_for_disk=False) as conn:
             conn.execute(
                 update(acts).where(acts.c.id.in_(ids), acts.c.lease_owner == owner).values(values)
             )
