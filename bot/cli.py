@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from time import time
 
 from bot.core.settings import Settings, SettingsError, load_settings
+from bot.slack.checks import SlackTokenError
 
 DESCRIPTION = "Relays 👍/👎 feedback on an AI assistant's chat replies to Brixo's Signals API."
 
@@ -98,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SlackTokenError as error:
+        print(f"error: SLACK_BOT_TOKEN: {error}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import delete, select
 
-from bot.core.acts import Act, Target
+from bot.core.acts import Act, Target, clean_comment
 from bot.core.db import Database, acts, seen, votes
 from bot.core.outbox import (
     AWAITING_COMMENT,
@@ -221,7 +221,7 @@ def machine_for(url: str) -> type[RuleBasedStateMachine]:
             expected = right_user and row.state == AWAITING_COMMENT
             assert done == expected
             if expected:
-                row.state, row.next_at, row.comment = PENDING, self.now, comment
+                row.state, row.next_at, row.comment = PENDING, self.now, clean_comment(comment)
 
         @rule(data=st.data(), everything=st.booleans())
         def retry_dead(self, data: st.DataObject, everything: bool) -> None:

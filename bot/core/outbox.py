@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
-from bot.core.acts import Act, Target
+from bot.core.acts import Act, Target, clean_comment
 from bot.core.db import Database, acts, seen, upsert, votes
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class Outbox:
                 "target_kind": act.target.kind,
                 "target_id": act.target.id,
                 "value": act.value,
-                "comment": act.comment,
+                "comment": clean_comment(act.comment),
                 "comment_cut": False,
                 "occurred_at": act.occurred_at,
                 "channel": act.channel,
@@ -177,6 +177,7 @@ class Outbox:
 
         Only the person who voted, in their workspace, can; False when the act no longer waits.
         """
+        comment = clean_comment(comment)
         with self.db.write() as conn:
             done = conn.execute(
                 update(acts)

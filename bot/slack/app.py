@@ -60,6 +60,7 @@ def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
             signing_secret=settings.slack_signing_secret or "",
             client=web_client(settings, settings.slack_bot_token),
             process_before_response=True,
+            token_verification_enabled=False,  # verified once, before serving (preflight)
         )
     app.error(answer_malformed)
     attach(app, relay)
@@ -77,6 +78,15 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
         return BoltResponse(status=400, body="")
     log.error("error while handling a Slack request", exc_info=error)
     return None
+
+
+def preflight(settings: Settings) -> None:
+    """Before serving: a single-workspace token must work (SlackTokenError, one line, if not)."""
+    from bot.slack.checks import auth_test
+
+    if not settings.oauth:
+        settings.require("slack_bot_token")
+        auth_test(settings)
 
 
 def attach(app: App, relay: Relay) -> SlackFeedback:

@@ -5,26 +5,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
 
 from bot.core.settings import Settings
 from bot.slack.manifest import BOT_SCOPES
 
 
-def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) -> tuple[bool, str]:
-    """auth.test with the bot token; compares the granted scopes with `scopes`."""
+class SlackTokenError(Exception):
+    """The bot token doesn't work: Slack refused it or couldn't be reached. One line."""
+
+
+def auth_test(settings: Settings) -> SlackResponse:
+    """auth.test with SLACK_BOT_TOKEN; SlackTokenError with one line when it fails."""
     from bot.slack.app import web_client
 
+    client = web_client(settings, settings.slack_bot_token)
+    try:
+        return client.auth_test()
+    except SlackApiError as error:
+        raise SlackTokenError(f"Slack refused the token: {error.response.get('error')}") from None
+    except Exception as error:  # network trouble: one line, no traceback
+        raise SlackTokenError(
+            f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
+        ) from None
+
+
+def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) -> tuple[bool, str]:
+    """auth.test with the bot token; compares the granted scopes with `scopes`."""
     if settings.oauth:
         return True, "OAuth install: each workspace's token is checked when it installs"
     if not settings.slack_bot_token:
         return False, "SLACK_BOT_TOKEN is not set (or set SLACK_CLIENT_ID for OAuth)"
-    client = web_client(settings, settings.slack_bot_token)
     try:
-        response = client.auth_test()
-    except SlackApiError as error:
-        return False, f"Slack refused the token: {error.response.get('error')}"
-    except Exception as error:  # network trouble: one line, no traceback
-        return False, f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
+        response = auth_test(settings)
+    except SlackTokenError as error:
+        return False, str(error)
     granted = {s.strip() for s in (response.headers.get("x-oauth-scopes") or "").split(",")}
     missing = [scope for scope in scopes if scope not in granted]
     where = f"team {response.get('team_id')}, bot user {response.get('user_id')}"

@@ -113,9 +113,10 @@ def serve(settings: Settings) -> int:
     """Run HTTP mode under gunicorn on $PORT; SIGTERM drains requests and deliveries."""
     from gunicorn.app.base import BaseApplication
 
+    from bot.slack.app import preflight
+
     settings.require("brixo_api_key", "slack_signing_secret")
-    if not settings.oauth:
-        settings.require("slack_bot_token")
+    preflight(settings)
     relays: list[Relay] = []
 
     class Server(BaseApplication):

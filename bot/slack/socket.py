@@ -17,9 +17,10 @@ log = logging.getLogger("bot.socket")
 
 def run_socket_mode(settings: Settings) -> int:
     """Connect over Socket Mode and deliver until SIGTERM or SIGINT."""
-    from bot.slack.app import build_app
+    from bot.slack.app import build_app, preflight
 
     settings.require("slack_app_token", "brixo_api_key")
+    preflight(settings)
     relay = Relay(settings)
     app = build_app(relay, socket_mode=True)
     handler = SocketModeHandler(app, settings.slack_app_token)
