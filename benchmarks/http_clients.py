@@ -68,7 +68,9 @@ def options(base_url: str, key: str) -> dict[str, Callable[[int], int]]:
 
     def via_adapter(i: int) -> int:
         prepared = requests.Request("POST", url(i), headers=headers, data=body(i)).prepare()
-        return adapter.send(prepared, timeout=(5, 15)).status_code
+        response = adapter.send(prepared, timeout=(5, 15))
+        _ = response.content  # read it, so the connection goes back to the pool
+        return response.status_code
 
     def via_urllib3(i: int) -> int:
         path = signal_path(_signal(i).target)
@@ -82,9 +84,9 @@ def options(base_url: str, key: str) -> dict[str, Callable[[int], int]]:
         return response.status
 
     return {
-        "requests Session.post (BrixoClient.send today)": via_client,
+        "BrixoClient.send (requests: prepared template, session adapter)": via_client,
         "requests Session.post, trust_env=False": via_session,
-        "requests HTTPAdapter.send (prepared request)": via_adapter,
+        "requests HTTPAdapter.send (request prepared each time)": via_adapter,
         "urllib3 HTTPConnectionPool.urlopen": via_urllib3,
         "http.client (stdlib, no pool)": via_http_client,
     }
