@@ -183,3 +183,20 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-8", "thumbs_up")]
     assert app.brixo.accepted[0].attributes["value"] == "thumbs_up"
+
+
+def test_vote_while_slack_fails_is_redelivered_not_dropped(start_relay: StartRelay) -> None:
+    """Slack's 5xx on the lookup fails the event (Slack redelivers it) instead of dropping it."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000550"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-7")
+    )
+    app.slack.respond("conversations.replies", {"ok": False, "error": "fatal_error"}, status=500)
+    first = app.sender.event(sr.reaction_added("U1", "+1", "C1", ts), event_id="Ev-slack-down")
+    assert first.status_code >= 500, first.status_code
+    assert app.relay.outbox.counts(0)["pending"] + app.relay.outbox.counts(0)["delivered"] == 0
+    app.slack.reset_response("conversations.replies")
+    ok(react(app, ts, "+1", channel="C1", event_id="Ev-slack-down", retry_num=1))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-7", "thumbs_up")]

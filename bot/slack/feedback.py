@@ -235,6 +235,13 @@ class SlackFeedback:
         return self.relay.record_act(act, ask_comment=ask_comment, seen_key=seen_key)
 
 
+def raise_if_transient(error: SlackApiError) -> None:
+    """Slack's 429 and 5xx (after the client's own retries) fail the request, so Slack
+    redelivers the vote later instead of it being taken for a vote on an unknown message."""
+    if error.response.status_code == 429 or error.response.status_code >= 500:
+        raise error
+
+
 def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
     """A message with its metadata, whether it is a thread reply or not.
 
@@ -259,6 +266,7 @@ def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | 
         try:
             messages = lookup().get("messages") or []
         except SlackApiError as error:
+            raise_if_transient(error)
             log.info(
                 "can't fetch message %s in %s (%s): %s",
                 ts,
@@ -280,6 +288,7 @@ def fetch_thread(client: WebClient, channel: str, thread_ts: str) -> list[dict[s
             channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
         )
     except SlackApiError as error:
+        raise_if_transient(error)
         log.info("can't fetch thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
         return []
     return [dict(m) for m in replies.get("messages") or []]
