@@ -7,9 +7,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeVar
-
-T = TypeVar("T")
+from typing import Any, Literal
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -128,7 +126,7 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     brixo_api_key: str | None = None
     brixo_api_url: str = "https://api.brixo.com"
-    database_url: str = "sqlite:///brixo-relay.db"
+    database_url: str = DEFAULT_DATABASE_URL
     port: int = 3000
     log_level: str = "INFO"
     log_format: LogFormat = "plain"
