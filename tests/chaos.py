@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Literal
 import requests
 
 from bot.core.acts import rfc3339
+from bot.core.brixo import KEY_CHECK_ID
 from bot.core.settings import parse_database_url
 from tests.fakes import FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
@@ -53,7 +54,7 @@ Backend = Literal["sqlite", "postgresql"]
 BRIXO_KEY = "brixo-chaos-key-5d1e"
 SIGNING_SECRET = "chaos-signing-secret-77a0"
 BOT_TOKEN = "xoxb-chaos-bot-token-90f1"
-PROBE_ID = "brixo-relay-key-check"
+PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 CLIENT_READ_TIMEOUT = 15.0  # BrixoClient's read timeout: a longer stall is a late acceptance
 LEASE = 15.0  # DeliveryWorker's lease: a killed process's acts are free again after it
 AWKWARD = [

@@ -10,7 +10,7 @@ from time import time
 import pytest
 
 from bot.core.acts import Act, Target
-from bot.core.brixo import BrixoClient
+from bot.core.brixo import KEY_CHECK_ID, BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import CUT_COMMENT_CHARS, DeliveryWorker, RetryPolicy
 from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Entry, Outbox
@@ -20,7 +20,7 @@ from tests.fakes import FakeBrixo
 from tests.fakes.brixo import Received
 from tests.waiting import wait_until
 
-PROBE_ID = "brixo-relay-key-check"
+PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 
 
 @pytest.fixture

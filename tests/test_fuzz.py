@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from bot.core.acts import MAX_COMMENT_CHARS
+from bot.core.brixo import KEY_CHECK_ID
 from bot.core.settings import SETTING_NAMES, SettingsError, load_settings
 from tests.fakes import slack_requests as sr
 from tests.fakes.brixo import validate_body
@@ -32,7 +33,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
 )
 from tests.waiting import wait_until
 
-PROBE_ID = "brixo-relay-key-check"
+PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Requests to a live relay: the same examples every run (a failure is no fluke), no shrinking
 # (each step is an HTTP round trip; the failing payload is in the assertion message).

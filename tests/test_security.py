@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from bot.cli import build_parser
+from bot.core.brixo import KEY_CHECK_ID
 from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.fakes import slack_requests as sr
@@ -41,7 +42,7 @@ from tests.slack_harness import (  # noqa: F401  (fixtures)
 )
 from tests.waiting import wait_until
 
-PROBE_ID = "brixo-relay-key-check"
+PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 NEVER = {"ASK_COMMENT": "never"}
 
 

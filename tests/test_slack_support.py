@@ -12,13 +12,14 @@ from typing import Any
 
 import requests
 
+from bot.core.brixo import KEY_CHECK_ID
 from tests.fakes import slack_requests as sr
 from tests.fakes.brixo import Received
 from tests.fakes.slack_api import Call
 from tests.slack_harness import RunningRelay
 from tests.waiting import wait_until
 
-PROBE_ID = "brixo-relay-key-check"  # the delivery worker's key probe, not a signal
+PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 
 
 def outbox(app: RunningRelay) -> dict[str, Any]:

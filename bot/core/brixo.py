@@ -20,6 +20,10 @@ from bot.core.acts import MEDIA_TYPE, Signal, Target
 log = logging.getLogger(__name__)
 
 
+# The message ID of the key check: an empty body to it is refused after auth, never a signal.
+KEY_CHECK_ID = "brixo-relay-key-check"
+
+
 class Outcome(Enum):
     """How Brixo answered, as far as delivery is concerned."""
 
@@ -116,7 +120,7 @@ class BrixoClient:
 
         UNAUTHORIZED means the key is wrong; any other HTTP answer means it was accepted.
         """
-        url = self.base_url + signal_path(Target("message", "brixo-relay-key-check"))
+        url = self.base_url + signal_path(Target("message", KEY_CHECK_ID))
         return self._post(url, b"{}")
 
     def close(self) -> None:
