@@ -40,15 +40,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Crash safety off: a test cluster's data is thrown away anyway.
+_UNSAFE_FAST = ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+
+
 class PostgresError(RuntimeError):
     """PostgreSQL could not be started."""
 
 
 class PostgresServer:
-    """One PostgreSQL cluster in a temp dir, on 127.0.0.1 and a free port, trust auth."""
+    """One PostgreSQL cluster in a temp dir, on 127.0.0.1 and a free port, trust auth.
 
-    def __init__(self, label: str = "") -> None:
+    Tests run it without fsync; `durable=True` keeps PostgreSQL's defaults (fsync and
+    synchronous commits on), as the benchmark needs.
+    """
+
+    def __init__(self, label: str = "", durable: bool = False) -> None:
         self.label = label or os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.durable = durable
         self.port = 0
         self.dir: Path | None = None
         self._run_as: list[str] = []
@@ -131,12 +140,10 @@ class PostgresServer:
                     "-c listen_addresses=127.0.0.1",
                     f"-c port={self.port}",
                     f"-c unix_socket_directories={self.dir}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
                     "-c max_connections=200",
                     "-c shared_buffers=32MB",
                 ]
+                + ([] if self.durable else _UNSAFE_FAST)
             )
             try:
                 self._run(

@@ -410,3 +410,28 @@ def test_relay_health_when_key_is_refused(env: Env, brixo: FakeBrixo) -> None:
     finally:
         relay.stop(timeout=2)
         relay.db.dispose()
+
+
+def test_an_idle_worker_claims_only_when_woken_or_polled(
+    make_worker: WorkerFactory, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a claim that found everything due, no empty claim until a wake-up or the poll."""
+    worker = make_worker(start=False)
+    now = [time()]
+    worker.clock = lambda: now[0]
+    worker.poll_interval = 60.0
+    claims: list[int] = []
+    real_claim = outbox.claim
+    monkeypatch.setattr(outbox, "claim", lambda *a: claims.append(a[1]) or real_claim(*a))
+    worker._claim_more()
+    worker._claim_more()
+    assert len(claims) == 1  # nothing was due: the loop's next turn writes nothing
+    worker.wake()
+    worker._collect(0)
+    worker._claim_more()
+    assert len(claims) == 2  # a recorded act wakes it
+    worker._claim_more()
+    assert len(claims) == 2
+    now[0] += 60.0  # a poll interval later: retries may have come due
+    worker._claim_more()
+    assert len(claims) == 3

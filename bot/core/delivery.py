@@ -138,6 +138,9 @@ class DeliveryWorker:
         self._unsettled: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._next_upkeep = 0.0
+        # Claim only when something may be due: after a wake-up, a full claim, or a poll interval.
+        self._claim_due = True
+        self._next_poll = 0.0
 
     @property
     def paused(self) -> bool:
@@ -212,9 +215,12 @@ class DeliveryWorker:
             if self._paused:
                 return
         room = 2 * self.concurrency - self._in_flight
-        if room <= 0:
+        if room <= 0 or not (self._claim_due or now >= self._next_poll):
             return
-        for act in self.outbox.claim(self.owner, room, self.lease, now):
+        claimed = self.outbox.claim(self.owner, room, self.lease, now)
+        self._claim_due = len(claimed) == room  # a full claim: more may be waiting
+        self._next_poll = now + self.poll_interval
+        for act in claimed:
             self._in_flight += 1
             assert self._pool is not None
             self._pool.submit(self._send, act)
@@ -240,6 +246,8 @@ class DeliveryWorker:
                 results.append(self._results.get(timeout=left))
         except queue.Empty:
             pass
+        if any(act is None for act, _ in results):
+            self._claim_due = True  # woken: a new act was recorded
         return [(act, answer) for act, answer in results if act is not None]
 
     def _record(self, results: list[tuple[Claimed, Answer | None]]) -> None:

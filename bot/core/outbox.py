@@ -91,6 +91,17 @@ class Outbox:
             ),
         ).returning(votes.c.voted_at)
         self._insert_act = insert(acts).returning(acts.c.id)
+        self._settle = (
+            update(acts)
+            .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
+            .values(
+                {
+                    **{name: bindparam(name) for name in _SETTLED},
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            )
+        )
         due = (
             select(acts.c.id)
             .where(
@@ -221,19 +232,8 @@ class Outbox:
         """
         if not outcomes:
             return
-        statement = (
-            update(acts)
-            .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
-            .values(
-                {
-                    **{name: bindparam(name) for name in _SETTLED},
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            )
-        )
         with self.db.write(wait_for_disk=False) as conn:
-            conn.execute(statement, [{**o, "owner": owner} for o in outcomes])
+            conn.execute(self._settle, [{**o, "owner": owner} for o in outcomes])
 
     def renew(self, owner: str, lease: float, now: float) -> None:
         """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""

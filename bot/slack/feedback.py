@@ -15,6 +15,7 @@ from bot.core.mapping import METADATA, POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
 from bot.core.settings import Settings
+from bot.slack.follow_ups import FollowUps
 from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
@@ -93,6 +94,7 @@ class SlackFeedback:
         self.watched_users: set[str] = set()
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
+        self.follow_ups = FollowUps()
 
     # --- mapping -------------------------------------------------------------------------
 

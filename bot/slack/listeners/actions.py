@@ -20,7 +20,7 @@ from bot.slack.blocks import (
     comment_modal,
 )
 from bot.slack.feedback import UNMAPPED_NOTE, SlackFeedback, Vote, ephemeral, workspace_of
-from bot.slack.listeners.common import HANDOFF, dig, slack_time, text_field
+from bot.slack.listeners.common import dig, slack_time, text_field
 
 log = logging.getLogger("bot.slack")
 
@@ -32,12 +32,13 @@ def register(app: App, feedback: SlackFeedback) -> None:
 
     def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """Ack path: map the reply and store the act before Slack hears back."""
-        context[HANDOFF] = click_act(feedback, body, context, client)
+        handoff = click_act(feedback, body, context, client)
+        if handoff:
+            feedback.follow_ups.submit(follow_up_click, body, handoff, client)
         ack()
 
-    def follow_up_click(body: dict[str, Any], context: BoltContext, client: WebClient):
+    def follow_up_click(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
         """After the ack: the comment modal, the thanks, or the note that nothing was recorded."""
-        handoff = context.get(HANDOFF) or {}
         channel, user = handoff.get("channel"), handoff.get("user")
         if handoff.get("unmapped") and channel and user:
             ephemeral(client, channel, user, UNMAPPED_NOTE)
@@ -63,7 +64,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
             handoff = {"act_id": int(act_id), "value": value, "workspace": workspace_of(context)}
             open_comment_modal(feedback, client, body, handoff)
 
-    app.action(VOTE_ACTIONS)(ack=record_click, lazy=[follow_up_click])
+    app.action(VOTE_ACTIONS)(record_click)
     app.action(ADD_COMMENT_ACTION)(ack=ack_add_comment, lazy=[open_add_comment])
 
 

@@ -30,14 +30,13 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         body: dict[str, Any], event: dict[str, Any], context: BoltContext, client: WebClient
     ) -> None:
         """Ack path: a 👍/👎 reaction on a mapped reply becomes an act."""
-        context[HANDOFF] = reaction_act(feedback, body, event, context, client)
+        handoff = reaction_act(feedback, body, event, context, client)
+        if handoff.get("act_id"):
+            feedback.follow_ups.submit(follow_up_reaction, handoff, client)
 
-    def follow_up_reaction(context: BoltContext, client: WebClient) -> None:
+    def follow_up_reaction(handoff: dict[str, Any], client: WebClient) -> None:
         """After the ack: thanks, with an "Add a comment" button when a comment is asked for."""
-        handoff = context.get(HANDOFF) or {}
-        act_id, text = handoff.get("act_id"), feedback.settings.ack_message
-        if not act_id:
-            return
+        act_id, text = handoff["act_id"], feedback.settings.ack_message
         where = {"thread_ts": handoff.get("thread_ts")}
         if handoff.get("ask"):
             ephemeral(
@@ -91,7 +90,7 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     def nothing(event: dict[str, Any]) -> None:
         """Acknowledged; nothing to do."""
 
-    app.event("reaction_added")(ack=record_reaction, lazy=[follow_up_reaction])
+    app.event("reaction_added")(record_reaction)
     app.event("reaction_removed")(log_reaction_removed)
     app.event("message_metadata_posted")(record_metadata)
     app.event("message")(ack=observe_message, lazy=[follow_up_message])

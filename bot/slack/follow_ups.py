@@ -1,0 +1,33 @@
+"""Slack calls made after the ack for the votes' own listeners, on a few threads of their own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger("bot.slack")
+
+
+class FollowUps:
+    """Runs follow-ups (thanks, comment modals) after the ack, as Bolt's lazy listeners would.
+
+    Bolt deep-copies the whole request for each lazy listener; on the listeners every vote goes
+    through, that copy was a fifth of the ack's CPU (see benchmarks/README.md). These get only
+    what the ack function hands them.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slack-follow-up")
+
+    def submit(self, function: Callable[..., None], *args: Any) -> None:
+        """Run `function(*args)` soon; a failure is logged, never raised."""
+        self._pool.submit(self._run, function, args)
+
+    @staticmethod
+    def _run(function: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            function(*args)
+        except Exception:
+            log.exception("follow-up %s failed", function.__name__)
