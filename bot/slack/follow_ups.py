@@ -14,11 +14,11 @@ class FollowUps:
     """Runs follow-ups (thanks, comment modals) after the ack, as Bolt's lazy listeners would.
 
     Bolt deep-copies the whole request for each lazy listener; on the listeners every vote goes
-    through, that copy was a fifth of the ack's CPU (see benchmarks/README.md). These get only
+    through, that copy was a fifth of the ack's CPU (README.md, Performance). These get only
     what the ack function hands them.
     """
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 10) -> None:  # as many as Bolt's own listener threads
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slack-follow-up")
 
     def submit(self, function: Callable[..., None], *args: Any) -> None:
