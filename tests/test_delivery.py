@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from time import time
+from time import monotonic, time
 
 import pytest
 
 from bot.core.acts import Act, Target
 from bot.core.brixo import KEY_CHECK_ID, BrixoClient
 from bot.core.db import Database
-from bot.core.delivery import CUT_COMMENT_CHARS, DeliveryWorker, RetryPolicy
+from bot.core.delivery import CUT_COMMENT_CHARS, AcksFirst, DeliveryWorker, RetryPolicy
 from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Entry, Outbox
 from bot.core.relay import Relay
 from tests.conftest import BRIXO_KEY, Env
@@ -435,3 +438,72 @@ def test_an_idle_worker_claims_only_when_woken_or_polled(
     now[0] += 60.0  # a poll interval later: retries may have come due
     worker._claim_more()
     assert len(claims) == 3
+
+
+def test_sends_make_way_for_a_request_being_answered() -> None:
+    """AcksFirst.wait() holds while a chat request is answered, and goes on once it is."""
+    acks_first = AcksFirst(max_wait=30.0)
+    waiting, done = threading.Event(), threading.Event()
+
+    def send() -> None:
+        waiting.set()
+        acks_first.wait()
+        done.set()
+
+    with acks_first.answering():
+        threading.Thread(target=send, daemon=True).start()
+        assert waiting.wait(5)
+        assert not done.wait(0.2)  # held while the request is answered
+    assert done.wait(5)  # released as soon as it is
+
+
+def test_a_send_waits_no_longer_than_max_wait() -> None:
+    """Under a constant stream of requests delivery still moves: each wait is bounded."""
+    acks_first = AcksFirst(max_wait=0.05)
+    with acks_first.answering():
+        started = monotonic()
+        acks_first.wait()
+        waited = monotonic() - started
+    assert 0.04 <= waited < 5
+
+
+def test_the_http_server_marks_slack_requests_as_being_answered() -> None:
+    """RelayWSGI runs Bolt's listeners inside relay.acks_first.answering()."""
+    from types import SimpleNamespace
+
+    from slack_bolt import App
+    from slack_sdk import WebClient
+
+    from bot.slack.server import RelayWSGI
+    from tests.fakes import FakeSlackAPI
+    from tests.fakes.slack_requests import sign
+
+    acks_first = AcksFirst()
+    seen: list[int] = []
+    body = json.dumps(
+        {"type": "event_callback", "team_id": "T1", "event": {"type": "app_mention"}}
+    ).encode()
+    environ = {
+        "PATH_INFO": "/slack/events",
+        "REQUEST_METHOD": "POST",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    for name, value in sign(body, "secret").items():
+        key = name.upper().replace("-", "_")
+        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
+    statuses: list[str] = []
+    with FakeSlackAPI() as slack:
+        app = App(
+            signing_secret="secret",
+            client=WebClient(token="xoxb-test", base_url=slack.url),
+            token_verification_enabled=False,
+            process_before_response=True,
+        )
+        app.event("app_mention")(lambda: seen.append(acks_first._answering))
+        wsgi = RelayWSGI(app, SimpleNamespace(acks_first=acks_first))  # type: ignore[arg-type]
+        wsgi(environ, lambda status, headers: statuses.append(status))
+    assert statuses == ["200 OK"]
+    assert seen == [1]  # answered as one request in flight
+    assert acks_first._answering == 0

@@ -7,8 +7,9 @@ import queue
 import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any, Protocol
@@ -96,6 +97,38 @@ def signal_of(act: Claimed) -> Signal:
     return Signal(act.target, act.value, act.occurred_at, act.comment)  # type: ignore[arg-type]
 
 
+class AcksFirst:
+    """Counts chat requests being answered, so that sends wait a moment for a quiet spell.
+
+    Delivery and acks share one process and its GIL: a send that starts while an ack is being
+    computed slows the ack. Each send waits until no request is being answered, at most
+    `max_wait` (measured: ack p99 at 100 votes/s about a fifth lower; README.md, Performance).
+    """
+
+    def __init__(self, max_wait: float = 0.005) -> None:
+        self.max_wait = max_wait
+        self._answering = 0
+        self._quiet = threading.Condition()
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around the handling of one Slack request."""
+        with self._quiet:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._answering -= 1
+                if not self._answering:
+                    self._quiet.notify_all()
+
+    def wait(self) -> None:
+        """Until no request is being answered, or `max_wait` has passed."""
+        with self._quiet:
+            self._quiet.wait_for(lambda: not self._answering, self.max_wait)
+
+
 class DeliveryWorker:
     """Delivers the outbox with bounded concurrency, in a thread of the serving process.
 
@@ -114,6 +147,7 @@ class DeliveryWorker:
         batch_window: float = 0.01,
         probe_interval: float = 10.0,
         clock: Callable[[], float] = time,
+        acks_first: AcksFirst | None = None,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
@@ -138,6 +172,7 @@ class DeliveryWorker:
         self._unsettled: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._next_upkeep = 0.0
+        self.acks_first = acks_first or AcksFirst()
         # Claim only when something may be due: after a wake-up, a full claim, or a poll interval.
         self._claim_due = True
         self._next_poll = 0.0
@@ -229,6 +264,7 @@ class DeliveryWorker:
         if self._stopping.is_set() or self._paused or self._hold_until > self.clock():
             self._results.put((act, None))
             return
+        self.acks_first.wait()
         try:
             answer = self.sender.send(signal_of(act))
         except Exception as error:  # a bug in a send must not lose the act

@@ -9,7 +9,7 @@ from typing import Any
 from bot.core.acts import DOWN, Act, Value
 from bot.core.brixo import BrixoClient
 from bot.core.db import Database
-from bot.core.delivery import DeliveryWorker, RetryPolicy
+from bot.core.delivery import AcksFirst, DeliveryWorker, RetryPolicy
 from bot.core.mapping import Mappings, Templates
 from bot.core.outbox import Outbox, Recorded, mark_seen
 from bot.core.settings import Settings
@@ -28,6 +28,8 @@ class Relay:
         self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
         self.outbox = Outbox(self.db, on_record=self._wake)
         self.worker: DeliveryWorker | None = None
+        # `with relay.acks_first.answering():` around each chat request: sends make way for it.
+        self.acks_first = AcksFirst()
         if settings.brixo_api_key:
             client = BrixoClient(
                 settings.brixo_api_key,
@@ -35,7 +37,13 @@ class Relay:
                 pool_size=settings.delivery_concurrency,
             )
             policy = RetryPolicy(settings.delivery_max_age, settings.not_found_grace)
-            self.worker = DeliveryWorker(self.outbox, client, settings.delivery_concurrency, policy)
+            self.worker = DeliveryWorker(
+                self.outbox,
+                client,
+                settings.delivery_concurrency,
+                policy,
+                acks_first=self.acks_first,
+            )
 
     def __repr__(self) -> str:
         return f"Relay(database={self.db.engine.url!r})"

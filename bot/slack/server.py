@@ -54,7 +54,8 @@ class RelayWSGI:
                 log.warning("refused an unreadable Slack request: %s", why)
                 return _json(start_response, 400, {"error": "unreadable request"})
             try:
-                return self.bolt(environ, start_response)
+                with self.relay.acks_first.answering():
+                    return self.bolt(environ, start_response)
             except Exception as error:  # Bolt couldn't even build its request: no listener ran
                 log.warning(
                     "refused a Slack request of an unreadable shape: %s", type(error).__name__
