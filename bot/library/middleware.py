@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -52,13 +52,12 @@ class _Collector:
         return self._add(matchers.event(constraints, base_logger=self.logger), auto_ack=True)
 
     def _add(self, matcher: ListenerMatcher | Any, auto_ack: bool) -> Callable[..., None]:
-        def add(*functions: Callable[..., Any], ack: Any = None, lazy: Sequence[Any] = ()) -> None:
-            chain = [ack, *lazy] if ack is not None else list(functions)
+        def add(function: Callable[..., Any]) -> None:
             self.listeners.append(
                 CustomListener(
                     app_name="brixo-relay",
-                    ack_function=chain[0],
-                    lazy_functions=chain[1:],
+                    ack_function=function,
+                    lazy_functions=[],
                     matchers=[matcher],
                     middleware=[],
                     auto_acknowledgement=auto_ack,
@@ -83,8 +82,8 @@ class RelayMiddleware(Middleware):
         self.watch_messages = bool(feedback.watched)
         executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="brixo-relay")
         base = app.listener_runner
-        # The relay stores each act in its ack function and leaves follow-ups (thanks, modals)
-        # to lazy functions: that needs process_before_response=True, whatever the app uses.
+        # The relay stores each act before the ack and hands follow-ups (thanks, modals) to its
+        # own threads: the listeners run as process_before_response=True, whatever the app uses.
         self.runner = ThreadListenerRunner(
             logger=app.logger,
             process_before_response=True,

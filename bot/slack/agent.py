@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import brixo_metadata, reply_blocks
 from bot.slack.feedback import SlackFeedback, customer_id
+from bot.slack.follow_ups import FollowUps
 
 log = logging.getLogger("bot.agent")
 
@@ -44,11 +45,17 @@ class AgentBridge:
         self.url = settings.agent_url
         self.timeout = settings.agent_timeout
         self.session = requests.Session()
+        # Its own threads: a slow agent must not hold up thanks and modals (trigger IDs expire).
+        self.follow_ups = FollowUps()
         if settings.agent_token:
             self.session.headers["Authorization"] = f"Bearer {settings.agent_token}"
 
     def __repr__(self) -> str:
         return f"AgentBridge(url={self.url!r})"
+
+    def answer_later(self, client: WebClient, question: Question) -> None:
+        """Ask and answer after the ack, on the bridge's own threads."""
+        self.follow_ups.submit(self.handle, client, question)
 
     def handle(self, client: WebClient, question: Question) -> None:
         """Ask once per message (however many events carry it) and post the answer."""

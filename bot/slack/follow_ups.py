@@ -1,4 +1,4 @@
-"""Slack calls made after the ack for the votes' own listeners, on a few threads of their own."""
+"""Work after the ack (Slack calls, agent answers), on a few threads of its own."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ log = logging.getLogger("bot.slack")
 
 
 class FollowUps:
-    """Runs follow-ups (thanks, comment modals) after the ack, as Bolt's lazy listeners would.
+    """Runs follow-ups (thanks, modals, seeding) after the ack, as Bolt's lazy listeners would.
 
-    Bolt deep-copies the whole request for each lazy listener; on the listeners every vote goes
-    through, that copy was a fifth of the ack's CPU (README.md, Performance). These get only
-    what the ack function hands them.
+    Bolt deep-copies the whole request for each lazy listener: on a vote that copy was a fifth
+    of the ack's CPU (README.md, Performance). Follow-ups get only what the listener hands them.
     """
 
     def __init__(self, workers: int = 10) -> None:  # as many as Bolt's own listener threads

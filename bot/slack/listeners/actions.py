@@ -53,19 +53,17 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 thread_ts=handoff.get("thread_ts"),
             )
 
-    def ack_add_comment(ack: Ack) -> None:
-        ack()
-
-    def open_add_comment(body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
-        """The ephemeral "Add a comment" button: open the modal for the waiting act."""
+    def add_comment(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+        """The ephemeral "Add a comment" button: after the ack, the modal for the waiting act."""
         action = (dig(body, "actions") or [{}])[0]
         act_id, _, value = str(dig(action, "value") or "").partition(":")
         if act_id.isdigit():
             handoff = {"act_id": int(act_id), "value": value, "workspace": workspace_of(context)}
-            open_comment_modal(feedback, client, body, handoff)
+            feedback.follow_ups.submit(open_comment_modal, feedback, client, body, handoff)
+        ack()
 
     app.action(VOTE_ACTIONS)(record_click)
-    app.action(ADD_COMMENT_ACTION)(ack=ack_add_comment, lazy=[open_add_comment])
+    app.action(ADD_COMMENT_ACTION)(add_comment)
 
 
 def click_act(

@@ -1,11 +1,8 @@
-"""What the listeners share: safe field access and the hand-off from ack to lazy work."""
+"""What the listeners share: safe field access to Slack's payloads."""
 
 from __future__ import annotations
 
 from typing import Any
-
-# Key in Bolt's context where an ack function leaves what its lazy follow-up needs.
-HANDOFF = "brixo"
 
 
 def dig(data: Any, *path: str) -> Any:

@@ -15,7 +15,7 @@ from bot.core.mapping import METADATA
 from bot.slack.agent import AgentBridge, Question
 from bot.slack.blocks import add_comment_blocks
 from bot.slack.feedback import SlackFeedback, Vote, ephemeral, metadata_ids, workspace_of
-from bot.slack.listeners.common import HANDOFF, dig, slack_time, text_field
+from bot.slack.listeners.common import dig, slack_time, text_field
 
 log = logging.getLogger("bot.slack")
 
@@ -69,23 +69,19 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         if ids and channel and ts and workspace:
             feedback.record_reply(workspace, channel, ts, None, *ids, source=METADATA)
 
-    def observe_message(event: dict[str, Any], context: BoltContext) -> None:
-        """Ack path: map a watched bot's reply; note a DM for the agent."""
-        context[HANDOFF] = message_handoff(feedback, agent, event, context)
-
-    def follow_up_message(context: BoltContext, client: WebClient) -> None:
-        """After the ack: seed 👍/👎 on a watched reply; ask the agent."""
-        handoff = context.get(HANDOFF) or {}
+    def observe_message(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        """Ack path: map a watched bot's reply; after the ack, seed 👍/👎 or ask the agent."""
+        handoff = message_handoff(feedback, agent, event, context)
         if handoff.get("seed"):
-            seed_reactions(feedback, client, *handoff["seed"])
+            feedback.follow_ups.submit(seed_reactions, feedback, client, *handoff["seed"])
         if handoff.get("question") and agent:
-            agent.handle(client, Question(**handoff["question"]))
+            agent.answer_later(client, Question(**handoff["question"]))
 
     def answer_mention(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """A mention in a channel goes to the agent (once, even if a message event carries it)."""
         question = person_question(event, context, mention=True)
         if question and agent:
-            agent.handle(client, Question(**question))
+            agent.answer_later(client, Question(**question))
 
     def nothing(event: dict[str, Any]) -> None:
         """Acknowledged; nothing to do."""
@@ -93,8 +89,8 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     app.event("reaction_added")(record_reaction)
     app.event("reaction_removed")(log_reaction_removed)
     app.event("message_metadata_posted")(record_metadata)
-    app.event("message")(ack=observe_message, lazy=[follow_up_message])
-    app.event("app_mention")(ack=nothing, lazy=[answer_mention])
+    app.event("message")(observe_message)
+    app.event("app_mention")(answer_mention)
     app.event("assistant_thread_started")(nothing)
     app.event("assistant_thread_context_changed")(nothing)
 

@@ -24,11 +24,11 @@ UNMAPPED_THREAD = (
 def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the shortcut listener: ack at once, then find the conversation and open the modal."""
 
-    def ack_shortcut(ack: Ack) -> None:
+    def ack_shortcut(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+        feedback.follow_ups.submit(open_rating, body, workspace_of(context), client)
         ack()
 
-    def open_rating(body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
-        workspace = workspace_of(context)
+    def open_rating(body: dict[str, Any], workspace: str | None, client: WebClient) -> None:
         channel = text_field(body, "channel", "id")
         ts = text_field(body, "message", "ts") or text_field(body, "message_ts")
         user = text_field(body, "user", "id")
@@ -54,4 +54,4 @@ def register(app: App, feedback: SlackFeedback) -> None:
         except SlackApiError as error:
             log.warning("can't open the rating modal: %s", error.response.get("error"))
 
-    app.shortcut(SHORTCUT_CALLBACK_ID)(ack=ack_shortcut, lazy=[open_rating])
+    app.shortcut(SHORTCUT_CALLBACK_ID)(ack_shortcut)

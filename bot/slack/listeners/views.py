@@ -21,7 +21,7 @@ from bot.slack.blocks import (
     VOTE_INPUT,
 )
 from bot.slack.feedback import SlackFeedback, Vote, ephemeral, workspace_of
-from bot.slack.listeners.common import HANDOFF, dig, text_field
+from bot.slack.listeners.common import dig, text_field
 
 log = logging.getLogger("bot.slack")
 
@@ -41,7 +41,11 @@ def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the modal listeners."""
 
     def submit_comment(
-        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+        ack: Ack,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
     ) -> None:
         """The act stops waiting, with the comment, in the same request that Slack acks."""
         meta = private_metadata(view)
@@ -53,11 +57,10 @@ def register(app: App, feedback: SlackFeedback) -> None:
         if not done and comment:
             ack(response_action="errors", errors={COMMENT_BLOCK: TOO_LATE})
             return
-        context[HANDOFF] = {
-            "channel": meta.get("channel"),
-            "user": user,
-            "thank": bool(done and meta.get("thank")),
-        }
+        if done and meta.get("thank"):
+            feedback.follow_ups.submit(
+                thank, {"channel": meta.get("channel"), "user": user}, client
+            )
         ack()
 
     def close_comment(
@@ -76,7 +79,11 @@ def register(app: App, feedback: SlackFeedback) -> None:
         ack()
 
     def submit_rating(
-        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+        ack: Ack,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
     ) -> None:
         """A conversation-level vote with its optional comment, stored before the ack."""
         meta = private_metadata(view)
@@ -99,18 +106,14 @@ def register(app: App, feedback: SlackFeedback) -> None:
             ask_comment=False,
             comment=clean_comment(dig(values, COMMENT_BLOCK, COMMENT_INPUT, "value")),
         )
-        context[HANDOFF] = {
-            "channel": channel,
-            "user": user,
-            "thank": recorded.created,
-            "thread_ts": thread_ts,
-        }
+        if recorded.created:
+            handoff = {"channel": channel, "user": user, "thread_ts": thread_ts}
+            feedback.follow_ups.submit(thank, handoff, client)
         ack()
 
-    def thank(context: BoltContext, client: WebClient) -> None:
+    def thank(handoff: dict[str, Any], client: WebClient) -> None:
         """The ephemeral thanks (ACK_MESSAGE) once a modal's vote is on its way."""
-        handoff = context.get(HANDOFF) or {}
-        if handoff.get("thank") and handoff.get("channel") and feedback.settings.ack_message:
+        if handoff.get("channel") and feedback.settings.ack_message:
             ephemeral(
                 client,
                 handoff["channel"],
@@ -119,6 +122,6 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 thread_ts=handoff.get("thread_ts"),
             )
 
-    app.view_submission(COMMENT_VIEW)(ack=submit_comment, lazy=[thank])
+    app.view_submission(COMMENT_VIEW)(submit_comment)
     app.view_closed(COMMENT_VIEW)(close_comment)
-    app.view_submission(CONVERSATION_VIEW)(ack=submit_rating, lazy=[thank])
+    app.view_submission(CONVERSATION_VIEW)(submit_rating)
