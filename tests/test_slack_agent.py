@@ -8,7 +8,16 @@ from tests import slack_harness
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
-from tests.test_slack_support import ask_agent, click, ephemerals, ok, outbox, settled, values_of
+from tests.test_slack_support import (
+    ask_agent,
+    click,
+    ephemerals,
+    ok,
+    opened_view,
+    outbox,
+    settled,
+    values_of,
+)
 
 # The harness fixtures, used by name.
 fake_agent, fake_slack, start_relay = (
@@ -221,3 +230,17 @@ def test_stalled_agent_never_delays_the_ack(start_relay: StartRelay) -> None:
     assert app.slack.calls_to("chat.postMessage") == []
     posts = app.slack.wait_for_call("chat.postMessage", 2)
     assert {p.args["channel"] for p in posts} == {"D1", "C1"}
+
+
+def test_a_stalled_agent_never_holds_up_a_comment_modal(start_relay: StartRelay) -> None:
+    """Agent answers have threads of their own: a 👎's modal opens while every one is busy."""
+    app = start_relay(ASK_COMMENT="negative")
+    reply = ask_agent(app, "first", ts="1700000000.002000")
+    busy = 12  # more than the agent's threads
+    app.agent.stall_next(busy, seconds=5)
+    for n in range(busy):
+        ok(app.sender.event(sr.message("D1", "U1", f"slow {n}", f"1700000000.{2100 + n:06d}")))
+    app.agent.wait_for_requests(1 + 10)  # every agent thread is now waiting on the agent
+    click(app, reply, "down")
+    assert opened_view(app)["callback_id"] == "brixo_comment"
+    assert len(app.slack.calls_to("chat.postMessage")) == 1  # no stalled answer came back yet
