@@ -237,10 +237,11 @@ def test_a_stalled_agent_never_holds_up_a_comment_modal(start_relay: StartRelay)
     app = start_relay(ASK_COMMENT="negative")
     reply = ask_agent(app, "first", ts="1700000000.002000")
     busy = 12  # more than the agent's threads
-    app.agent.stall_next(busy, seconds=5)
+    app.agent.stall_next(busy, seconds=2)
     for n in range(busy):
         ok(app.sender.event(sr.message("D1", "U1", f"slow {n}", f"1700000000.{2100 + n:06d}")))
     app.agent.wait_for_requests(1 + 10)  # every agent thread is now waiting on the agent
     click(app, reply, "down")
     assert opened_view(app)["callback_id"] == "brixo_comment"
     assert len(app.slack.calls_to("chat.postMessage")) == 1  # no stalled answer came back yet
+    app.slack.wait_for_call("chat.postMessage", 1 + busy, timeout=30)  # all answered in the end
