@@ -166,7 +166,7 @@ def test_seed_reactions_off_adds_none(start_relay: StartRelay) -> None:
     ok(app.sender.event(watched_reply(ts, meta("cust-msg-7"))))
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
-    # The vote's mapping came from that event, so it was handled; its lazy follow-up too.
+    # The vote's mapping came from that event, so it was handled; its follow-up too.
     app.slack.wait_for_call("chat.postEphemeral")
     assert app.slack.calls_to("reactions.add") == []
     assert app.slack.calls_to("chat.update") == []
