@@ -109,3 +109,7 @@ def _sqlalchemy_url(url: str) -> str:
     from bot.core.settings import parse_database_url
 
     return parse_database_url("DATABASE_URL", url)
+
+
+# The Slack harness's fixtures, for every test module (imported last: it uses Env from here).
+from tests.slack_harness import fake_agent, fake_slack, start_relay  # noqa: E402, F401

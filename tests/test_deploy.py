@@ -20,7 +20,7 @@ from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
 from tests.procs import Proc
-from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET, fake_slack  # noqa: F401
+from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET
 from tests.waiting import wait_until
 
 HEROKU_SECRETS_REQUIRED = {"SLACK_SIGNING_SECRET", "BRIXO_API_KEY"}
@@ -210,7 +210,7 @@ def test_procfile_web_serves_health_and_slack(
     request: pytest.FixtureRequest,
     env: Env,
     brixo: FakeBrixo,
-    fake_slack: FakeSlackAPI,  # noqa: F811
+    fake_slack: FakeSlackAPI,
     run_dir: Path,
 ) -> None:
     pg_url = str(request.getfixturevalue("postgres_url")) if database != "sqlite" else ""

@@ -23,13 +23,10 @@ from bot.core.brixo import KEY_CHECK_ID
 from bot.core.settings import SETTING_NAMES, SettingsError, load_settings
 from tests.fakes import slack_requests as sr
 from tests.fakes.brixo import validate_body
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.slack_harness import (
     SIGNING_SECRET,
     RunningRelay,
     StartRelay,
-    fake_agent,
-    fake_slack,
-    start_relay,
 )
 from tests.waiting import wait_until
 
@@ -52,8 +49,9 @@ JSON = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 ODD = (

@@ -13,12 +13,9 @@ import requests
 from tests.conftest import Env
 from tests.fakes import slack_requests as sr
 from tests.pg import PostgresServer
-from tests.slack_harness import (  # noqa: F401
+from tests.slack_harness import (
     RunningRelay,
     StartRelay,
-    fake_agent,
-    fake_slack,
-    start_relay,
 )
 from tests.test_deploy import click, seed_reply
 from tests.waiting import wait_until
@@ -43,7 +40,7 @@ def wait_health(app: RunningRelay, **expected: Any) -> dict[str, Any]:
     return wait_until(matches, timeout=15, message=f"/healthz never showed {expected}")
 
 
-def test_reports_every_outbox_state_and_brixo(start_relay: StartRelay) -> None:  # noqa: F811
+def test_reports_every_outbox_state_and_brixo(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="negative")
     body = wait_health(app, database="ok", brixo="ok", delivery="running")
     assert body["ok"] is True
@@ -77,7 +74,7 @@ def test_reports_every_outbox_state_and_brixo(start_relay: StartRelay) -> None: 
     assert body["outbox"] == {**body["outbox"], "delivered": 1, "dead": 1, "awaiting_comment": 1}
 
 
-def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> None:  # noqa: F811
+def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="never")
     wait_health(app, brixo="ok")
     app.brixo.set_key("a-rotated-key")
@@ -91,7 +88,7 @@ def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> Non
 
 
 def test_brixo_down_at_start_is_unreachable_not_unhealthy(
-    start_relay: StartRelay,  # noqa: F811
+    start_relay: StartRelay,
 ) -> None:
     app = start_relay(BRIXO_API_URL="http://127.0.0.1:9")  # nothing listens on port 9
     body = wait_health(app, brixo="unreachable")
@@ -111,7 +108,7 @@ def assert_unhealthy(app: RunningRelay) -> dict[str, Any]:
 
 
 def test_postgresql_dropped_is_503(
-    start_relay: StartRelay,  # noqa: F811
+    start_relay: StartRelay,
     postgres_url: str,
     postgres_server: PostgresServer,
 ) -> None:
@@ -124,7 +121,7 @@ def test_postgresql_dropped_is_503(
 @pytest.mark.parametrize("how", ["folder moved", "file deleted", "folder unreadable"])
 def test_sqlite_file_gone_is_503(
     how: str,
-    start_relay: StartRelay,  # noqa: F811
+    start_relay: StartRelay,
     env: Env,
     tmp_path: Path,
 ) -> None:

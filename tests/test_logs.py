@@ -13,7 +13,7 @@ from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
 from tests.procs import Proc, start_bot
-from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET, fake_slack  # noqa: F401
+from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET
 from tests.test_deploy import free_port, seed_reply
 from tests.test_oauth import CLIENT_ID, CLIENT_SECRET, INSTALLED_TOKEN, STATE_SECRET, install
 
@@ -65,7 +65,7 @@ def test_log_lines_per_act_and_outcome_without_secrets(
     oauth: bool,
     env: Env,
     brixo: FakeBrixo,
-    fake_slack: FakeSlackAPI,  # noqa: F811
+    fake_slack: FakeSlackAPI,
     tmp_path: Path,
 ) -> None:
     port = free_port()

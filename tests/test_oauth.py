@@ -16,12 +16,9 @@ from bot.slack.manifest import BOT_SCOPES
 from tests.fakes import FakeSlackAPI
 from tests.fakes import slack_requests as sr
 from tests.pg import database_params
-from tests.slack_harness import (  # noqa: F401
+from tests.slack_harness import (
     RunningRelay,
     StartRelay,
-    fake_agent,
-    fake_slack,
-    start_relay,
 )
 
 CLIENT_ID = "1111.2222"
@@ -33,7 +30,7 @@ INSTALLED_TOKEN = "xoxb-installed-T9"
 @pytest.fixture(params=database_params())
 def oauth_relay(
     request: pytest.FixtureRequest,
-    start_relay: StartRelay,  # noqa: F811
+    start_relay: StartRelay,
 ) -> RunningRelay:
     """A relay in OAuth mode (no SLACK_BOT_TOKEN) on SQLite or PostgreSQL."""
     overrides: dict[str, str | None] = {

@@ -31,14 +31,11 @@ from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.fakes import slack_requests as sr
 from tests.fakes.brixo import validate_body
 from tests.procs import run_bot, start_bot
-from tests.slack_harness import (  # noqa: F401  (fixtures)
+from tests.slack_harness import (
     BOT_TOKEN,
     SIGNING_SECRET,
     RunningRelay,
     StartRelay,
-    fake_agent,
-    fake_slack,
-    start_relay,
 )
 from tests.waiting import wait_until
 
@@ -109,8 +106,10 @@ def test_forged_and_stale_requests_are_refused(start_relay: StartRelay) -> None:
 
 def test_replayed_requests_give_no_second_act(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="always", COMMENT_WAIT="1h")
-    ts_r, ts_c, ts_conv = map_reply(app, "m-r"), map_reply(app, "m-c"), map_reply(
-        app, "m-x", conversation_id="conv-1"
+    ts_r, ts_c, ts_conv = (
+        map_reply(app, "m-r"),
+        map_reply(app, "m-c"),
+        map_reply(app, "m-x", conversation_id="conv-1"),
     )
     reaction = json.dumps(app.sender.envelope(sr.reaction_added("U1", "+1", "C1", ts_r))).encode()
     click, click_type = form(
@@ -327,7 +326,7 @@ def _big(app_url: str, size: int, sign: bool, chunked: bool = False) -> requests
 
 
 def test_oversized_bodies_are_refused_before_parsing(
-    start_relay: StartRelay, env: Env, fake_slack: FakeSlackAPI, tmp_path: Path  # noqa: F811
+    start_relay: StartRelay, env: Env, fake_slack: FakeSlackAPI, tmp_path: Path
 ) -> None:
     app = start_relay(**NEVER)
     for sign in (True, False):
@@ -365,7 +364,7 @@ COMMENT_MARKER = "my-private-comment-7c3f"
 
 
 def test_secrets_and_comments_never_appear_in_output(
-    env: Env, brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path  # noqa: F811
+    env: Env, brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
 ) -> None:
     secrets = [BRIXO_KEY, BOT_TOKEN, SIGNING_SECRET]
     environ = env.process(

@@ -25,7 +25,7 @@ from tests.conftest import Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
 from tests.procs import Proc, start_bot
-from tests.slack_harness import SIGNING_SECRET, fake_slack  # noqa: F401
+from tests.slack_harness import SIGNING_SECRET
 from tests.test_deploy import click, free_port, relay_env, seed_reply
 from tests.waiting import wait_until
 
@@ -152,7 +152,7 @@ class FakeSocketMode:
 
 
 @pytest.fixture
-def socket_mode(fake_slack: FakeSlackAPI) -> Iterator[FakeSocketMode]:  # noqa: F811
+def socket_mode(fake_slack: FakeSlackAPI) -> Iterator[FakeSocketMode]:
     """The fake Socket Mode server, handed out by the fake Slack's apps.connections.open."""
     server = FakeSocketMode()
     fake_slack.respond("apps.connections.open", {"ok": True, "url": server.url})
@@ -213,7 +213,7 @@ def deliver_the_rest(
 def test_sigterm_under_gunicorn_keeps_every_act(
     env: Env,
     brixo: FakeBrixo,
-    fake_slack: FakeSlackAPI,  # noqa: F811
+    fake_slack: FakeSlackAPI,
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "relay.db"
@@ -236,7 +236,7 @@ def test_sigterm_under_gunicorn_keeps_every_act(
 def test_sigterm_in_socket_mode_keeps_every_act(
     env: Env,
     brixo: FakeBrixo,
-    fake_slack: FakeSlackAPI,  # noqa: F811
+    fake_slack: FakeSlackAPI,
     socket_mode: FakeSocketMode,
     tmp_path: Path,
 ) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tests import slack_harness
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
@@ -18,14 +17,6 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
-
 
 AGENT_KEYS = {"text", "user_id", "team_id", "channel_id", "thread_ts", "conversation_id"}
 

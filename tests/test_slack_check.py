@@ -5,13 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests import slack_harness
 from tests.conftest import Env
 from tests.fakes import FakeSlackAPI
 from tests.slack_harness import BOT_TOKEN
-
-fake_slack = slack_harness.fake_slack  # fixture
-
 
 REQUIRED = ("reactions:write", "metadata.message:read")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests import slack_harness
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -19,14 +18,6 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
-
 
 ROOT = "1700000000.000100"
 

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests import slack_harness
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import StartRelay
 from tests.test_slack_support import map_by_metadata, ok, react, settled, values_of
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
-
 
 WATCH = {"ASSISTANT_BOT_IDS": "BASSIST,UHELPER", "ASK_COMMENT": "never", "AGENT_URL": None}
 

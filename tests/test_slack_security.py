@@ -9,13 +9,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests import slack_harness
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import (
     SIGNING_SECRET,
     RunningRelay,
     StartRelay,
-)  # noqa: F401
+)
 from tests.test_slack_support import (
     comment_values,
     map_by_metadata,
@@ -25,14 +24,6 @@ from tests.test_slack_support import (
     signals,
     values_of,
 )
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
-
 
 NEVER = {"ASK_COMMENT": "never"}
 

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from tests import slack_harness
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import StartRelay
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
 
 
 def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:

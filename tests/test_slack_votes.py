@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from tests import slack_harness
 from tests.conftest import BRIXO_KEY
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import StartRelay
@@ -23,14 +22,6 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
-
-# The harness fixtures, used by name.
-fake_agent, fake_slack, start_relay = (
-    slack_harness.fake_agent,
-    slack_harness.fake_slack,
-    slack_harness.start_relay,
-)
-
 
 NEVER = {"ASK_COMMENT": "never"}
 UNMAPPED_NOTE_START = "I can't link this message"
