@@ -54,7 +54,6 @@ Backend = Literal["sqlite", "postgresql"]
 BRIXO_KEY = "brixo-chaos-key-5d1e"
 SIGNING_SECRET = "chaos-signing-secret-77a0"
 BOT_TOKEN = "xoxb-chaos-bot-token-90f1"
-PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 CLIENT_READ_TIMEOUT = 15.0  # BrixoClient's read timeout: a longer stall is a late acceptance
 LEASE = 15.0  # DeliveryWorker's lease: a killed process's acts are free again after it
 AWKWARD = [
@@ -126,7 +125,7 @@ class ChaosBrixo(FakeBrixo):
         if queued is not None or not self.enabled:
             return queued
         path = getattr(self._local, "path", "")
-        if PROBE_ID in path:
+        if KEY_CHECK_ID in path:
             return None
         with self._chaos_lock:
             n = self._seen[path]
@@ -731,7 +730,7 @@ class Runner:
         rep.delivered, rep.dead = states["delivered"], states["dead"]
         rep.pending = states["pending"] + states["awaiting_comment"]
         rep.votes_acked = sum(v.acked for v in self.votes)
-        requests_seen = [r for r in self.brixo.requests if r.id != PROBE_ID]
+        requests_seen = [r for r in self.brixo.requests if r.id != KEY_CHECK_ID]
         rep.brixo_requests = len(requests_seen)
         rep.faults = dict(self.brixo.faults)
         accepted: dict[tuple[str, str, str, str], list[Received]] = defaultdict(list)

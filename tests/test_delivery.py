@@ -23,8 +23,6 @@ from tests.fakes import FakeBrixo
 from tests.fakes.brixo import Received
 from tests.waiting import wait_until
 
-PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
-
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[Outbox]:
@@ -111,7 +109,9 @@ def wait_state(outbox: Outbox, act_id: int, state: str, timeout: float = 10.0) -
 def signals(brixo: FakeBrixo, target_id: str | None = None) -> list[Received]:
     """Requests that carried a signal (not the worker's key probes)."""
     return [
-        r for r in brixo.requests if r.id != PROBE_ID and (target_id is None or r.id == target_id)
+        r
+        for r in brixo.requests
+        if r.id != KEY_CHECK_ID and (target_id is None or r.id == target_id)
     ]
 
 
@@ -264,7 +264,7 @@ def test_unauthorized_pauses_keeps_everything_and_resumes_after_a_probe(
     assert worker.brixo_state == "unauthorized"
 
     def probes() -> int:
-        return len([r for r in brixo.requests if r.id == PROBE_ID and r.status == 401])
+        return len([r for r in brixo.requests if r.id == KEY_CHECK_ID and r.status == 401])
 
     wait_until(lambda: probes() >= 1, timeout=5)  # probing starts once nothing is in flight
     refused = len([r for r in signals(brixo) if r.status == 401])

@@ -30,7 +30,6 @@ from tests.slack_harness import (
 )
 from tests.waiting import wait_until
 
-PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # Requests to a live relay: the same examples every run (a failure is no fluke), no shrinking
 # (each step is an HTTP round trip; the failing payload is in the assertion message).
@@ -160,7 +159,7 @@ def _worker_alive(app: RunningRelay) -> bool:
 
 def _brixo_saw_only_valid_signals(app: RunningRelay) -> None:
     for received in app.brixo.requests:
-        if received.id == PROBE_ID:
+        if received.id == KEY_CHECK_ID:
             continue
         assert validate_body(received.body) is None, received.body[:300]
         assert received.status in (204, 404), (received.status, received.raw_path)

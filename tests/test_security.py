@@ -39,7 +39,6 @@ from tests.slack_harness import (
 )
 from tests.waiting import wait_until
 
-PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
 NEVER = {"ASK_COMMENT": "never"}
 
 
@@ -53,7 +52,7 @@ def acts_total(app: RunningRelay) -> int:
 
 
 def signals(app: RunningRelay) -> list[Any]:
-    return [r for r in app.brixo.requests if r.id != PROBE_ID]
+    return [r for r in app.brixo.requests if r.id != KEY_CHECK_ID]
 
 
 def map_reply(app: RunningRelay, message_id: str, team: str = "T1", channel: str = "C1",
@@ -80,7 +79,7 @@ def form(payload: dict[str, Any]) -> tuple[bytes, str]:
 
 def settle(app: RunningRelay, delivered: int) -> None:
     wait_until(lambda: counts(app)["pending"] == 0 and len(app.brixo.accepted) >= delivered)
-    assert len([r for r in app.brixo.accepted if r.id != PROBE_ID]) == delivered
+    assert len([r for r in app.brixo.accepted if r.id != KEY_CHECK_ID]) == delivered
 
 
 # --- forged, stale, replayed ---------------------------------------------------------------

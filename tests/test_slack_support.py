@@ -19,8 +19,6 @@ from tests.fakes.slack_api import Call
 from tests.slack_harness import RunningRelay
 from tests.waiting import wait_until
 
-PROBE_ID = KEY_CHECK_ID  # the delivery worker's key probe, not a signal
-
 
 def outbox(app: RunningRelay) -> dict[str, Any]:
     """Acts per state (awaiting_comment, pending, delivered, dead)."""
@@ -47,7 +45,7 @@ def settled(app: RunningRelay, delivered: int, awaiting: int = 0) -> dict[str, A
 
 def signals(app: RunningRelay) -> list[Received]:
     """Requests Brixo received other than the worker's key probe."""
-    return [r for r in app.brixo.requests if r.id != PROBE_ID]
+    return [r for r in app.brixo.requests if r.id != KEY_CHECK_ID]
 
 
 def ok(response: requests.Response) -> requests.Response:
