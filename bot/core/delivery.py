@@ -173,9 +173,8 @@ class DeliveryWorker:
         self._lock = threading.Lock()
         self._next_upkeep = 0.0
         self.acks_first = acks_first or AcksFirst()
-        # Claim only when something may be due: after a wake-up, a full claim, or a poll interval.
-        self._claim_due = True
-        self._next_poll = 0.0
+        # When to claim next: at once after a wake-up or a full claim, else a poll interval on.
+        self._claim_at = 0.0
 
     @property
     def paused(self) -> bool:
@@ -250,11 +249,10 @@ class DeliveryWorker:
             if self._paused:
                 return
         room = 2 * self.concurrency - self._in_flight
-        if room <= 0 or not (self._claim_due or now >= self._next_poll):
+        if room <= 0 or now < self._claim_at:
             return
         claimed = self.outbox.claim(self.owner, room, self.lease, now)
-        self._claim_due = len(claimed) == room  # a full claim: more may be waiting
-        self._next_poll = now + self.poll_interval
+        self._claim_at = now if len(claimed) == room else now + self.poll_interval
         for act in claimed:
             self._in_flight += 1
             assert self._pool is not None
@@ -283,7 +281,7 @@ class DeliveryWorker:
         except queue.Empty:
             pass
         if any(act is None for act, _ in results):
-            self._claim_due = True  # woken: a new act was recorded
+            self._claim_at = 0.0  # woken: a new act was recorded
         return [(act, answer) for act, answer in results if act is not None]
 
     def _record(self, results: list[tuple[Claimed, Answer | None]]) -> None:
