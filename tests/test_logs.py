@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
+from bot.core.logs import Redactor
 from bot.slack.blocks import COMMENT_BLOCK, COMMENT_INPUT
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
@@ -128,3 +130,33 @@ def test_log_lines_per_act_and_outcome_without_secrets(
     everything = proc.stdout + "\n" + proc.stderr
     for secret in [*secrets, COMMENT, FORGED_COMMENT, "123456", "987654"]:
         assert secret not in everything, f"{secret!r} appears in the logs"
+
+
+@pytest.mark.parametrize(
+    "line,masked",
+    [
+        ("a token xoxp-123-abc-def in text", "a token xoxp-*** in text"),
+        ("app token xapp-1-A1-77", "app token xapp-***"),
+        ("Authorization: Bearer s3cr3t-value", "Authorization: Bearer ***"),
+        ("authorization: BEARER s3cr3t-value", "authorization: BEARER ***"),
+        ("the configured key-4242 leaked", "the configured *** leaked"),
+        (
+            "delivery act=7 outcome=delivered status=204",
+            "delivery act=7 outcome=delivered status=204",
+        ),
+    ],
+)
+def test_redactor_masks_tokens_bearers_and_secrets(line: str, masked: str) -> None:
+    assert Redactor(["key-4242"]).mask(line) == masked
+
+
+def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
+    redactor = Redactor([])
+
+    def record(name: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.DEBUG, __file__, 1, "body: %s", ("comment",), None)
+
+    from_slack, ours = record("slack_bolt.App"), record("bot.slack")
+    assert redactor.filter(from_slack) and redactor.filter(ours)
+    assert from_slack.getMessage() == "body: (not logged)"
+    assert ours.getMessage() == "body: comment"

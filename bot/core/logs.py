@@ -18,7 +18,7 @@ PAYLOAD_LOGGERS = ("slack_bolt", "slack_sdk")
 
 
 class Redactor(logging.Filter):
-    """Masks secret values and any Slack token or bearer credential, and drops Slack payloads."""
+    """Masks secret values, Slack tokens and bearer credentials; drops Slack payloads."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -28,20 +28,28 @@ class Redactor(logging.Filter):
         """`text` with every secret, Slack token and bearer credential replaced."""
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return BEARER.sub(r"\1***", SLACK_TOKEN.sub(r"\1-***", text))
+        # The `in` checks skip the regexes on most lines (a line per delivery at full speed).
+        if "xox" in text or "xapp" in text:
+            text = SLACK_TOKEN.sub(r"\1-***", text)
+        if "bearer" in text.lower():
+            text = BEARER.sub(r"\1***", text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = self.mask(message)
+        """Drop the payloads Slack's libraries log; the formatter masks the rest."""
         if record.name.startswith(PAYLOAD_LOGGERS):
-            masked = PAYLOAD.sub(r"\1\2(not logged)", masked)
-        if masked != message:
-            record.msg, record.args = masked, None
+            message = record.getMessage()
+            dropped = PAYLOAD.sub(r"\1\2(not logged)", message)
+            if dropped != message:
+                record.msg, record.args = dropped, None
         return True
 
 
 class MaskingFormatter(logging.Formatter):
-    """Masks the whole formatted line, tracebacks included, after another formatter."""
+    """Masks the whole formatted line, tracebacks included, after another formatter.
+
+    The one place secrets are masked, so every line is masked exactly once.
+    """
 
     def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
         super().__init__()
