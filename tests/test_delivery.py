@@ -354,6 +354,37 @@ def test_gives_up_after_max_age(
     assert brixo.accepted == []
 
 
+def test_while_brixo_gives_no_answer_sends_are_held_not_one_per_new_vote(
+    outbox: Outbox, brixo: FakeBrixo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot.delivery")
+    policy = RetryPolicy(backoff_base=0.2, backoff_cap=1.0)
+    client = BrixoClient(BRIXO_KEY, brixo.url)
+    worker = DeliveryWorker(outbox, client, 4, policy, poll_interval=0.05, probe_interval=0.1)
+    worker.start()
+    try:
+        wait_until(lambda: worker.brixo_state != "unknown", timeout=5)
+        brixo.drop_next(10_000)  # down: every connection closed unanswered
+        paced = threading.Event()
+        for n in range(40):  # votes keep coming for two seconds
+            record(outbox, f"m{n}")
+            worker.wake()
+            paced.wait(0.05)
+        assert worker.brixo_state == "unreachable"
+        tries = len(signals(brixo))
+        assert 0 < tries < 40, f"{tries} requests for 40 votes while Brixo was down"
+        brixo.reset()  # back up
+        brixo.wait_for_accepted(40, timeout=15)
+        wait_until(lambda: outbox.counts(time())[DELIVERED] == 40, timeout=5)
+        assert sorted(r.id for r in brixo.accepted) == sorted(f"m{n}" for n in range(40))
+        assert worker.brixo_state == "ok"
+    finally:
+        worker.stop(timeout=2)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(" (")[0] for r in warnings] == ["Brixo unreachable"]
+    assert "Brixo answers again: delivery resumed" in caplog.messages
+
+
 def test_stop_leaves_the_rest_pending_and_a_new_worker_finishes(
     outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
 ) -> None:

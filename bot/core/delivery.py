@@ -22,6 +22,8 @@ log = logging.getLogger("bot.delivery")
 
 # A comment is cut to this many characters for the one retry after a 413.
 CUT_COMMENT_CHARS = 500
+# The longest that sends are held after Brixo gave no answer (it was down, refused, timed out).
+UNREACHABLE_HOLD_CAP = 15.0
 
 
 class Sender(Protocol):
@@ -133,7 +135,9 @@ class DeliveryWorker:
     """Delivers the outbox with bounded concurrency, in a thread of the serving process.
 
     One loop thread claims and records; a pool of `concurrency` threads sends. A 429's
-    Retry-After holds every send; a 401 pauses delivery until a probe gets past auth.
+    Retry-After holds every send; so does no answer at all, for a backoff that grows while Brixo
+    stays unreachable (at most UNREACHABLE_HOLD_CAP), so an outage costs a few requests a
+    second instead of every act's retries. A 401 pauses delivery until a probe gets past auth.
     """
 
     def __init__(
@@ -163,6 +167,7 @@ class DeliveryWorker:
         self._results: queue.Queue[tuple[Claimed, Answer | None]] = queue.Queue()
         self._stopping = threading.Event()
         self._hold_until = 0.0
+        self._unanswered = 0  # holds in a row for no answer from Brixo
         self._paused = False
         self._next_probe = 0.0
         self._in_flight = 0
@@ -336,7 +341,20 @@ class DeliveryWorker:
             self._next_probe = now + self.probe_interval
             self.brixo_state = "unauthorized"
             return
-        self.brixo_state = "unreachable" if answer.status is None else "ok"
+        if answer.status is not None:
+            if self._unanswered:
+                log.info("Brixo answers again: delivery resumed")
+            self._unanswered = 0
+            self.brixo_state = "ok"
+        elif now >= self._hold_until:  # the sends already under way when it went down don't count
+            self._unanswered += 1
+            hold = min(UNREACHABLE_HOLD_CAP, self.policy.backoff(self._unanswered))
+            self._hold_until = now + hold
+            self.brixo_state = "unreachable"
+            log_level = logging.WARNING if self._unanswered == 1 else logging.DEBUG
+            log.log(
+                log_level, "Brixo unreachable (%s): sends held %.1f s", answer.describe(), hold
+            )
         if answer.retry_after:
             self._hold_until = max(self._hold_until, now + answer.retry_after)
 
