@@ -207,10 +207,14 @@ class Database:
             conn.commit()
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A short read-only transaction."""
+    def read(self, single: bool = False) -> Iterator[Connection]:
+        """A short read-only transaction.
+
+        `single`: for one statement, which SQLite runs as a transaction of its own (an explicit
+        one would add two statements to each vote's lookup).
+        """
         with self.engine.connect() as conn:
-            if self.is_sqlite:
+            if self.is_sqlite and not single:
                 conn.exec_driver_sql("BEGIN")
             try:
                 yield conn

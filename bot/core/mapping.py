@@ -120,13 +120,13 @@ class Mappings:
     def message(self, workspace: str, channel: str, ts: str) -> Mapping | None:
         """The IDs recorded for a reply, if any."""
         key = {"workspace": workspace, "channel": channel, "ts": ts}
-        with self.db.read() as conn:
+        with self.db.read(single=True) as conn:
             row = conn.execute(_MESSAGE, key).first()
         return Mapping(*row) if row else None
 
     def conversation(self, workspace: str, channel: str, thread_ts: str) -> str | None:
         """The conversation ID recorded for a thread, if any."""
-        with self.db.read() as conn:
+        with self.db.read(single=True) as conn:
             return conn.scalar(
                 select(threads.c.conversation_id).where(
                     threads.c.workspace == workspace,

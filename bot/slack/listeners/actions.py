@@ -33,7 +33,8 @@ def register(app: App, feedback: SlackFeedback) -> None:
     def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """Ack path: map the reply and store the act before Slack hears back."""
         handoff = click_act(feedback, body, context, client)
-        if handoff:
+        thanks = handoff.get("act_id") and feedback.settings.ack_message
+        if handoff.get("unmapped") or handoff.get("ask") or thanks:  # else nothing to follow up
             feedback.follow_ups.submit(follow_up_click, body, handoff, client)
         ack()
 

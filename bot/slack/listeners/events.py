@@ -31,7 +31,7 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     ) -> None:
         """Ack path: a 👍/👎 reaction on a mapped reply becomes an act."""
         handoff = reaction_act(feedback, body, event, context, client)
-        if handoff.get("act_id"):
+        if handoff.get("act_id") and (handoff.get("ask") or feedback.settings.ack_message):
             feedback.follow_ups.submit(follow_up_reaction, handoff, client)
 
     def follow_up_reaction(handoff: dict[str, Any], client: WebClient) -> None:
