@@ -24,13 +24,13 @@ run: install
 ## Install everything and run the whole test suite, lint and type checks included.
 test: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
-	$(BIN)/mypy bot
+	$(BIN)/mypy bot benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
 	$(BIN)/ruff format --check bot
-	$(BIN)/mypy bot
+	$(BIN)/mypy bot benchmarks
 
 ## Run the benchmark (see benchmarks/README.md).
 bench: install-dev

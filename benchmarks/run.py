@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 THREADS = 16  # gunicorn gthread threads, for every server
 CONCURRENCY = 16  # client connections under load
+LIGHT_ROUNDS = 4  # turns each server takes in the light-load phase
 
 
 @dataclass(frozen=True)
@@ -413,9 +414,38 @@ class Bench:
             + (f", e2e {row.e2e[latency_ms][0]:.0f} signals/s" if delivers else "")
         )
 
-    def measure(self, target: Target, kind: str) -> Row:
-        """kind: 'bare', 'naive' or 'relay'."""
-        plan, row = self.plan, Row(target.name)
+    def light_load(self, targets: list[Target], rounds: int = LIGHT_ROUNDS) -> dict[str, Row]:
+        """Ack latency at `paced_rate`: every server up at once, taking turns for `rounds`
+        rounds, so the machine's drift over minutes hits them all alike."""
+        plan, rows = self.plan, {t.name: Row(t.name) for t in targets}
+        servers: list[tuple[Target, Server]] = []
+        self.stand_ins.latency(0)
+        try:
+            for target in targets:
+                if target.database_url:
+                    prepare_database(target.database_url, plan.paced)
+                servers.append((target, self.start(target, free_port())))
+            for _, server in servers:
+                run_load(server.port, build(range(200), self.run_id()), 4)  # warm-up
+            samples: dict[str, Result] = {t.name: Result() for t in targets}
+            for _ in range(rounds):
+                for target, server in servers:
+                    votes = build(range(plan.paced // rounds), self.run_id())
+                    result = run_load(server.port, votes, CONCURRENCY, plan.paced_rate)
+                    rows[target.name].failed += result.failed
+                    for kind, values in result.latencies.items():
+                        samples[target.name].latencies[kind].extend(values)
+        finally:
+            for _, server in servers:
+                server.stop()
+        for name, row in rows.items():
+            row.ack = latencies(samples[name])
+            say(f"{name}: paced {plan.paced_rate:.0f}/s: {row.ack}")
+        return rows
+
+    def measure(self, target: Target, kind: str, row: Row) -> Row:
+        """kind: 'bare', 'naive' or 'relay'; `row` holds the light-load figures already."""
+        plan = self.plan
         delivers = kind != "bare"
         port = free_port()
         if target.database_url:
@@ -428,14 +458,6 @@ class Bench:
             time.sleep(1.0)
             row.rss_idle_mb = server.memory_mb()[0]
             run_load(port, build(range(200), self.run_id()), 4)  # warm-up
-            paced = run_load(
-                port, build(range(plan.paced), self.run_id()), CONCURRENCY, plan.paced_rate
-            )
-            row.failed += paced.failed
-            row.ack = latencies(paced)
-            say(f"  paced {plan.paced_rate:.0f}/s: {row.ack}")
-            if delivers:
-                self.stand_ins.wait_for(len(paced.acked), timeout=30.0, quiet=5.0)
             self.burst(row, server, delivers, 0)
             self.burst(row, server, delivers, 50)
             row.rss_peak_mb = server.memory_mb()[1]
@@ -529,9 +551,11 @@ def report(
         f"gunicorn gthread, 1 worker × {THREADS} threads for every server · "
         f"run took {time.monotonic() - started:.0f} s",
         "",
-        f"Ack latency (light load): {plan.paced} votes paced at {plan.paced_rate:.0f}/s, open "
-        f"loop; under load: {plan.burst} votes over {CONCURRENCY} keep-alive connections at "
-        "full speed (Brixo 0 ms). Half reactions, half 👍/👎 clicks, every vote on a mapped reply.",
+        f"Ack latency (light load): {plan.paced} votes per server paced at "
+        f"{plan.paced_rate:.0f}/s, open loop, in {LIGHT_ROUNDS} rounds with all servers up and "
+        "taking turns (so the machine's drift hits them alike); under load: "
+        f"{plan.burst} votes over {CONCURRENCY} keep-alive connections at full speed "
+        "(Brixo 0 ms). Half reactions, half 👍/👎 clicks, every vote on a mapped reply.",
         "",
         "| | " + " | ".join(r.name for r in rows) + " |",
         "|---|" + "---|" * len(rows),
@@ -624,10 +648,14 @@ def report(
                     f"| {relay.name}: ack {kind} p99, {name} | {ratio(mine, floor)} | "
                     f"{ratio(mine, theirs)} |"
                 )
-        lines.append(
-            f"| {relay.name}: votes/s | {ratio(relay.votes_per_s, bare and bare.votes_per_s)} | "
-            f"{ratio(relay.votes_per_s, naive and naive.votes_per_s)} |"
-        )
+
+        def versus(attr: str, relay: Row = relay) -> str:
+            mine = getattr(relay, attr)
+            return " | ".join(
+                ratio(mine, getattr(other, attr) if other else None) for other in (bare, naive)
+            )
+
+        lines.append(f"| {relay.name}: votes/s | {versus('votes_per_s')} |")
         for ms in (0, 50):
             mine_e2e = relay.e2e.get(ms, (None,))[0]
             theirs_e2e = naive.e2e.get(ms, (None,))[0] if naive else None
@@ -635,10 +663,7 @@ def report(
                 f"| {relay.name}: end-to-end signals/s @{ms} ms | – | "
                 f"{ratio(mine_e2e, theirs_e2e)} |"
             )
-        lines.append(
-            f"| {relay.name}: peak RSS | {ratio(relay.rss_peak_mb, bare and bare.rss_peak_mb)} | "
-            f"{ratio(relay.rss_peak_mb, naive and naive.rss_peak_mb)} |"
-        )
+        lines.append(f"| {relay.name}: peak RSS | {versus('rss_peak_mb')} |")
 
     lines += ["", "## Targets", ""]
     for relay in relays:
@@ -724,20 +749,27 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             pg = stack.enter_context(postgres()) if parts & {"postgres", "lookups"} else None
             bench = Bench(plan, stand_ins, workdir)
-            if "bare" in parts:
-                target = app_target("bare Bolt", "benchmarks.bare_app:app", stand_ins)
-                rows.append(bench.measure(target, "bare"))
-            if "naive" in parts:
-                target = app_target("naive relay", "benchmarks.naive_relay:app", stand_ins)
-                rows.append(bench.measure(target, "naive"))
+            # (target, kind, the same server on a database of its own for the light-load phase)
+            servers: list[tuple[Target, str, Target]] = []
+            for part, name, module in (
+                ("bare", "bare Bolt", "benchmarks.bare_app:app"),
+                ("naive", "naive relay", "benchmarks.naive_relay:app"),
+            ):
+                if part in parts:
+                    target = app_target(name, module, stand_ins)
+                    servers.append((target, part, target))
+            databases: list[tuple[str, Callable[[str], str]]] = []
             if "sqlite" in parts:
-                url = f"sqlite:///{workdir}/relay.db"
-                target = relay_target("relay SQLite", stand_ins, url, args.bot_path)
-                rows.append(bench.measure(target, "relay"))
+                databases.append(("relay SQLite", lambda db: f"sqlite:///{workdir}/{db}.db"))
             if "postgres" in parts and pg:
-                url = pg.create_database("relay")
-                target = relay_target("relay PostgreSQL", stand_ins, url, args.bot_path)
-                rows.append(bench.measure(target, "relay"))
+                databases.append(("relay PostgreSQL", pg.create_database))
+            for name, make_url in databases:
+                target = relay_target(name, stand_ins, make_url("relay"), args.bot_path)
+                paced = relay_target(name, stand_ins, make_url("relay_paced"), args.bot_path)
+                servers.append((target, "relay", paced))
+            light = bench.light_load([paced for _, _, paced in servers])
+            for target, kind, _ in servers:
+                rows.append(bench.measure(target, kind, light[target.name]))
             if "lookups" in parts:
                 say("mapping lookups")
                 found["SQLite"] = lookups.run_lookups(

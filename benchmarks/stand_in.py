@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,9 +59,7 @@ def main() -> int:
     brixo = BenchBrixo(api_key=sys.argv[1] if len(sys.argv) > 1 else "brixo-bench-key").start()
     slack = FakeSlackAPI().start()
     print(json.dumps({"brixo": brixo.url, "slack": slack.url}), flush=True)
-    done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
-    done.wait()
+    sys.stdin.read()  # until the benchmark closes it
     brixo.stop()
     slack.stop()
     return 0

@@ -352,9 +352,7 @@ class DeliveryWorker:
             self._hold_until = now + hold
             self.brixo_state = "unreachable"
             log_level = logging.WARNING if self._unanswered == 1 else logging.DEBUG
-            log.log(
-                log_level, "Brixo unreachable (%s): sends held %.1f s", answer.describe(), hold
-            )
+            log.log(log_level, "Brixo unreachable (%s): sends held %.1f s", answer.describe(), hold)
         if answer.retry_after:
             self._hold_until = max(self._hold_until, now + answer.retry_after)
 
