@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
-from bot.core.db import Database, acts
+from bot.core.db import Database, DriverStatement, acts, seen
 from bot.core.mapping import METADATA, POSTED, Mappings, Templates
 from bot.core.outbox import (
     AWAITING_COMMENT,
@@ -410,3 +412,24 @@ def test_two_databases_objects_share_one_store(store: Outbox) -> None:
             assert conn.execute(acts.select()).all()[0].target_id == "m1"
     finally:
         other.dispose()
+
+
+def test_driver_statements_return_what_execute_does_and_raise_sqlalchemys_errors(
+    store: Outbox,
+) -> None:
+    db = store.db
+    add = DriverStatement(db, insert(seen).returning(seen.c.key), ("key", "expires_at"))
+    find = select(seen.c.key, seen.c.expires_at).where(seen.c.key == "k'1; --")
+    with db.write() as conn:
+        assert add.first(conn, {"key": "k'1; --", "expires_at": T0}) == ("k'1; --",)
+        assert add.first(conn, {"key": "k2", "expires_at": T0 + 1}) == ("k2",)
+    with db.read(single=True) as conn:
+        assert DriverStatement(db, find).first(conn, {}) == tuple(conn.execute(find).one())
+        assert DriverStatement(db, find.where(seen.c.key == "none")).first(conn, {}) is None
+    with pytest.raises(IntegrityError), db.write() as conn:  # SQLAlchemy's, not the driver's
+        add.first(conn, {"key": "k2", "expires_at": T0})
+    with db.read() as conn:  # the failed transaction left nothing behind
+        assert conn.execute(select(seen.c.key).order_by(seen.c.key)).scalars().all() == [
+            "k'1; --",
+            "k2",
+        ]

@@ -6,9 +6,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -29,7 +29,10 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +266,45 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         pool_pre_ping=True,
         pool_recycle=300,
     )
+
+
+class DriverStatement:
+    """A statement of the ack path, compiled once and run on the driver's own cursor.
+
+    `Connection.execute` costs 35–100 µs per statement (cache key, parameter and result
+    objects) where the driver takes 1–20 µs, and a vote runs four statements before its ack
+    (README.md, Performance). SQLAlchemy still writes the SQL for each dialect, owns the
+    connection and its transaction, and names the errors: a driver error is raised as
+    SQLAlchemy's (`OperationalError`, `DataError`, ...), as `execute` would.
+    """
+
+    def __init__(
+        self, database: Database, statement: ClauseElement, keys: Sequence[str] = ()
+    ) -> None:
+        dialect = database.engine.dialect
+        compiled = cast(
+            SQLCompiler, statement.compile(dialect=dialect, column_keys=list(keys) or None)
+        )
+        self.sql = str(compiled)
+        self._defaults = dict(compiled.params)  # literals bound as parameters, e.g. a window
+        self._order = compiled.positiontup  # SQLite's "?" parameters; None for named ones
+        self._dialect = dialect
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """The first row the statement returns (a tuple), or None."""
+        values = {**self._defaults, **params}
+        args: Any = tuple(values[name] for name in self._order) if self._order else values
+        driver = self._dialect.loaded_dbapi
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, args)
+            return cursor.fetchone()
+        except driver.Error as error:
+            raise DBAPIError.instance(
+                self.sql, args, error, driver.Error, dialect=self._dialect
+            ) from error
+        finally:
+            cursor.close()
 
 
 def upsert(database: Database, table: Table) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 
 from bot.core.acts import Target
-from bot.core.db import Database, mappings, threads, upsert
+from bot.core.db import Database, DriverStatement, mappings, threads, upsert
 
 # Where a mapping came from; a reply posted through the relay outranks what was seen later.
 POSTED = "posted"
@@ -68,6 +68,7 @@ class Mappings:
 
     def __init__(self, database: Database) -> None:
         self.db = database
+        self._message = DriverStatement(database, _MESSAGE)  # on every vote's ack path
 
     def record(
         self,
@@ -121,7 +122,7 @@ class Mappings:
         """The IDs recorded for a reply, if any."""
         key = {"workspace": workspace, "channel": channel, "ts": ts}
         with self.db.read(single=True) as conn:
-            row = conn.execute(_MESSAGE, key).first()
+            row = self._message.first(conn, key)
         return Mapping(*row) if row else None
 
     def conversation(self, workspace: str, channel: str, thread_ts: str) -> str | None:

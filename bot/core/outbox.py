@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from bot.core.acts import Act, Target, clean_comment
-from bot.core.db import Database, acts, seen, upsert, votes
+from bot.core.db import Database, DriverStatement, acts, seen, upsert, votes
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,10 @@ class Outbox:
     def __init__(self, database: Database, on_record: Callable[[], None] | None = None) -> None:
         self.db = database
         self.on_record = on_record
-        # Built once: composing these per vote cost ~2 ms of CPU, more than running them.
+        # Built once: composing these per vote cost ~2 ms of CPU, more than running them; and
+        # the vote's statements run on the driver's cursor (see DriverStatement).
         vote = upsert(database, votes)
-        self._vote = vote.on_conflict_do_update(
+        vote = vote.on_conflict_do_update(
             index_elements=[
                 votes.c.workspace,
                 votes.c.user_id,
@@ -90,7 +91,10 @@ class Outbox:
                 vote.excluded.voted_at - votes.c.voted_at >= SAME_VOTE_WINDOW,
             ),
         ).returning(votes.c.voted_at)
-        self._insert_act = insert(acts).returning(acts.c.id)
+        self._vote = DriverStatement(database, vote, _VOTE_COLUMNS)
+        self._insert_act = DriverStatement(
+            database, insert(acts).returning(acts.c.id), _ACT_COLUMNS
+        )
         self._settle = (
             update(acts)
             .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
@@ -155,7 +159,7 @@ class Outbox:
                 "value": act.value,
                 "voted_at": act.occurred_at,
             }
-            if conn.execute(self._vote, vote).first() is None:
+            if self._vote.first(conn, vote) is None:
                 return Recorded(None, "same vote within 24 h")
             waiting = comment_until is not None
             row = {
@@ -176,7 +180,7 @@ class Outbox:
                 "next_attempt_at": comment_until if waiting else now,
                 "created_at": now,
             }
-            act_id = conn.execute(self._insert_act, row).scalar_one()
+            (act_id,) = self._insert_act.first(conn, row)
         if not waiting and self.on_record:
             self.on_record()
         return Recorded(act_id)
@@ -322,6 +326,25 @@ class Outbox:
         return counts
 
 
+_VOTE_COLUMNS = ("workspace", "user_id", "target_kind", "target_id", "value", "voted_at")
+_ACT_COLUMNS = (
+    "platform",
+    "workspace",
+    "user_id",
+    "source",
+    "target_kind",
+    "target_id",
+    "value",
+    "comment",
+    "comment_cut",
+    "occurred_at",
+    "channel",
+    "ts",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
 _SETTLED = (
     "state",
     "attempts",
@@ -339,17 +362,20 @@ def mark_seen(database: Database, conn: Any, key: str, now: float, ttl: float = 
     """Remember `key` until it expires; False when it was already there and live."""
     statement = _SEEN.get(database.is_sqlite)
     if statement is None:
-        statement = upsert(database, seen)
-        statement = _SEEN[database.is_sqlite] = statement.on_conflict_do_update(
+        row = upsert(database, seen)
+        row = row.on_conflict_do_update(
             index_elements=[seen.c.key],
-            set_={"expires_at": statement.excluded.expires_at},
+            set_={"expires_at": row.excluded.expires_at},
             where=seen.c.expires_at < bindparam("now"),
         ).returning(seen.c.key)
+        statement = _SEEN[database.is_sqlite] = DriverStatement(
+            database, row, ("key", "expires_at")
+        )
     params = {"key": key[:255], "expires_at": now + ttl, "now": now}
-    return conn.execute(statement, params).first() is not None
+    return statement.first(conn, params) is not None
 
 
-_SEEN: dict[bool, Any] = {}  # the upsert of mark_seen, per dialect (SQLite or not)
+_SEEN: dict[bool, DriverStatement] = {}  # the upsert of mark_seen, per dialect (SQLite or not)
 
 
 def forget_expired(database: Database, now: float) -> int:
