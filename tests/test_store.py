@@ -428,6 +428,8 @@ def test_driver_statements_return_what_execute_does_and_raise_sqlalchemys_errors
         assert DriverStatement(db, find.where(seen.c.key == "none")).first(conn, {}) is None
     with pytest.raises(IntegrityError), db.write() as conn:  # SQLAlchemy's, not the driver's
         add.first(conn, {"key": "k2", "expires_at": T0})
+    with pytest.raises(ValueError, match="expanding IN"):  # only `execute` can expand it
+        DriverStatement(db, select(seen.c.key).where(seen.c.key.in_(["a", "b"])))
     with db.read() as conn:  # the failed transaction left nothing behind
         assert conn.execute(select(seen.c.key).order_by(seen.c.key)).scalars().all() == [
             "k'1; --",

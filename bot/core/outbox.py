@@ -95,7 +95,7 @@ class Outbox:
         self._insert_act = DriverStatement(
             database, insert(acts).returning(acts.c.id), _ACT_COLUMNS
         )
-        self._settle = (
+        settle = (
             update(acts)
             .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
             .values(
@@ -117,7 +117,7 @@ class Outbox:
             .limit(bindparam("limit"))
             .with_for_update(skip_locked=True)
         )
-        self._claim = (
+        claim = (
             update(acts)
             .where(acts.c.id.in_(due.scalar_subquery()))
             .values(state=PENDING, lease_owner=bindparam("owner"), lease_until=bindparam("until"))
@@ -135,6 +135,8 @@ class Outbox:
                 acts.c.created_at,
             )
         )
+        self._claim = claim  # its IN list needs `execute`
+        self._settle = DriverStatement(database, settle)
 
     def record(
         self,
@@ -237,7 +239,7 @@ class Outbox:
         if not outcomes:
             return
         with self.db.write(wait_for_disk=False) as conn:
-            conn.execute(self._settle, [{**o, "owner": owner} for o in outcomes])
+            self._settle.many(conn, [{**o, "owner": owner} for o in outcomes])
 
     def renew(self, owner: str, lease: float, now: float) -> None:
         """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""
