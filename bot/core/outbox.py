@@ -106,6 +106,7 @@ class Outbox:
                 }
             )
         )
+        self._settle = DriverStatement(database, settle)
         due = (
             select(acts.c.id)
             .where(
@@ -117,7 +118,7 @@ class Outbox:
             .limit(bindparam("limit"))
             .with_for_update(skip_locked=True)
         )
-        claim = (
+        self._claim = (  # with `execute`: its IN list needs expanding
             update(acts)
             .where(acts.c.id.in_(due.scalar_subquery()))
             .values(state=PENDING, lease_owner=bindparam("owner"), lease_until=bindparam("until"))
@@ -135,8 +136,6 @@ class Outbox:
                 acts.c.created_at,
             )
         )
-        self._claim = claim  # its IN list needs `execute`
-        self._settle = DriverStatement(database, settle)
 
     def record(
         self,
