@@ -33,26 +33,21 @@ def register(app: App, feedback: SlackFeedback) -> None:
     def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """Ack path: map the reply and store the act before Slack hears back."""
         handoff = click_act(feedback, body, context, client)
-        thanks = handoff.get("act_id") and feedback.settings.ack_message
-        if handoff.get("unmapped") or handoff.get("ask") or thanks:  # else nothing to follow up
+        handoff["follow_up"] = click_follow_up(handoff, feedback.settings.ack_message)
+        if handoff["follow_up"]:
             feedback.follow_ups.submit(follow_up_click, body, handoff, client)
         ack()
 
     def follow_up_click(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
-        """After the ack: the comment modal, the thanks, or the note that nothing was recorded."""
-        channel, user = handoff.get("channel"), handoff.get("user")
-        if handoff.get("unmapped") and channel and user:
+        """After the ack: the note that nothing was recorded, the comment modal, or the thanks."""
+        follow_up, channel, user = handoff["follow_up"], handoff["channel"], handoff["user"]
+        if follow_up == UNMAPPED:
             ephemeral(client, channel, user, UNMAPPED_NOTE)
-        elif handoff.get("ask"):
+        elif follow_up == MODAL:
             open_comment_modal(feedback, client, body, handoff)
-        elif handoff.get("act_id") and feedback.settings.ack_message and channel and user:
-            ephemeral(
-                client,
-                channel,
-                user,
-                feedback.settings.ack_message,
-                thread_ts=handoff.get("thread_ts"),
-            )
+        else:
+            text = feedback.settings.ack_message
+            ephemeral(client, channel, user, text, thread_ts=handoff.get("thread_ts"))
 
     def add_comment(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """The ephemeral "Add a comment" button: after the ack, the modal for the waiting act."""
@@ -65,6 +60,20 @@ def register(app: App, feedback: SlackFeedback) -> None:
 
     app.action(VOTE_ACTIONS)(record_click)
     app.action(ADD_COMMENT_ACTION)(add_comment)
+
+
+# What a click leads to after the ack (click_follow_up).
+UNMAPPED, MODAL, THANKS = "unmapped", "modal", "thanks"
+
+
+def click_follow_up(handoff: dict[str, Any], ack_message: str) -> str | None:
+    """UNMAPPED, MODAL or THANKS for a click's handoff; None when nothing follows the ack."""
+    known = bool(handoff.get("channel") and handoff.get("user"))
+    if handoff.get("unmapped"):
+        return UNMAPPED if known else None
+    if handoff.get("ask"):
+        return MODAL
+    return THANKS if handoff.get("act_id") and ack_message and known else None
 
 
 def click_act(
