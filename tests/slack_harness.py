@@ -93,8 +93,16 @@ def start_relay(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
         url = f"http://127.0.0.1:{server.server_port}"
-        instance = RunningRelay(url, relay, wsgi, SlackSender(url, SIGNING_SECRET), fake_slack,
-                                brixo, fake_agent, server)
+        instance = RunningRelay(
+            url,
+            relay,
+            wsgi,
+            SlackSender(url, SIGNING_SECRET),
+            fake_slack,
+            brixo,
+            fake_agent,
+            server,
+        )
         running.append(instance)
         return instance
 

@@ -57,6 +57,7 @@ def make_worker(outbox: Outbox, brixo: FakeBrixo) -> Iterator[WorkerFactory]:
         worker = DeliveryWorker(
             outbox, client, concurrency, policy, lease=lease, poll_interval=0.05, probe_interval=0.1
         )
+        outbox.deliverer = worker  # as Relay wires them: new acts are handed over at once
         workers.append(worker)
         if start:
             worker.start()
@@ -469,6 +470,36 @@ def test_an_idle_worker_claims_only_when_woken_or_polled(
     now[0] += 60.0  # a poll interval later: retries may have come due
     worker._claim_more()
     assert len(claims) == 3
+
+
+def test_an_act_recorded_while_the_worker_runs_is_sent_without_a_claim(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded already leased to the worker and handed over in memory: no claim to write."""
+    worker = make_worker(start=False)
+    worker.poll_interval = 60.0
+    claims: list[int] = []
+    real_claim = outbox.claim
+    monkeypatch.setattr(outbox, "claim", lambda *a: claims.append(a[1]) or real_claim(*a))
+    worker.start()
+    wait_until(lambda: claims, timeout=5)  # the claim at start, of acts left from before
+    act_ids = [record(outbox, f"m{i}") for i in range(5)]
+    for act_id in act_ids:
+        wait_state(outbox, act_id, DELIVERED)
+    assert len(claims) == 1
+    assert sorted(r.id for r in signals(brixo)) == [f"m{i}" for i in range(5)]
+
+
+def test_acts_recorded_while_sends_are_held_wait_for_a_claim(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
+) -> None:
+    """No hand-over while Brixo asked to wait: the act is recorded unleased and claimed later."""
+    worker = make_worker()
+    worker._hold_until = time() + 60.0
+    act_id = record(outbox, "m1")
+    assert worker.lease_new(time()) is None
+    assert outbox.claim("someone-else", limit=10, lease=30, now=time()) != []
+    assert signals(brixo) == [] and entry(outbox, act_id).state == PENDING
 
 
 def test_sends_make_way_for_a_request_being_answered() -> None:

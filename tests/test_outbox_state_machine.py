@@ -225,8 +225,12 @@ def machine_for(url: str) -> type[RuleBasedStateMachine]:
 
         @rule(data=st.data(), everything=st.booleans())
         def retry_dead(self, data: st.DataObject, everything: bool) -> None:
-            ids = [] if everything or not self.rows else data.draw(
-                st.lists(st.sampled_from(sorted(self.rows)), max_size=2, unique=True)
+            ids = (
+                []
+                if everything or not self.rows
+                else data.draw(
+                    st.lists(st.sampled_from(sorted(self.rows)), max_size=2, unique=True)
+                )
             )
             count = self.outbox.retry_dead(self.now, ids)
             chosen = [i for i in (ids or self.rows) if self.rows[i].state == DEAD]

@@ -156,18 +156,23 @@ def _malformed(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
     ]
 
 
-def _send_all(app: RunningRelay, bodies: list[tuple[bytes, str]]) -> None:
-    """Send each body validly signed; none may get a 5xx, and none may record an act."""
-    failures = []
+def _send_all(app: RunningRelay, bodies: list[tuple[bytes, str]]) -> set[int]:
+    """Send each body validly signed; none may get a 5xx, and none may record an act.
+
+    Returns the statuses answered.
+    """
+    failures, statuses = [], set()
     for body, content_type in bodies:
         headers = sr.sign(body, SIGNING_SECRET)
         headers["Content-Type"] = content_type
         answer = app.sender.raw(body, headers)
+        statuses.add(answer.status_code)
         if answer.status_code >= 500:
             failures.append((body[:120], answer.status_code))
     assert failures == [], "\n".join(map(repr, failures))
     assert app.relay.outbox.entries() == []
     settled(app, 0)
+    return statuses
 
 
 def test_malformed_signed_requests_never_give_5xx_nor_an_act(start_relay: StartRelay) -> None:
@@ -184,6 +189,6 @@ def test_unparseable_signed_requests_never_give_5xx(start_relay: StartRelay) -> 
     """Bolt raises on these before any relay code runs: server.py must refuse them (400)."""
     app = start_relay(**NEVER)
     ts = map_by_metadata(app, "m-1")
-    _send_all(app, _unreadable(app, ts))
+    assert _send_all(app, _unreadable(app, ts)) == {400}
     react(app, ts, "+1", channel="C1")
     settled(app, 1)

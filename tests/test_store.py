@@ -17,6 +17,7 @@ from bot.core.outbox import (
     DELIVERED,
     PENDING,
     SAME_VOTE_WINDOW,
+    Claimed,
     Outbox,
     forget_expired,
     mark_seen,
@@ -68,18 +69,73 @@ def settled(claimed_id: int, state: str, now: float, **extra: object) -> dict[st
     return row
 
 
+def test_an_act_due_now_is_recorded_leased_to_the_deliverer_and_handed_over(store: Outbox) -> None:
+    deliverer = FakeDeliverer(lease=("owner-a", T0 + 30))
+    outbox = Outbox(store.db, deliverer)
+    recorded = outbox.record(act("m1", comment="  good  "), T0)
+    waiting = outbox.record(act("m2"), T0, comment_until=T0 + 600)
+
+    (fresh,) = deliverer.taken  # the act waiting for its comment is not handed over
+    assert deliverer.woken == 0
+    assert fresh == Claimed(
+        recorded.act_id or 0,
+        "T1",
+        Target("message", "m1"),
+        "thumbs_up",
+        T0,
+        "good",
+        comment_cut=False,
+        attempts=0,
+        not_found_since=None,
+        created_at=T0,
+    )
+    # Leased in the same transaction: no one claims it while the lease holds...
+    assert outbox.claim("owner-b", limit=10, lease=30, now=T0 + 29) == []
+    outbox.settle("owner-a", [settled(fresh.id, DELIVERED, T0 + 1)])
+    assert outbox.counts(T0 + 2)[DELIVERED] == 1
+    assert waiting.created
+
+
+def test_a_handed_over_act_whose_owner_died_is_claimed_when_its_lease_lapses(
+    store: Outbox,
+) -> None:
+    outbox = Outbox(store.db, FakeDeliverer(lease=("dead-owner", T0 + 30)))
+    outbox.record(act("m1"), T0)
+    assert outbox.claim("owner-b", limit=10, lease=30, now=T0 + 29) == []
+    (claimed,) = outbox.claim("owner-b", limit=10, lease=30, now=T0 + 31)
+    assert claimed.target.id == "m1"
+
+
 def test_migrate_is_idempotent(store: Outbox) -> None:
     assert store.db.schema_state() == "ok"
     assert store.db.migrate(T0 + 1) == store.db.migrate(T0 + 2)
 
 
+class FakeDeliverer:
+    """A delivery worker as the outbox sees it: with `lease` it takes new acts at once."""
+
+    def __init__(self, lease: tuple[str, float] | None = None) -> None:
+        self.lease = lease
+        self.woken = 0
+        self.taken: list[Claimed] = []
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    def lease_new(self, now: float) -> tuple[str, float] | None:
+        return self.lease
+
+    def take(self, act: Claimed) -> None:
+        self.taken.append(act)
+
+
 def test_record_claim_settle_counts(store: Outbox) -> None:
-    woken: list[int] = []
-    outbox = Outbox(store.db, on_record=lambda: woken.append(1))
+    deliverer = FakeDeliverer(lease=None)  # busy: new acts wait for a claim
+    outbox = Outbox(store.db, deliverer)
     first = outbox.record(act("m1"), T0)
     second = outbox.record(act("m2", comment="meh"), T0 + 1)
     assert first.created and second.created and first.act_id != second.act_id
-    assert len(woken) == 2
+    assert deliverer.woken == 2 and deliverer.taken == []
     counts = outbox.counts(T0 + 11)
     assert counts[PENDING] == 2 and counts[DELIVERED] == 0 and counts[DEAD] == 0
     assert counts["oldest_pending_age"] == pytest.approx(11)

@@ -190,6 +190,34 @@ class DeliveryWorker:
         """Look for due acts now (a new act was recorded)."""
         self._results.put_nowait((None, None))  # type: ignore[arg-type]
 
+    def lease_new(self, now: float) -> tuple[str, float] | None:
+        """(owner, lease end) for an act being recorded, when it can be sent at once."""
+        if (
+            self._pool is None
+            or self._stopping.is_set()
+            or self._paused
+            or self._hold_until > now
+            or self._in_flight >= 2 * self.concurrency
+        ):
+            return None
+        return self.owner, now + self.lease
+
+    def take(self, act: Claimed) -> None:
+        """Send an act recorded under a lease from `lease_new` (no claim needed)."""
+        pool = self._pool
+        self._count_in_flight(1)
+        try:
+            if pool is None:
+                raise RuntimeError("stopped")
+            pool.submit(self._send, act)
+        except RuntimeError:  # stopped meanwhile: give it back for the next claim
+            self._count_in_flight(-1)
+            self.outbox.release(self.owner, [act.id])
+
+    def _count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+
     def start(self) -> None:
         """Start delivering in the background."""
         if self._thread:
@@ -218,7 +246,9 @@ class DeliveryWorker:
             try:
                 self._upkeep()
                 self._claim_more()
-                self._record(self._collect(self._wait_time()))
+                results = self._collect(self._wait_time())
+                self.acks_first.wait()
+                self._record(results)
             except Exception:  # a database hiccup must not end delivery
                 log.exception("delivery loop error; retrying")
                 self._stopping.wait(self.poll_interval)
@@ -256,10 +286,11 @@ class DeliveryWorker:
         room = 2 * self.concurrency - self._in_flight
         if room <= 0 or now < self._claim_at:
             return
+        self.acks_first.wait()
         claimed = self.outbox.claim(self.owner, room, self.lease, now)
         self._claim_at = now if len(claimed) == room else now + self.poll_interval
+        self._count_in_flight(len(claimed))
         for act in claimed:
-            self._in_flight += 1
             assert self._pool is not None
             self._pool.submit(self._send, act)
 
@@ -295,8 +326,8 @@ class DeliveryWorker:
         now = self.clock()
         settled: list[dict[str, Any]] = []
         released: list[int] = []
+        self._count_in_flight(-len(results))
         for act, answer in results:
-            self._in_flight -= 1
             if answer is None:
                 released.append(act.id)
                 continue

@@ -26,7 +26,7 @@ class Relay:
         self.db.migrate(time())
         self.mappings = Mappings(self.db)
         self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
-        self.outbox = Outbox(self.db, on_record=self._wake)
+        self.outbox = Outbox(self.db)
         self.worker: DeliveryWorker | None = None
         # `with relay.acks_first.answering():` around each chat request: sends make way for it.
         self.acks_first = AcksFirst()
@@ -44,13 +44,10 @@ class Relay:
                 policy,
                 acks_first=self.acks_first,
             )
+            self.outbox.deliverer = self.worker
 
     def __repr__(self) -> str:
         return f"Relay(database={self.db.engine.url!r})"
-
-    def _wake(self) -> None:
-        if self.worker:
-            self.worker.wake()
 
     def start(self) -> None:
         """Start delivering in the background."""

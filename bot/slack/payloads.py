@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qs
+from typing import Any
 
 
-def unreadable(body: bytes, content_type: str) -> str | None:
-    """Why Bolt could not read this body, or None when it can."""
-    try:
-        if content_type.startswith("application/x-www-form-urlencoded"):
-            form = parse_qs(body.decode("utf-8"))
-            if "payload" not in form:
-                return None  # slash commands and other forms: Bolt reads them
-            document = json.loads(form["payload"][0])
-        else:
-            document = json.loads(body.decode("utf-8") or "null")
-    except (ValueError, UnicodeDecodeError):
-        return "not JSON"
+def unreadable(document: Any) -> str | None:
+    """Why Bolt's listeners could not read this parsed body, or None when they can."""
     if not isinstance(document, dict):
         return "not a JSON object"
     kind, actions, event = document.get("type"), document.get("actions"), document.get("event")
