@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,3 +105,27 @@ def measure(base_url: str, key: str, count: int = 1500) -> list[ClientCost]:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         costs.append(ClientCost(name, 1e6 * cpu / count, 1e6 * wall / count))
     return costs
+
+
+def ceiling(base_url: str, key: str, threads: int = 32, count: int = 6000) -> float:
+    """Requests/s of `BrixoClient.send` alone in `threads` threads, nothing stored or logged.
+
+    With a 0 ms Brixo this is the most one process's delivery could reach with requests.
+    """
+    client = BrixoClient(key, base_url, pool_size=threads)
+    per_thread = count // threads
+
+    def sends(first: int) -> None:
+        for i in range(first, first + per_thread):
+            client.send(_signal(i))
+
+    sends(0)  # open the connections' first few
+    workers = [threading.Thread(target=sends, args=(n * per_thread,)) for n in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    rate = per_thread * threads / (time.perf_counter() - started)
+    client.close()
+    return rate

@@ -46,7 +46,7 @@ from benchmarks.traffic import (
     ts_of,
 )
 from bot.core.db import Database, acts, mappings
-from bot.core.settings import SETTING_NAMES
+from bot.core.settings import SETTING_NAMES, Settings
 from tests.pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 THREADS = 16  # gunicorn gthread threads, for every server
 CONCURRENCY = 16  # client connections under load
 LIGHT_ROUNDS = 4  # turns each server takes in the light-load phase
+DELIVERY_THREADS = Settings.delivery_concurrency  # the relay's default DELIVERY_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -540,6 +541,7 @@ def report(
     rows: list[Row],
     found: dict[str, list[lookups.LookupResult]],
     clients: list[http_clients.ClientCost],
+    ceiling: float | None,
     started: float,
     quick: bool,
 ) -> str:
@@ -629,6 +631,13 @@ def report(
         lines.append(
             f"| {cost.name} | {cost.cpu_us:.0f} | {cost.wall_us:.0f} | {1e6 / cost.cpu_us:,.0f} |"
         )
+    if ceiling:
+        lines += [
+            "",
+            f"`BrixoClient.send` alone in {DELIVERY_THREADS} threads (the relay's "
+            f"DELIVERY_CONCURRENCY), nothing stored or logged: **{ceiling:,.0f} requests/s**, "
+            "the most one process can deliver to the 0 ms stand-in with requests.",
+        ]
 
     relays = [r for r in rows if r.name.startswith("relay")]
     bare = next((r for r in rows if r.name.startswith("bare")), None)
@@ -667,13 +676,16 @@ def report(
 
     lines += ["", "## Targets", ""]
     for relay in relays:
-        lines += targets(relay, bare, found)
+        lines += targets(relay, bare, found, ceiling)
     lines.append("")
     return "\n".join(lines)
 
 
 def targets(
-    relay: Row, bare: Row | None, found: dict[str, list[lookups.LookupResult]]
+    relay: Row,
+    bare: Row | None,
+    found: dict[str, list[lookups.LookupResult]],
+    ceiling: float | None,
 ) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -690,9 +702,10 @@ def targets(
             )
     for ms, goal in ((50, 400), (0, 1500)):
         rate = relay.drain.get(ms, 0.0)
+        limit = f" (requests alone: {ceiling:,.0f}/s)" if ms == 0 and ceiling else ""
         out.append(
             f"- {relay.name}: delivery ≥ {goal}/s to the {ms} ms stand-in: {rate:.0f}/s — "
-            f"{mark(rate >= goal)}"
+            f"{mark(rate >= goal)}{limit}"
         )
     db = "SQLite" if "sqlite" in relay.name.lower() else "PostgreSQL"
     if db in found and len(found[db]) > 1:
@@ -742,6 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     found: dict[str, list[lookups.LookupResult]] = {}
     clients: list[http_clients.ClientCost] = []
+    ceiling: float | None = None
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-", dir="/tmp"))
     say(f"work files and server logs in {workdir}")
     stand_ins = StandIns()
@@ -782,10 +796,11 @@ def main(argv: list[str] | None = None) -> int:
                 say("HTTP client cost")
                 stand_ins.latency(0)
                 clients = http_clients.measure(stand_ins.brixo, BRIXO_KEY, plan.client_calls)
+                ceiling = http_clients.ceiling(stand_ins.brixo, BRIXO_KEY, DELIVERY_THREADS)
                 stand_ins.reset()
     finally:
         stand_ins.close()
-    table = report(plan, rows, found, clients, started, args.quick)
+    table = report(plan, rows, found, clients, ceiling, started, args.quick)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(table)
     print()

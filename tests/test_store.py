@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -491,3 +492,23 @@ def test_driver_statements_return_what_execute_does_and_raise_sqlalchemys_errors
             "k'1; --",
             "k2",
         ]
+
+
+def test_a_single_read_opens_no_transaction_and_leaves_writes_atomic(store: Outbox) -> None:
+    """PostgreSQL runs a one-statement read without BEGIN/ROLLBACK; the pooled connection
+    it used still gives the next write a real transaction (here: one connection in the pool)."""
+    db = Database(store.db.url, pool_size=1)
+    try:
+        for _ in range(3):
+            with db.read(single=True) as conn:
+                assert conn.execute(select(seen.c.key)).all() == []
+                if not db.is_sqlite:
+                    driver = conn.connection.driver_connection
+                    assert driver.info.transaction_status == TransactionStatus.IDLE
+            with pytest.raises(RuntimeError), db.write() as conn:
+                conn.execute(insert(seen).values(key="k", expires_at=T0))
+                raise RuntimeError("the vote's transaction fails half-way")
+        with db.read() as conn:
+            assert conn.execute(select(seen.c.key)).all() == []
+    finally:
+        db.dispose()

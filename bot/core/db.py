@@ -131,6 +131,12 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = _make_engine(url, pool_size)
+        # One-statement reads on PostgreSQL run outside a transaction: no BEGIN, no ROLLBACK.
+        self._single_reads = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         path = self.engine.url.database if self.is_sqlite else None
         self.sqlite_path = os.path.abspath(path) if path and path != ":memory:" else None
         self._sqlite_identity: tuple[int, int] | None = None
@@ -213,10 +219,10 @@ class Database:
     def read(self, single: bool = False) -> Iterator[Connection]:
         """A short read-only transaction.
 
-        `single`: for one statement, which SQLite runs as a transaction of its own (an explicit
-        one would add two statements to each vote's lookup).
+        `single`: for one statement, which runs as a transaction of its own (an explicit one
+        would add two round trips to each vote's lookup).
         """
-        with self.engine.connect() as conn:
+        with (self._single_reads if single else self.engine).connect() as conn:
             if self.is_sqlite and not single:
                 conn.exec_driver_sql("BEGIN")
             try:
