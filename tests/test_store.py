@@ -512,3 +512,25 @@ def test_a_single_read_opens_no_transaction_and_leaves_writes_atomic(store: Outb
             assert conn.execute(select(seen.c.key)).all() == []
     finally:
         db.dispose()
+
+
+def test_votes_wait_for_the_disk_and_delivery_bookkeeping_does_not(store: Outbox) -> None:
+    """A vote's commit waits for the disk (SQLite synchronous=FULL, PostgreSQL's own setting,
+    which the test server turns off for speed) even on a pooled connection that last wrote
+    delivery bookkeeping without waiting (NORMAL, off)."""
+    db = Database(store.db.url, pool_size=1)
+    try:
+        with db.read() as conn:
+            server_default = (
+                None if db.is_sqlite else conn.exec_driver_sql("SHOW synchronous_commit").scalar()
+            )
+        for wait_for_disk in (False, True, False, True):
+            with db.write(wait_for_disk=wait_for_disk) as conn:
+                if db.is_sqlite:
+                    (level,) = conn.exec_driver_sql("PRAGMA synchronous").one()
+                    assert level == (2 if wait_for_disk else 1)  # FULL, NORMAL
+                else:
+                    (level,) = conn.exec_driver_sql("SHOW synchronous_commit").one()
+                    assert level == (server_default if wait_for_disk else "off")
+    finally:
+        db.dispose()

@@ -7,9 +7,8 @@ import queue
 import random
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any, Protocol
@@ -114,18 +113,17 @@ class AcksFirst:
         self._answering = 0
         self._quiet = threading.Condition()
 
-    @contextmanager
-    def answering(self) -> Iterator[None]:
-        """Around the handling of one Slack request."""
+    def begin(self) -> None:
+        """A chat request is being answered (call `end` once its answer is sent)."""
         with self._quiet:
             self._answering += 1
-        try:
-            yield
-        finally:
-            with self._quiet:
-                self._answering -= 1
-                if not self._answering:
-                    self._quiet.notify_all()
+
+    def end(self) -> None:
+        """A request's answer was sent."""
+        with self._quiet:
+            self._answering -= 1
+            if not self._answering:
+                self._quiet.notify_all()
 
     def wait(self) -> None:
         """Until no request is being answered, or `max_wait` has passed."""

@@ -28,7 +28,7 @@ class Relay:
         self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
         self.outbox = Outbox(self.db)
         self.worker: DeliveryWorker | None = None
-        # `with relay.acks_first.answering():` around each chat request: sends make way for it.
+        # `relay.acks_first.begin()`/`end()` around each chat request: delivery makes way for it.
         self.acks_first = AcksFirst()
         if settings.brixo_api_key:
             client = BrixoClient(

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from gunicorn import glogging
@@ -80,11 +80,36 @@ class RelayWSGI:
             if length < 0 or length > MAX_BODY_BYTES:
                 return _json(start_response, 413, {"error": "request body too large"})
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
-            with self.relay.acks_first.answering():
-                return self.bolt(environ, start_response)
+            acks_first = self.relay.acks_first
+            acks_first.begin()
+            try:
+                return SentThen(self.bolt(environ, start_response), acks_first.end)
+            except BaseException:
+                acks_first.end()
+                raise
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})
+
+
+class SentThen:
+    """A response body that calls `then` once the server has sent it.
+
+    WSGI servers call `close()` after the last byte (gunicorn after its access log line too),
+    so delivery keeps out of the way until the ack has reached the socket, not just until Bolt
+    has returned it.
+    """
+
+    def __init__(self, body: Iterable[bytes], then: Callable[[], None]) -> None:
+        self.body = body
+        self.then = then
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        """Called by the server once the body is sent."""
+        self.then()
 
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
