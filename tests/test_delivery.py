@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import monotonic, time
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +17,7 @@ from bot.core.acts import Act, Target
 from bot.core.brixo import KEY_CHECK_ID, BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import CUT_COMMENT_CHARS, AcksFirst, DeliveryWorker, RetryPolicy
-from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Entry, Outbox
+from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Claimed, Entry, Outbox
 from bot.core.relay import Relay
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo
@@ -490,6 +491,24 @@ def test_an_act_recorded_while_the_worker_runs_is_sent_without_a_claim(
     assert sorted(r.id for r in signals(brixo)) == [f"m{i}" for i in range(5)]
 
 
+def test_an_act_handed_to_a_worker_that_stopped_meanwhile_is_claimed_once_its_lease_lapses(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
+) -> None:
+    """The race of a shutdown between a vote's lease and its hand-over loses nothing."""
+    stopped = make_worker(lease=0.5)
+    lease = stopped.lease_new(time())
+    assert lease is not None
+    stopped.stop(timeout=2)
+    taken: list[Claimed] = []
+    recorder = Outbox(outbox.db, SimpleNamespace(lease_new=lambda now: lease, take=taken.append))
+    act_id = record(recorder, "m1")
+    stopped.take(taken[0])  # no error, no send
+    assert signals(brixo) == [] and entry(outbox, act_id).state == PENDING
+    make_worker()  # the next process claims it once the lease has lapsed
+    wait_state(outbox, act_id, DELIVERED)
+    assert [r.id for r in signals(brixo)] == ["m1"]
+
+
 def test_acts_recorded_while_sends_are_held_wait_for_a_claim(
     make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
 ) -> None:
@@ -534,7 +553,6 @@ def test_a_send_waits_no_longer_than_max_wait() -> None:
 def test_the_http_server_marks_slack_requests_as_being_answered() -> None:
     """A Slack request counts as being answered from before Bolt's listeners run until the
     server has sent the answer (it closes the body), so delivery keeps out of the ack's way."""
-    from types import SimpleNamespace
 
     from slack_bolt import App
     from slack_sdk import WebClient

@@ -205,14 +205,13 @@ class DeliveryWorker:
     def take(self, act: Claimed) -> None:
         """Send an act recorded under a lease from `lease_new` (no claim needed)."""
         pool = self._pool
+        if pool is None:  # stopped meanwhile: the lease lapses and the next claim takes it
+            return
         self._count_in_flight(1)
         try:
-            if pool is None:
-                raise RuntimeError("stopped")
             pool.submit(self._send, act)
-        except RuntimeError:  # stopped meanwhile: give it back for the next claim
+        except RuntimeError:  # the pool shut down meanwhile: likewise
             self._count_in_flight(-1)
-            self.outbox.release(self.owner, [act.id])
 
     def _count_in_flight(self, change: int) -> None:
         with self._lock:
