@@ -1,4 +1,4 @@
-"""A first look at Slack request bodies, for those Bolt can't read (it would answer 500)."""
+"""A look at parsed Slack request bodies, for those Bolt's listeners can't read (500s)."""
 
 from __future__ import annotations
 

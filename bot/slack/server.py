@@ -102,14 +102,16 @@ class SentThen:
 
     def __init__(self, body: Iterable[bytes], then: Callable[[], None]) -> None:
         self.body = body
-        self.then = then
+        self.then: Callable[[], None] | None = then
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
 
     def close(self) -> None:
-        """Called by the server once the body is sent."""
-        self.then()
+        """Called by the server once the body is sent (a second call does nothing)."""
+        then, self.then = self.then, None
+        if then:
+            then()
 
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
