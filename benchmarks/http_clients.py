@@ -119,7 +119,7 @@ def ceiling(base_url: str, key: str, threads: int = 32, count: int = 6000) -> fl
         for i in range(first, first + per_thread):
             client.send(_signal(i))
 
-    sends(0)  # open the connections' first few
+    sends(0)  # warm up
     workers = [threading.Thread(target=sends, args=(n * per_thread,)) for n in range(threads)]
     started = time.perf_counter()
     for worker in workers:

@@ -417,7 +417,9 @@ def test_database_url_fixture(database_url: str) -> None:  # noqa: F811
             assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_brixo_throughput_over_keep_alive(brixo: FakeBrixo) -> None:
+def test_brixo_answers_every_request_over_keep_alive_connections(brixo: FakeBrixo) -> None:
+    """Several connections, many requests each: the benchmark's pattern. (How fast the stand-in
+    answers is the benchmark's to show: its client table and requests-alone ceiling.)"""
     body = json.dumps(signal(occurred_at="2026-02-03T14:22:10Z")).encode()
     head = (
         f"POST /v1/messages/m1/signals HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
@@ -433,11 +435,8 @@ def test_brixo_throughput_over_keep_alive(brixo: FakeBrixo) -> None:
                 assert sock.recv(4096).startswith(b"HTTP/1.1 204 ")
 
     threads = [threading.Thread(target=run) for _ in range(conns)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    rate = per_conn * conns / (time.perf_counter() - started)
     assert len(brixo.accepted) == per_conn * conns
-    assert rate > 1500, f"{rate:.0f} req/s"
