@@ -85,7 +85,7 @@ def options(base_url: str, key: str) -> dict[str, Callable[[int], int]]:
         return response.status
 
     return {
-        "BrixoClient.send (requests: prepared template, session adapter)": via_client,
+        "BrixoClient.send (requests: one-host adapter, headers prepared once)": via_client,
         "requests Session.post, trust_env=False": via_session,
         "requests HTTPAdapter.send (request prepared each time)": via_adapter,
         "urllib3 HTTPConnectionPool.urlopen": via_urllib3,

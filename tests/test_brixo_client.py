@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import time
 
 import pytest
@@ -127,6 +129,44 @@ def test_one_keep_alive_connection_for_many_sends(brixo: FakeBrixo, client: Brix
     for n in range(5):
         assert client.send(Signal(Target("message", f"m{n}"), "thumbs_up")).status == 204
     assert len({r.client_port for r in brixo.requests}) == 1
+
+
+class _RecordingProxy(BaseHTTPRequestHandler):
+    """An HTTP forward proxy that answers every POST itself with 204, keeping what it was sent."""
+
+    seen: list[tuple[str, str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.path, self.headers["Authorization"]))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_proxy_from_the_environment_carries_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _RecordingProxy.seen = []
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    client = BrixoClient(BRIXO_KEY, "http://brixo.invalid", read_timeout=2.0)
+    try:
+        for ident in ("a/b", "c"):
+            answer = client.send(Signal(Target("message", ident), "thumbs_up"))
+            assert answer.outcome is Outcome.DELIVERED, answer
+    finally:
+        client.close()
+        proxy.shutdown()
+        proxy.server_close()
+    assert _RecordingProxy.seen == [
+        ("http://brixo.invalid/v1/messages/a%2Fb/signals", f"Bearer {BRIXO_KEY}"),
+        ("http://brixo.invalid/v1/messages/c/signals", f"Bearer {BRIXO_KEY}"),
+    ]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])

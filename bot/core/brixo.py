@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -13,6 +14,8 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3 import connectionpool
 
 from bot import __version__
 from bot.core.acts import MEDIA_TYPE, Signal, Target
@@ -56,6 +59,33 @@ def signal_path(target: Target) -> str:
     return f"/v1/{target.kind}s/{segment}/signals"
 
 
+class OneHostAdapter(HTTPAdapter):
+    """An `HTTPAdapter` for one host, with the same TLS and proxy settings on every request.
+
+    `HTTPAdapter` works out the connection pool for each request (proxy choice, TLS pool key,
+    pool manager lookup); for one host that answer never changes, so it is kept.
+    """
+
+    _pool: connectionpool.ConnectionPool | None = None
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str | None,
+        proxies: Mapping[str, str] | None = None,
+        cert: tuple[str, str] | str | None = None,
+    ) -> connectionpool.ConnectionPool:
+        pool = self._pool
+        if pool is None:  # two threads may both look it up: they get the same pool
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            self._pool = pool
+        return pool
+
+    def close(self) -> None:
+        self._pool = None
+        super().close()
+
+
 class BrixoClient:
     """Sends signals; classifies every answer. The key never appears in its repr or errors."""
 
@@ -70,7 +100,7 @@ class BrixoClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = OneHostAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -87,11 +117,12 @@ class BrixoClient:
             k: environment[k] for k in ("proxies", "verify", "cert")
         }
         self._adapter = adapter
-        # Every request is this one with another URL and body: preparing a request from scratch
-        # (session settings, URL parsing, hooks) costs more CPU than sending it.
-        self._template = self._session.prepare_request(
+        # Every request is this one with another URL and body: preparing each from scratch
+        # (session settings, URL parsing, hooks) would cost more CPU than sending it.
+        template = self._session.prepare_request(
             requests.Request("POST", self.base_url + "/v1/", data=b"{}")
         )
+        self._headers = dict(template.headers)
 
     def __repr__(self) -> str:
         return f"BrixoClient(base_url={self.base_url!r})"
@@ -102,10 +133,12 @@ class BrixoClient:
         return self._post(self.base_url + signal_path(signal.target), data)
 
     def _post(self, url: str, data: bytes) -> Answer:
-        prepared = self._template.copy()
+        prepared = requests.PreparedRequest()
+        prepared.method = "POST"
         prepared.url = url  # as built: requests would turn an encoded "%2E" into a dot-segment
-        prepared.body = data
+        prepared.headers = CaseInsensitiveDict(self._headers)
         prepared.headers["Content-Length"] = str(len(data))
+        prepared.body = data
         try:
             response = self._adapter.send(prepared, timeout=self.timeout, **self._send_options)
             _ = response.content  # read it all, so the connection goes back to the pool
