@@ -234,6 +234,13 @@ def _interaction(
     return payload
 
 
+def _channel(channel_id: str, guild_id: str | None, user_id: str) -> dict[str, Any]:
+    """A guild text channel, or the DM channel with `user_id` when there is no guild."""
+    if guild_id:
+        return text_channel(channel_id, guild_id)
+    return {"id": channel_id, "type": 1, "recipients": [user(user_id)]}
+
+
 def click(
     message_data: dict[str, Any],
     value: str = "up",
@@ -244,11 +251,7 @@ def click(
 ) -> dict[str, Any]:
     """INTERACTION_CREATE for a 👍/👎 button click on `message_data`."""
     custom_id = value if value.startswith("brixo:") else f"brixo:vote:{value}"
-    where = channel or (
-        text_channel(message_data["channel_id"], guild_id or GUILD)
-        if guild_id
-        else {"id": message_data["channel_id"], "type": 1, "recipients": [user(user_id)]}
-    )
+    where = channel or _channel(message_data["channel_id"], guild_id, user_id)
     return _interaction(
         3,
         {"custom_id": custom_id, "component_type": 2},
@@ -271,11 +274,18 @@ def modal_submit(
     components = [
         {"type": 1, "components": [{"type": 4, "custom_id": "comment", "value": comment or ""}]}
     ]
-    channel = (
-        text_channel(channel_id, guild_id)
-        if guild_id
-        else {"id": channel_id, "type": 1, "recipients": [user(user_id)]}
+    return _submission(
+        custom_id, components, user_id, guild_id, _channel(channel_id, guild_id, user_id)
     )
+
+
+def _submission(
+    custom_id: str,
+    components: list[dict[str, Any]],
+    user_id: str,
+    guild_id: str | None,
+    channel: dict[str, Any],
+) -> dict[str, Any]:
     return _interaction(
         5,
         {"custom_id": custom_id, "components": components},
@@ -283,6 +293,44 @@ def modal_submit(
         guild_id=guild_id,
         channel=channel,
     )
+
+
+def message_command(
+    message_data: dict[str, Any],
+    name: str = "Rate this conversation",
+    *,
+    user_id: str = PERSON,
+    guild_id: str | None = GUILD,
+    channel: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """INTERACTION_CREATE for a message command (context menu) on `message_data`."""
+    where = channel or _channel(message_data["channel_id"], guild_id, user_id)
+    data = {
+        "id": snowflake(),
+        "name": name,
+        "type": 3,
+        "target_id": message_data["id"],
+        "resolved": {"messages": {message_data["id"]: message_data}},
+    }
+    return _interaction(2, data, user_id=user_id, guild_id=guild_id, channel=where)
+
+
+def rating_submit(
+    custom_id: str,
+    rating: str | None,
+    comment: str | None = None,
+    *,
+    user_id: str = PERSON,
+    guild_id: str | None = GUILD,
+    channel: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """INTERACTION_CREATE for the "Rate this conversation" modal's submission (labels)."""
+    select = {"type": 3, "id": 2, "custom_id": "rating", "values": [rating] if rating else []}
+    text = {"type": 4, "id": 4, "custom_id": "comment", "value": comment or ""}
+    components = [{"type": 18, "id": 1, "component": select}]
+    components.append({"type": 18, "id": 3, "component": text})
+    where = channel or _channel(CHANNEL if guild_id else DM_CHANNEL, guild_id, user_id)
+    return _submission(custom_id, components, user_id, guild_id, where)
 
 
 def reaction_add(
@@ -353,6 +401,7 @@ class FakeDiscordAPI(LocalHTTPFake):
         self._calls: list[Call] = []
         self._failures: list[tuple[re.Pattern[str], int]] = []
         self._sent: list[dict[str, Any]] = []
+        self.commands: list[dict[str, Any]] = []  # the application's registered commands
 
     @property
     def api_base(self) -> str:
@@ -437,9 +486,27 @@ class FakeDiscordAPI(LocalHTTPFake):
             with self._lock:
                 self._sent.append(sent)
             return 200, sent
+        if re.fullmatch(r"/applications/\d+/commands", path):
+            if method == "PUT":  # a bulk overwrite, answered with the commands as registered
+                listed = call.json if isinstance(call.json, list) else []
+                with self._lock:
+                    self.commands = [_registered(c) for c in listed]
+            return 200, self.commands
         if match := re.fullmatch(r"/interactions/(\d+)/[^/]+/callback", path):
             return 200, {"interaction": {"id": match[1], "type": 3}}
         return 204, None
+
+
+def _registered(command: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": snowflake(),
+        "application_id": APP_ID,
+        "version": snowflake(),
+        "default_member_permissions": None,
+        "description": "",
+        "options": [],
+        **command,
+    }
 
 
 def _application() -> dict[str, Any]:

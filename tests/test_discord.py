@@ -17,7 +17,8 @@ import pytest
 
 from bot.core.relay import Relay
 from bot.discord.agent import AGENT_ERROR_REPLY
-from bot.discord.feedback import TOO_LATE, UNMAPPED_NOTE
+from bot.discord.client import PICK_A_RATING
+from bot.discord.feedback import TOO_LATE, UNMAPPED_CONVERSATION, UNMAPPED_NOTE
 from tests import discord_fakes as df
 from tests.conftest import REPO, Env
 from tests.discord_fakes import FakeDiscordAPI, LoopThread, RunningBot
@@ -181,6 +182,13 @@ def test_dm_is_one_conversation(
     reply = api.sent(df.DM_CHANNEL)[1]
     bot.feed("INTERACTION_CREATE", df.click(reply, "up", guild_id=None))
     assert brixo.wait_for_accepted(1)[0].id == "msg-2"
+    # Rated from a message of the person's own: the DM is the conversation.
+    asked = df.message("q1", channel_id=df.DM_CHANNEL, guild_id=None)
+    bot.feed("INTERACTION_CREATE", df.message_command(asked, guild_id=None))
+    custom_id = callback(api, 2)["data"]["custom_id"]
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "up", guild_id=None))
+    got = brixo.wait_for_accepted(2)[1]
+    assert (got.kind, got.id) == ("conversations", f"conv-{df.DM_CHANNEL}")
 
 
 def test_thread_mentions_share_the_thread_conversation(
@@ -287,6 +295,92 @@ def test_reaction_comment_goes_without_when_dms_are_closed(
     got = brixo.wait_for_accepted(1)[0]
     assert got.id == f"m-{watched['id']}" and "user_message" not in got.attributes
     assert not api.calls_to("PUT", REACTION_PUT)
+
+
+COMMANDS = r"/applications/\d+/commands"
+
+
+def test_rate_this_conversation_gives_one_conversation_signal(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start()
+    assert [(c["name"], c["type"]) for c in api.commands] == [("Rate this conversation", 3)]
+    question, reply = ask(bot, api)
+    thread = in_thread(reply)
+    bot.feed("INTERACTION_CREATE", df.message_command(reply, channel=thread))
+    modal = callback(api, 1)
+    assert modal["type"] == 9
+    custom_id = modal["data"]["custom_id"]
+    assert custom_id == f"brixo:rate:{reply['id']}"
+    fields = [c["component"] for c in modal["data"]["components"]]
+    assert [(f["custom_id"], f.get("required")) for f in fields] == [
+        ("rating", True),
+        ("comment", False),
+    ]
+    assert [o["value"] for o in fields[0]["options"]] == ["up", "down"]
+
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "down", " lost me ", channel=thread))
+    thanks = callback(api, 2)
+    assert thanks["data"]["content"] == "Thanks for your feedback!"
+    assert thanks["data"]["flags"] == EPHEMERAL
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id) == ("conversations", f"conv-{question['id']}")
+    assert got.attributes["value"] == "thumbs_down"
+    assert got.attributes["user_message"] == "lost me"
+    assert got.attributes["occurred_at"].endswith("Z")
+
+    # The same rating again within 24 h: answered silently, nothing more sent.
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "down", channel=thread))
+    assert callback(api, 3)["type"] == 6
+    # No rating picked (Discord requires one; a forged submission): asked to pick, no act.
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, None, channel=thread))
+    assert callback(api, 4)["data"]["content"] == PICK_A_RATING
+    bot.loop.settle()
+    assert bot.acts() == 1
+
+
+def test_rate_this_conversation_is_registered_once(start: StartBot, api: FakeDiscordAPI) -> None:
+    start()
+    assert len(api.calls_to("PUT", COMMANDS)) == 1
+    start()  # a restart finds the command registered and leaves it
+    assert len(api.calls_to("GET", COMMANDS)) == 2
+    assert len(api.calls_to("PUT", COMMANDS)) == 1
+
+
+def test_rate_this_conversation_uses_the_conversation_template(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start(CONVERSATION_ID_TEMPLATE="conv-{team}-{thread_ts}", AGENT_URL=None)
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
+    thread = df.thread_channel()
+    bot.feed("INTERACTION_CREATE", df.message_command(watched, channel=thread))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "up", channel=thread))
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id) == ("conversations", f"conv-{df.GUILD}-{df.THREAD}")
+    assert "user_message" not in got.attributes
+
+
+def test_rate_this_conversation_refuses_unmapped_and_foreign_conversations(
+    start: StartBot, api: FakeDiscordAPI
+) -> None:
+    bot = start()
+    stranger = df.message("not a reply", author=df.OTHER_PERSON)
+    bot.feed("INTERACTION_CREATE", df.message_command(stranger))
+    note = callback(api, 1)
+    assert note["data"]["content"] == UNMAPPED_CONVERSATION
+    assert note["data"]["flags"] == EPHEMERAL
+    _, reply = ask(bot, api)
+    other = df.thread_channel(reply["channel_id"], guild_id=df.OTHER_GUILD)
+    command = df.message_command(reply, guild_id=df.OTHER_GUILD, channel=other)
+    bot.feed("INTERACTION_CREATE", command)
+    assert callback(api, 2)["data"]["content"] == UNMAPPED_CONVERSATION
+    # A submission made up for the other guild is refused the same way.
+    forged = df.rating_submit(f"brixo:rate:{reply['id']}", "up", guild_id=df.OTHER_GUILD)
+    bot.feed("INTERACTION_CREATE", {**forged, "channel": other, "channel_id": other["id"]})
+    assert callback(api, 3)["data"]["content"] == UNMAPPED_CONVERSATION
+    bot.loop.settle()
+    assert bot.acts() == 0
 
 
 def test_unmapped_messages_note_clicks_and_ignore_reactions(

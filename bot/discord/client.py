@@ -9,6 +9,7 @@ from time import time
 from typing import Any
 
 import discord
+from discord import app_commands
 
 from bot.core.acts import MAX_COMMENT_CHARS, VALUES
 from bot.core.relay import Relay
@@ -16,10 +17,12 @@ from bot.discord.agent import AGENT_ERROR_REPLY, AgentClient, AgentError, Questi
 from bot.discord.feedback import (
     DM,
     TOO_LATE,
+    UNMAPPED_CONVERSATION,
     UNMAPPED_NOTE,
     Click,
     DiscordFeedback,
     Place,
+    Rating,
     Reaction,
     snowflake_time,
 )
@@ -30,6 +33,10 @@ VOTE_ID = r"brixo:vote:(?P<value>up|down)"
 ADD_COMMENT_ID = r"brixo:add-comment:(?P<workspace>[^:]+):(?P<act>\d+)"
 COMMENT_ID = re.compile(r"brixo:comment:(?P<workspace>[^:]+):(?P<act>\d+)")
 COMMENT_INPUT = "comment"
+RATE_ID = re.compile(r"brixo:rate:(?P<message>\d+)")
+RATING_INPUT = "rating"
+RATE_COMMAND = "Rate this conversation"
+PICK_A_RATING = "Pick 👍 or 👎 to rate the conversation."
 MAX_MESSAGE_CHARS = 2000
 
 
@@ -114,6 +121,33 @@ class CommentModal(discord.ui.Modal):
         )
 
 
+class RatingModal(discord.ui.Modal):
+    """ "Rate this conversation": 👍/👎 and an optional comment, handled in `on_interaction`."""
+
+    def __init__(self, message_id: int, timeout: float) -> None:
+        super().__init__(
+            title="Rate this conversation", custom_id=f"brixo:rate:{message_id}", timeout=timeout
+        )
+        rating: discord.ui.Select[Any] = discord.ui.Select(
+            custom_id=RATING_INPUT,
+            options=[
+                discord.SelectOption(label="Good", value="up", emoji="👍"),
+                discord.SelectOption(label="Not good", value="down", emoji="👎"),
+            ],
+            min_values=1,
+            max_values=1,
+            required=True,
+        )
+        comment: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            style=discord.TextStyle.paragraph,
+            required=False,
+            max_length=MAX_COMMENT_CHARS,
+            custom_id=COMMENT_INPUT,
+        )
+        self.add_item(discord.ui.Label(text="How was this conversation?", component=rating))
+        self.add_item(discord.ui.Label(text="Anything to add? (optional)", component=comment))
+
+
 def reply_view() -> discord.ui.View:
     """👍/👎 buttons for a reply."""
     view = discord.ui.View(timeout=None)
@@ -138,12 +172,17 @@ def place_of(message: discord.Message) -> Place:
 
 
 def submitted_value(components: Any, custom_id: str) -> str | None:
-    """A text input's value from a modal submission's components, however nested."""
+    """A text input's value, or a select's first choice, from a modal submission's components,
+    however nested."""
     for component in components if isinstance(components, list) else []:
         if not isinstance(component, dict):
             continue
-        if component.get("custom_id") == custom_id and isinstance(component.get("value"), str):
-            return str(component["value"])
+        if component.get("custom_id") == custom_id:
+            value, values = component.get("value"), component.get("values")
+            if isinstance(value, str):
+                return value
+            if isinstance(values, list) and values and isinstance(values[0], str):
+                return values[0]
         inner = component.get("components") or [component.get("component")]
         found = submitted_value(inner, custom_id)
         if found is not None:
@@ -165,11 +204,28 @@ class RelayClient(discord.Client):
         self.relay = relay
         self.feedback = DiscordFeedback(relay)
         self.agent = AgentClient(relay.settings) if relay.settings.agent_url else None
+        self.tree = app_commands.CommandTree(self)
+        self.tree.add_command(app_commands.ContextMenu(name=RATE_COMMAND, callback=self.rate_menu))
 
     async def setup_hook(self) -> None:
         """Buttons answer by custom_id, so clicks on messages posted before a restart work."""
         self.add_dynamic_items(VoteButton, AddCommentButton)
         self.feedback.own_id = str(self.user.id) if self.user else None
+        await self.register_commands()
+
+    async def register_commands(self) -> None:
+        """Register "Rate this conversation" with Discord, unless it already is.
+
+        Discord limits how often commands may be replaced, so a restart only looks.
+        """
+        wanted = {(RATE_COMMAND, discord.AppCommandType.message.value)}
+        try:
+            registered = {(c.name, c.type.value) for c in await self.tree.fetch_commands()}
+            if registered != wanted:
+                await self.tree.sync()
+                log.info("registered the %r message command", RATE_COMMAND)
+        except discord.HTTPException as error:
+            log.warning("can't register the %r message command: %s", RATE_COMMAND, error)
 
     async def close(self) -> None:
         """Close the gateway and the agent's session."""
@@ -277,17 +333,10 @@ class RelayClient(discord.Client):
     async def vote_clicked(self, interaction: discord.Interaction[Any], value: str) -> None:
         """A 👍/👎 click: store the act, then the modal, the thanks or the unmapped note."""
         message = interaction.message
-        if message is None or interaction.channel_id is None:
+        place = self._place_of(interaction, message.id) if message else None
+        if message is None or place is None:
             await interaction.response.defer()
             return
-        in_thread = isinstance(interaction.channel, discord.Thread)
-        thread = str(interaction.channel_id) if in_thread else None
-        place = Place(
-            str(interaction.guild_id) if interaction.guild_id else DM,
-            str(interaction.channel_id),
-            str(message.id),
-            thread,
-        )
         click = Click(
             place,
             str(interaction.user.id),
@@ -297,13 +346,22 @@ class RelayClient(discord.Client):
             str(interaction.id),
         )
         outcome = await asyncio.to_thread(self.feedback.click, click)
-        ack = self.relay.settings.ack_message
-        if outcome.unmapped:
-            await interaction.response.send_message(UNMAPPED_NOTE, ephemeral=True)
-        elif outcome.ask and outcome.act_id is not None:
+        if outcome.ask and outcome.act_id is not None:
             await self.open_comment(interaction, place.workspace, outcome.act_id)
-        elif outcome.created and ack:
-            await interaction.response.send_message(ack, ephemeral=True)
+        else:
+            await self._note(
+                interaction, UNMAPPED_NOTE if outcome.unmapped else self._thanks(outcome.created)
+            )
+
+    def _thanks(self, stored: bool) -> str | None:
+        """ACK_MESSAGE when something was stored (None when empty, or nothing was)."""
+        return self.relay.settings.ack_message if stored else None
+
+    @staticmethod
+    async def _note(interaction: discord.Interaction[Any], text: str | None) -> None:
+        """Answer with an ephemeral note, or silently when there is none."""
+        if text:
+            await interaction.response.send_message(text, ephemeral=True)
         else:
             await interaction.response.defer()
 
@@ -320,11 +378,76 @@ class RelayClient(discord.Client):
                 self.feedback.finish_comment, act_id, workspace, str(interaction.user.id), None
             )
 
+    # --- "Rate this conversation" ---------------------------------------------------------
+
+    async def rate_menu(
+        self, interaction: discord.Interaction[Any], message: discord.Message
+    ) -> None:
+        """The message command: the rating modal when the conversation is mapped, else a note."""
+        place = self._place_of(interaction, message.id)
+        if place is None:
+            await self._note(interaction, None)
+            return
+        conversation_id = await asyncio.to_thread(self.feedback.resolve_conversation, place)
+        if not conversation_id:
+            log.info(
+                "conversation command on unmapped conversation workspace=%s channel=%s message=%s",
+                place.workspace,
+                place.channel,
+                place.message,
+            )
+            await self._note(interaction, UNMAPPED_CONVERSATION)
+            return
+        modal = RatingModal(message.id, self.relay.settings.comment_wait)
+        try:
+            await interaction.response.send_modal(modal)
+        except discord.HTTPException as error:
+            log.warning("can't open the rating modal: %s", error)
+
+    async def rating_submitted(
+        self, interaction: discord.Interaction[Any], data: dict[str, Any], message_id: str
+    ) -> None:
+        """The rating modal's submission: one conversation signal, comment included."""
+        place = self._place_of(interaction, message_id)
+        choice = submitted_value(data.get("components"), RATING_INPUT)
+        if place is None or choice not in VALUES:
+            await self._note(interaction, PICK_A_RATING)
+            return
+        rating = Rating(
+            place,
+            str(interaction.user.id),
+            VALUES[choice],
+            submitted_value(data.get("components"), COMMENT_INPUT),
+            snowflake_time(interaction.id),
+            str(interaction.id),
+        )
+        outcome = await asyncio.to_thread(self.feedback.rate_conversation, rating)
+        await self._note(
+            interaction,
+            UNMAPPED_CONVERSATION if outcome.unmapped else self._thanks(outcome.created),
+        )
+
+    @staticmethod
+    def _place_of(interaction: discord.Interaction[Any], message_id: int | str) -> Place | None:
+        """Where an interaction's message is: its guild (or DM), channel and thread."""
+        if interaction.channel_id is None:
+            return None
+        in_thread = isinstance(interaction.channel, discord.Thread)
+        return Place(
+            str(interaction.guild_id) if interaction.guild_id else DM,
+            str(interaction.channel_id),
+            str(message_id),
+            str(interaction.channel_id) if in_thread else None,
+        )
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        """A comment modal's submission (by custom_id, so it works after a restart too)."""
+        """A modal's submission (by custom_id, so it works after a restart too)."""
         if interaction.type is not discord.InteractionType.modal_submit:
             return
         data: dict[str, Any] = dict(interaction.data or {})
+        if rate := RATE_ID.fullmatch(str(data.get("custom_id", ""))):
+            await self.rating_submitted(interaction, data, rate["message"])
+            return
         match = COMMENT_ID.fullmatch(str(data.get("custom_id", "")))
         if not match:
             return
@@ -336,13 +459,8 @@ class RelayClient(discord.Client):
             str(interaction.user.id),
             comment,
         )
-        ack = self.relay.settings.ack_message
-        if not done and comment and comment.strip():
-            await interaction.response.send_message(TOO_LATE, ephemeral=True)
-        elif done and ack:
-            await interaction.response.send_message(ack, ephemeral=True)
-        else:
-            await interaction.response.defer()
+        too_late = not done and comment and comment.strip()
+        await self._note(interaction, TOO_LATE if too_late else self._thanks(done))
 
     # --- reactions -----------------------------------------------------------------------
 

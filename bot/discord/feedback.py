@@ -23,6 +23,9 @@ UNMAPPED_NOTE = (
     "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
     "recorded."
 )
+UNMAPPED_CONVERSATION = (
+    "I can't link this conversation to one that Brixo knows, so it can't be rated here."
+)
 TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
 
 # Slack-style reaction names (the defaults of POSITIVE/NEGATIVE_REACTIONS) as Discord's emoji.
@@ -76,6 +79,18 @@ class Reaction:
 
 
 @dataclass(frozen=True)
+class Rating:
+    """A conversation rated from the "Rate this conversation" modal, opened on one message."""
+
+    place: Place
+    user: str
+    value: Value
+    comment: str | None
+    occurred_at: float
+    interaction_id: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a click or reaction did, for the reply to the person."""
 
@@ -125,6 +140,33 @@ class DiscordFeedback:
     def conversation(self, workspace: str, channel: str, root: str) -> str | None:
         """The conversation ID the agent returned earlier for this root, if any."""
         return self.relay.mappings.conversation(workspace, channel, root)
+
+    def resolve_conversation(self, place: Place) -> str | None:
+        """The conversation ID of the conversation holding a message.
+
+        Recorded for its root (the thread, the DM, else the message itself), else the one
+        recorded with the message, else CONVERSATION_ID_TEMPLATE.
+        """
+        root = self.root_of(place)
+        found = self.relay.mappings.conversation(place.workspace, place.channel, root)
+        if found:
+            return found
+        mapping = self.relay.mappings.message(place.workspace, place.channel, place.message)
+        if mapping and mapping.conversation_id:
+            return mapping.conversation_id
+        template = self.relay.templates.conversation
+        if not template:
+            return None
+        return template.format(
+            team=place.workspace, channel=place.channel, ts=place.message, thread_ts=root
+        )
+
+    @staticmethod
+    def root_of(place: Place) -> str:
+        """A conversation's root as the agent bridge keys it: thread, DM channel, else message."""
+        if place.thread or place.workspace == DM:
+            return place.channel
+        return place.message
 
     def is_watched(self, author: str | None) -> bool:
         """True for ASSISTANT_BOT_IDS."""
@@ -215,6 +257,32 @@ class DiscordFeedback:
         )
         return Outcome(recorded.act_id, ask and recorded.created)
 
+    def rate_conversation(self, rating: Rating) -> Outcome:
+        """A conversation's 👍/👎 with its optional comment, sent as it is (no comment wait)."""
+        conversation_id = self.resolve_conversation(rating.place)
+        if not conversation_id:
+            log.info(
+                "conversation rating on unmapped conversation workspace=%s channel=%s "
+                "message=%s: no signal",
+                rating.place.workspace,
+                rating.place.channel,
+                rating.place.message,
+            )
+            return Outcome(unmapped=True)
+        root = self.root_of(rating.place)
+        recorded = self._record(
+            rating.place,
+            rating.user,
+            rating.value,
+            rating.occurred_at,
+            "shortcut",
+            Mapping(None, conversation_id, root, POSTED),
+            ask=False,
+            seen_key=f"discord:interaction:{rating.interaction_id}",
+            comment=clean_comment(rating.comment),
+        )
+        return Outcome(recorded.act_id)
+
     def finish_comment(self, act_id: int, workspace: str, user: str, text: str | None) -> bool:
         """Release an act waiting for its comment (None: without one); False when too late."""
         comment = clean_comment(text)
@@ -230,6 +298,7 @@ class DiscordFeedback:
         mapping: Mapping,
         ask: bool,
         seen_key: str | None = None,
+        comment: str | None = None,
     ) -> Recorded:
         act = Act(
             platform=PLATFORM,
@@ -241,6 +310,7 @@ class DiscordFeedback:
             occurred_at=occurred_at,
             channel=place.channel,
             ts=place.message,
+            comment=comment,
         )
         return self.relay.record_act(act, ask_comment=ask, seen_key=seen_key)
 
