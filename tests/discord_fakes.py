@@ -487,17 +487,23 @@ class FakeDiscordAPI(LocalHTTPFake):
                 self._sent.append(sent)
             return 200, sent
         if re.fullmatch(r"/applications/\d+/commands", path):
-            if method == "PUT":  # a bulk overwrite, answered with the commands as registered
-                listed = call.json if isinstance(call.json, list) else []
-                with self._lock:
-                    self.commands = [_registered(c) for c in listed]
-            return 200, self.commands
+            with self._lock:
+                if method == "PUT":  # a bulk overwrite of every command
+                    listed = call.json if isinstance(call.json, list) else []
+                    self.commands = [registered_command(c) for c in listed]
+                if method == "POST":  # an upsert: replaces the command of that name and type
+                    key = (doc.get("name"), doc.get("type", 1))
+                    kept = [c for c in self.commands if (c["name"], c.get("type", 1)) != key]
+                    self.commands = [*kept, registered_command(doc)]
+                    return 201, self.commands[-1]
+                return 200, self.commands
         if match := re.fullmatch(r"/interactions/(\d+)/[^/]+/callback", path):
             return 200, {"interaction": {"id": match[1], "type": 3}}
         return 204, None
 
 
-def _registered(command: dict[str, Any]) -> dict[str, Any]:
+def registered_command(command: dict[str, Any]) -> dict[str, Any]:
+    """An application command as Discord lists it once registered."""
     return {
         "id": snowflake(),
         "application_id": APP_ID,

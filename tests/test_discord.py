@@ -340,11 +340,15 @@ def test_rate_this_conversation_gives_one_conversation_signal(
 
 
 def test_rate_this_conversation_is_registered_once(start: StartBot, api: FakeDiscordAPI) -> None:
+    # The application has a command of its own.
+    api.commands = [df.registered_command({"name": "weather", "type": 1})]
     start()
-    assert len(api.calls_to("PUT", COMMANDS)) == 1
+    assert len(api.calls_to("POST", COMMANDS)) == 1
+    assert [c["name"] for c in api.commands] == ["weather", "Rate this conversation"]
     start()  # a restart finds the command registered and leaves it
     assert len(api.calls_to("GET", COMMANDS)) == 2
-    assert len(api.calls_to("PUT", COMMANDS)) == 1
+    assert len(api.calls_to("POST", COMMANDS)) == 1
+    assert api.calls_to("PUT", COMMANDS) == []  # never an overwrite of every command
 
 
 def test_rate_this_conversation_uses_the_conversation_template(

@@ -216,13 +216,15 @@ class RelayClient(discord.Client):
     async def register_commands(self) -> None:
         """Register "Rate this conversation" with Discord, unless it already is.
 
-        Discord limits how often commands may be replaced, so a restart only looks.
+        Only this command is created (Discord's upsert by name): any other command of the
+        application stays. Discord limits command changes, so a restart only looks.
         """
-        wanted = {(RATE_COMMAND, discord.AppCommandType.message.value)}
+        menu = self.tree.get_command(RATE_COMMAND, type=discord.AppCommandType.message)
+        assert menu is not None and self.application_id is not None
         try:
-            registered = {(c.name, c.type.value) for c in await self.tree.fetch_commands()}
-            if registered != wanted:
-                await self.tree.sync()
+            registered = {(c.name, c.type) for c in await self.tree.fetch_commands()}
+            if (menu.name, menu.type) not in registered:
+                await self.http.upsert_global_command(self.application_id, menu.to_dict(self.tree))  # type: ignore[arg-type]
                 log.info("registered the %r message command", RATE_COMMAND)
         except discord.HTTPException as error:
             log.warning("can't register the %r message command: %s", RATE_COMMAND, error)
