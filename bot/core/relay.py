@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from time import time
 from typing import Any
 
@@ -58,6 +59,31 @@ class Relay:
         """Stop delivering: requests in flight finish within `timeout`, the rest stays pending."""
         if self.worker:
             self.worker.stop(timeout)
+
+    def conversation_of(
+        self,
+        workspace: str,
+        channel: str,
+        ts: str,
+        root: str,
+        discover: Callable[[], str | None] | None = None,
+    ) -> str | None:
+        """The conversation ID of message `ts`, whose conversation starts at `root`.
+
+        Recorded for the root, else recorded with the message, else what `discover` finds (a
+        platform's own lookup), else CONVERSATION_ID_TEMPLATE; None when nothing gives one.
+        """
+        found = self.mappings.conversation(workspace, channel, root)
+        if found:
+            return found
+        mapping = self.mappings.message(workspace, channel, ts)
+        if mapping and mapping.conversation_id:
+            return mapping.conversation_id
+        discovered = discover() if discover else None
+        if discovered:
+            return discovered
+        from_templates = self.templates.mapping(workspace, channel, ts, root)
+        return from_templates.conversation_id if from_templates else None
 
     def wants_comment(self, value: Value) -> bool:
         """Whether ASK_COMMENT asks for a comment on this vote."""

@@ -142,23 +142,9 @@ class DiscordFeedback:
         return self.relay.mappings.conversation(workspace, channel, root)
 
     def resolve_conversation(self, place: Place) -> str | None:
-        """The conversation ID of the conversation holding a message.
-
-        Recorded for its root (the thread, the DM, else the message itself), else the one
-        recorded with the message, else CONVERSATION_ID_TEMPLATE.
-        """
-        root = self.root_of(place)
-        found = self.relay.mappings.conversation(place.workspace, place.channel, root)
-        if found:
-            return found
-        mapping = self.relay.mappings.message(place.workspace, place.channel, place.message)
-        if mapping and mapping.conversation_id:
-            return mapping.conversation_id
-        template = self.relay.templates.conversation
-        if not template:
-            return None
-        return template.format(
-            team=place.workspace, channel=place.channel, ts=place.message, thread_ts=root
+        """The conversation ID of the conversation holding a message (see `Relay`)."""
+        return self.relay.conversation_of(
+            place.workspace, place.channel, place.message, self.root_of(place)
         )
 
     @staticmethod

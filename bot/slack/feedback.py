@@ -177,25 +177,20 @@ class SlackFeedback:
     ) -> str | None:
         """The conversation ID of the thread holding message `ts`."""
         root = thread_ts or ts
-        found = self.relay.mappings.conversation(workspace, channel, root)
-        if found:
-            return found
-        mapping = self.relay.mappings.message(workspace, channel, ts)
-        if mapping and mapping.conversation_id:
-            return mapping.conversation_id
-        for message in fetch_thread(client, channel, root):
-            if not same_workspace(message, workspace):
-                continue
-            ids = metadata_ids(message)
-            if ids and ids[1]:
-                self.record_reply(workspace, channel, message["ts"], root, *ids, source=METADATA)
-                return ids[1]
-        template = self.relay.templates.conversation
-        return (
-            template.format(team=workspace, channel=channel, ts=ts, thread_ts=root)
-            if (template)
-            else None
-        )
+
+        def from_metadata() -> str | None:
+            for message in fetch_thread(client, channel, root):
+                if not same_workspace(message, workspace):
+                    continue
+                ids = metadata_ids(message)
+                if ids and ids[1]:
+                    self.record_reply(
+                        workspace, channel, message["ts"], root, *ids, source=METADATA
+                    )
+                    return ids[1]
+            return None
+
+        return self.relay.conversation_of(workspace, channel, ts, root, from_metadata)
 
     # --- votes ---------------------------------------------------------------------------
 
