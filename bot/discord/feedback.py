@@ -265,7 +265,7 @@ class DiscordFeedback:
             Mapping(None, conversation_id, root, POSTED),
             ask=False,
             seen_key=f"discord:interaction:{rating.interaction_id}",
-            comment=clean_comment(rating.comment),
+            comment=rating.comment,  # cleaned (trimmed, cut) when stored
         )
         return Outcome(recorded.act_id)
 
