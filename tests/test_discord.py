@@ -451,7 +451,8 @@ def test_agent_timeout_gets_the_error_reply(
 
 
 def test_emoji_times_and_modal_values() -> None:
-    from bot.discord.client import relay_intents, submitted_value
+    from bot.discord.client import relay_intents
+    from bot.discord.components import submitted_value
     from bot.discord.feedback import emoji_key, snowflake_time
 
     assert {

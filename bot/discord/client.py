@@ -11,9 +11,22 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.core.acts import MAX_COMMENT_CHARS, VALUES
+from bot.core.acts import VALUES
 from bot.core.relay import Relay
 from bot.discord.agent import AGENT_ERROR_REPLY, AgentClient, AgentError, Question
+from bot.discord.components import (
+    COMMENT_ID,
+    COMMENT_INPUT,
+    RATE_ID,
+    RATING_INPUT,
+    AddCommentButton,
+    CommentModal,
+    RatingModal,
+    VoteButton,
+    add_comment_view,
+    reply_view,
+    submitted_value,
+)
 from bot.discord.feedback import (
     DM,
     TOO_LATE,
@@ -29,12 +42,6 @@ from bot.discord.feedback import (
 
 log = logging.getLogger("bot.discord")
 
-VOTE_ID = r"brixo:vote:(?P<value>up|down)"
-ADD_COMMENT_ID = r"brixo:add-comment:(?P<workspace>[^:]+):(?P<act>\d+)"
-COMMENT_ID = re.compile(r"brixo:comment:(?P<workspace>[^:]+):(?P<act>\d+)")
-COMMENT_INPUT = "comment"
-RATE_ID = re.compile(r"brixo:rate:(?P<message>\d+)")
-RATING_INPUT = "rating"
 RATE_COMMAND = "Rate this conversation"
 PICK_A_RATING = "Pick 👍 or 👎 to rate the conversation."
 MAX_MESSAGE_CHARS = 2000
@@ -52,142 +59,12 @@ def relay_intents() -> discord.Intents:
     return intents
 
 
-class VoteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=VOTE_ID):
-    """👍/👎 under a reply; its custom_id is all a click needs, so it works after a restart."""
-
-    def __init__(self, value: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                emoji="👍" if value == "up" else "👎",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"brixo:vote:{value}",
-            )
-        )
-        self.value = value
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> VoteButton:
-        return cls(match["value"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        client = interaction.client
-        if isinstance(client, RelayClient):
-            await client.vote_clicked(interaction, self.value)
-
-
-class AddCommentButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ADD_COMMENT_ID):
-    """ "Add a comment" in the note sent after a reaction: opens the comment modal."""
-
-    def __init__(self, workspace: str, act_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Add a comment",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"brixo:add-comment:{workspace}:{act_id}",
-            )
-        )
-        self.workspace, self.act_id = workspace, act_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> AddCommentButton:
-        return cls(match["workspace"], int(match["act"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        client = interaction.client
-        if isinstance(client, RelayClient):
-            await client.open_comment(interaction, self.workspace, self.act_id)
-
-
-class CommentModal(discord.ui.Modal):
-    """The optional comment; its submission is handled in `RelayClient.on_interaction`."""
-
-    comment: discord.ui.TextInput[Any] = discord.ui.TextInput(
-        label="Anything to add? (optional)",
-        style=discord.TextStyle.paragraph,
-        required=False,
-        max_length=MAX_COMMENT_CHARS,
-        custom_id=COMMENT_INPUT,
-    )
-
-    def __init__(self, workspace: str, act_id: int, timeout: float) -> None:
-        super().__init__(
-            title="Your feedback",
-            custom_id=f"brixo:comment:{workspace}:{act_id}",
-            timeout=timeout,
-        )
-
-
-class RatingModal(discord.ui.Modal):
-    """ "Rate this conversation": 👍/👎 and an optional comment, handled in `on_interaction`."""
-
-    def __init__(self, message_id: int, timeout: float) -> None:
-        super().__init__(
-            title="Rate this conversation", custom_id=f"brixo:rate:{message_id}", timeout=timeout
-        )
-        rating: discord.ui.Select[Any] = discord.ui.Select(
-            custom_id=RATING_INPUT,
-            options=[
-                discord.SelectOption(label="Good", value="up", emoji="👍"),
-                discord.SelectOption(label="Not good", value="down", emoji="👎"),
-            ],
-            min_values=1,
-            max_values=1,
-            required=True,
-        )
-        comment: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            style=discord.TextStyle.paragraph,
-            required=False,
-            max_length=MAX_COMMENT_CHARS,
-            custom_id=COMMENT_INPUT,
-        )
-        self.add_item(discord.ui.Label(text="How was this conversation?", component=rating))
-        self.add_item(discord.ui.Label(text="Anything to add? (optional)", component=comment))
-
-
-def reply_view() -> discord.ui.View:
-    """👍/👎 buttons for a reply."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(VoteButton("up"))
-    view.add_item(VoteButton("down"))
-    return view
-
-
-def add_comment_view(workspace: str, act_id: int) -> discord.ui.View:
-    """The "Add a comment" button for a vote cast with a reaction."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(AddCommentButton(workspace, act_id))
-    return view
-
-
 def place_of(message: discord.Message) -> Place:
     """Where a message is, as the relay keys it."""
     channel = message.channel
     guild_id = message.guild.id if message.guild else getattr(channel, "guild_id", None)
     thread = str(channel.id) if isinstance(channel, discord.Thread) else None
     return Place(str(guild_id) if guild_id else DM, str(channel.id), str(message.id), thread)
-
-
-def submitted_value(components: Any, custom_id: str) -> str | None:
-    """A text input's value, or a select's first choice, from a modal submission's components,
-    however nested."""
-    for component in components if isinstance(components, list) else []:
-        if not isinstance(component, dict):
-            continue
-        if component.get("custom_id") == custom_id:
-            value, values = component.get("value"), component.get("values")
-            if isinstance(value, str):
-                return value
-            if isinstance(values, list) and values and isinstance(values[0], str):
-                return values[0]
-        inner = component.get("components") or [component.get("component")]
-        found = submitted_value(inner, custom_id)
-        if found is not None:
-            return found
-    return None
 
 
 def _clip(text: str) -> str:
