@@ -297,6 +297,29 @@ def test_reaction_comment_goes_without_when_dms_are_closed(
     assert not api.calls_to("PUT", REACTION_PUT)
 
 
+def test_slack_reaction_names_mean_the_same_emoji_on_discord(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start(
+        MESSAGE_ID_TEMPLATE="m-{ts}",
+        POSITIVE_REACTIONS="white_check_mark,heart",
+        NEGATIVE_REACTIONS="x,upvote_no",  # a custom emoji: counted by name, never seeded
+        ASK_COMMENT="never",
+    )
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.loop.settle()
+    seeded = api.calls_to("PUT", REACTION_PUT)
+    assert [c.path.split("/")[-2] for c in seeded] == ["%E2%9C%85", "%E2%9D%8C"]  # ✅ ❌
+    for emoji, user in (("❤️", "71"), ("❌", "72"), ("upvote_no", "73")):
+        bot.feed(
+            "MESSAGE_REACTION_ADD",
+            df.reaction_add(watched["id"], emoji, author=df.WATCHED_BOT, user_id=user),
+        )
+    values = [r.attributes["value"] for r in brixo.wait_for_accepted(3)]
+    assert sorted(values) == ["thumbs_down", "thumbs_down", "thumbs_up"]
+
+
 COMMANDS = r"/applications/\d+/commands"
 
 
@@ -460,6 +483,7 @@ def test_emoji_times_and_modal_values() -> None:
     } == {"👍"}
     assert {emoji_key(e) for e in ("👎", "👎🏽", "-1", "thumbsdown")} == {"👎"}
     assert emoji_key("upvote") == "upvote"  # a custom emoji keeps its name
+    assert [emoji_key(n) for n in ("white_check_mark", "heart", "x", "✅")] == ["✅", "❤", "❌", "✅"]
     assert snowflake_time("175928847299117063") == pytest.approx(1462015105.796)
     label = [{"type": 18, "id": 1, "component": {"type": 4, "custom_id": "comment", "value": "x"}}]
     row = [{"type": 1, "components": [{"type": 4, "custom_id": "comment", "value": "y"}]}]

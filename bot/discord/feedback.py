@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from time import time
 
+import emoji
+
 from bot.core.acts import DOWN, UP, Act, Value, clean_comment
 from bot.core.mapping import POSTED, Mapping
 from bot.core.outbox import Recorded
@@ -28,16 +30,21 @@ UNMAPPED_CONVERSATION = (
 )
 TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
 
-# Slack-style reaction names (the defaults of POSITIVE/NEGATIVE_REACTIONS) as Discord's emoji.
-EMOJI_NAMES = {"+1": "👍", "thumbsup": "👍", "-1": "👎", "thumbsdown": "👎"}
 # Skin tones (U+1F3FB..U+1F3FF) and the emoji variation selector, dropped before matching.
 _MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\ufe0f"}
 
 
 def emoji_key(name: str) -> str:
-    """A reaction's emoji without skin tone: `👍🏽` → `👍`; custom emoji keep their name."""
+    """A reaction's emoji without skin tone: `👍🏽` → `👍`.
+
+    Slack's names (`+1`, `white_check_mark`, `+1::skin-tone-3`) become the emoji they name,
+    so POSITIVE/NEGATIVE_REACTIONS mean the same on both platforms; custom emoji keep their name.
+    """
     name = name.strip(":").split("::", 1)[0]
-    return EMOJI_NAMES.get(name, "".join(ch for ch in name if ch not in _MODIFIERS))
+    named = emoji.emojize(f":{name}:", language="alias")
+    if named != f":{name}:":
+        name = named
+    return "".join(ch for ch in name if ch not in _MODIFIERS)
 
 
 def snowflake_time(snowflake: int | str) -> float:
@@ -188,11 +195,12 @@ class DiscordFeedback:
         )
 
     def seed_emoji(self) -> list[str]:
-        """The 👍 and 👎 to seed: the first name of each reaction set, as an emoji."""
-        return [
-            emoji_key(self.settings.positive_reactions[0]),
-            emoji_key(self.settings.negative_reactions[0]),
-        ]
+        """The 👍 and 👎 to seed: the first name of each reaction set, as an emoji.
+
+        A custom emoji can't be added by its name alone: such a set is not seeded.
+        """
+        firsts = (self.settings.positive_reactions[0], self.settings.negative_reactions[0])
+        return [key for key in map(emoji_key, firsts) if emoji.is_emoji(key)]
 
     # --- votes ---------------------------------------------------------------------------
 

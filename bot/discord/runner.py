@@ -26,8 +26,8 @@ def run_discord(settings: Settings) -> int:
         from bot.discord.client import RelayClient
     except ImportError:
         raise SettingsError(
-            "DISCORD_TOKEN: the Discord adapter needs discord.py: "
-            "pip install 'brixo-feedback-relay[discord]'"
+            "DISCORD_TOKEN: the Discord adapter needs the 'discord' extra: "
+            "make run MODE=discord, or pip install '.[discord]' in the relay's folder"
         ) from None
     relay = Relay(settings)
     relay.start()
