@@ -154,6 +154,14 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("DELIVERY_CONCURRENCY", "0"),
         ("MESSAGE_ID_TEMPLATE", "{team}-{nope}"),
         ("ASSISTANT_BOT_IDS", "B1, not an id"),
+        ("AGENT_TIMEOUT", "0s"),
+        ("COMMENT_WAIT", "0"),
+        ("BRIXO_API_URL", "https://api.brixo.com/v1/"),
+        ("DATABASE_URL", "sqlite:///:memory:"),
+        ("POSITIVE_REACTIONS", "thumbs up"),
+        ("WEB_CONCURRENCY", "abc"),
+        ("WEB_CONCURRENCY", "0"),
+        ("GUNICORN_THREADS", "-1"),
     ],
 )
 def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -> None:
@@ -162,6 +170,11 @@ def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -
     text = str(caught.value)
     assert text.startswith(f"{name}: expected"), text
     assert "\n" not in text
+
+
+def test_a_reaction_in_both_sets_is_an_error() -> None:
+    with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* 'heart' in both"):
+        load_settings({"POSITIVE_REACTIONS": "heart", "NEGATIVE_REACTIONS": "-1,heart"}, None)
 
 
 def test_half_an_oauth_install_is_an_error() -> None:

@@ -27,6 +27,14 @@ def parse_duration(name: str, raw: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def parse_positive_duration(name: str, raw: str) -> float:
+    """A duration above zero."""
+    seconds = parse_duration(name, raw)
+    if seconds <= 0:
+        raise SettingsError(f"{name}: expected a duration above zero like 30s or 10m, got {raw!r}")
+    return seconds
+
+
 def parse_bool(name: str, raw: str) -> bool:
     """`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case."""
     value = raw.strip().lower()
@@ -69,10 +77,25 @@ def parse_url(name: str, raw: str) -> str:
     return value
 
 
+def parse_brixo_url(name: str, raw: str) -> str:
+    """Brixo's API base: an http(s) URL without the `/v1` that every path adds."""
+    value = parse_url(name, raw).rstrip("/")
+    if value.endswith("/v1"):
+        raise SettingsError(
+            f"{name}: expected the API base without /v1 (like https://api.brixo.com), got {raw!r}"
+        )
+    return value
+
+
 def parse_database_url(name: str, raw: str) -> str:
     """`sqlite:///PATH`, `postgres://…` or `postgresql://…` (SQLAlchemy URL with psycopg 3)."""
     value = raw.strip()
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        if value.removeprefix("sqlite:///").startswith(":memory:"):
+            raise SettingsError(
+                f"{name}: expected a file like sqlite:///brixo-relay.db, got {value!r} "
+                "(an in-memory database loses every vote at exit)"
+            )
         return value
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
         if value.startswith(prefix) and len(value) > len(prefix):
@@ -146,6 +169,8 @@ class Settings:
     not_found_grace: float = 600.0
     delivery_concurrency: int = 32
     discord_token: str | None = None
+    web_concurrency: int = 1  # gunicorn worker processes (`serve`)
+    gunicorn_threads: int = 16  # threads per worker (`serve`)
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECRETS}
@@ -215,8 +240,10 @@ def _ids(name: str, raw: str) -> tuple[str, ...]:
 
 def _reactions(name: str, raw: str) -> tuple[str, ...]:
     names = tuple(item.strip(":") for item in parse_list(name, raw))
-    if not names:
-        raise SettingsError(f"{name}: expected a comma-separated list of emoji names, got {raw!r}")
+    if not names or any(not n or re.search(r"\s", n) for n in names):
+        raise SettingsError(
+            f"{name}: expected comma-separated emoji names like +1,thumbsup, got {raw!r}"
+        )
     return names
 
 
@@ -229,20 +256,20 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "slack_state_secret": _optional_text,
     "slack_api_url": lambda n, r: parse_url(n, r).rstrip("/") + "/",
     "brixo_api_key": _optional_text,
-    "brixo_api_url": lambda n, r: parse_url(n, r).rstrip("/"),
+    "brixo_api_url": parse_brixo_url,
     "database_url": parse_database_url,
     "port": parse_int,
     "log_level": _log_level,
     "log_format": lambda n, r: parse_choice(n, r, ("plain", "json")),
     "agent_url": lambda n, r: parse_url(n, r) if r.strip() else None,
     "agent_token": _optional_text,
-    "agent_timeout": parse_duration,
+    "agent_timeout": parse_positive_duration,
     "assistant_bot_ids": _ids,
     "seed_reactions": parse_bool,
     "positive_reactions": _reactions,
     "negative_reactions": _reactions,
     "ask_comment": lambda n, r: parse_choice(n, r, ("never", "negative", "always")),
-    "comment_wait": parse_duration,
+    "comment_wait": parse_positive_duration,
     "ack_message": _text,
     "message_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
     "conversation_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
@@ -250,6 +277,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "not_found_grace": parse_duration,
     "delivery_concurrency": lambda n, r: parse_int(n, r, 1, 256),
     "discord_token": _optional_text,
+    "web_concurrency": lambda n, r: parse_int(n, r, 1, 64),
+    "gunicorn_threads": lambda n, r: parse_int(n, r, 1, 256),
 }
 
 SETTING_NAMES: tuple[str, ...] = tuple(name.upper() for name in _PARSERS)
@@ -277,6 +306,12 @@ def load_settings(
 
 
 def _check_combinations(settings: Settings) -> None:
+    both = set(settings.positive_reactions) & set(settings.negative_reactions)
+    if both:
+        raise SettingsError(
+            "NEGATIVE_REACTIONS: expected reactions that are not in POSITIVE_REACTIONS too, "
+            f"got {sorted(both)[0]!r} in both"
+        )
     oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)
     if any(oauth) and not all(oauth):
         missing = [
