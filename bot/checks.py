@@ -1,7 +1,9 @@
-"""`check`: settings, database, Brixo key and Slack token, one line each."""
+"""`check`: settings, database, Brixo key, and the Slack and Discord tokens, one line each."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 
 from bot.core.settings import Settings
@@ -11,8 +13,17 @@ Check = Callable[[Settings], tuple[bool, str]]
 
 def check_database(settings: Settings) -> tuple[bool, str]:
     """The database answers and its schema is current (or will be created at start)."""
+    from sqlalchemy.engine import make_url
+
     from bot.core.db import Database
 
+    url = make_url(settings.database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and not os.path.exists(path):  # don't leave an empty file behind
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK):
+            return False, f"can't create the SQLite file {path}: {folder} is missing or read-only"
+        return True, f"ok (SQLite; {path} will be created at start)"
     database = Database(settings.database_url, pool_size=1)
     try:
         database.ping()
@@ -42,16 +53,26 @@ def check_brixo(settings: Settings) -> tuple[bool, str]:
         return False, f"unauthorized: Brixo refused BRIXO_API_KEY ({answer.describe()})"
     if answer.status is None:
         return False, f"unreachable at {settings.brixo_api_url} ({answer.describe()})"
-    if answer.status >= 500:
-        return False, f"Brixo answered {answer.describe()}"
+    if answer.status == 429 or answer.status >= 500:
+        return False, f"Brixo answered {answer.describe()}; try again later"
+    if answer.status not in (400, 404) or not answer.jsonapi:
+        return False, (
+            f"{settings.brixo_api_url} answered {answer.describe()}, not as Brixo's Signals API "
+            "does; is BRIXO_API_URL the API's base URL (https://api.brixo.com)?"
+        )
     return True, f"ok (key accepted by {settings.brixo_api_url})"
 
 
 def check_slack(settings: Settings) -> tuple[bool, str]:
-    """The bot token works and holds the standalone manifest's scopes."""
+    """The bot token works and holds the standalone manifest's scopes; a mode can start."""
     from bot.slack.checks import check_slack_token
 
-    return check_slack_token(settings)
+    ok, line = check_slack_token(settings)
+    if ok and not (settings.slack_signing_secret or settings.slack_app_token):
+        return False, (
+            f"{line}, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket) is set"
+        )
+    return ok, line
 
 
 def check_slack_library(settings: Settings) -> tuple[bool, str]:
@@ -62,13 +83,36 @@ def check_slack_library(settings: Settings) -> tuple[bool, str]:
     return check_slack_token(settings, required_scopes(settings))
 
 
-def run_checks(settings: Settings, library: bool = False) -> int:
-    """Print one line per check; 0 when all pass, 1 otherwise."""
-    checks: tuple[tuple[str, Check], ...] = (
-        ("database", check_database),
-        ("brixo", check_brixo),
-        ("slack", check_slack_library if library else check_slack),
+def check_discord(settings: Settings) -> tuple[bool, str]:
+    """The Discord bot token logs in, with the Message Content intent."""
+    try:
+        from bot.discord.checks import check_discord_token
+    except ImportError:
+        return False, "the Discord adapter needs the 'discord' extra: pip install '.[discord]'"
+    return check_discord_token(settings)
+
+
+def _uses_slack(settings: Settings) -> bool:
+    slack = (
+        settings.slack_bot_token,
+        settings.slack_client_id,
+        settings.slack_signing_secret,
+        settings.slack_app_token,
     )
+    return any(slack) or not settings.discord_token
+
+
+def run_checks(settings: Settings, library: bool = False) -> int:
+    """Print one line per check; 0 when all pass, 1 otherwise.
+
+    Slack is checked unless only Discord is set up; Discord when DISCORD_TOKEN is set.
+    """
+    checks: list[tuple[str, Check]] = [("database", check_database), ("brixo", check_brixo)]
+    if library or _uses_slack(settings):
+        checks.append(("slack", check_slack_library if library else check_slack))
+    if settings.discord_token and not library:
+        checks.append(("discord", check_discord))
+    logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)  # the line says what failed
     print("settings: ok")
     failed = False
     for name, check in checks:

@@ -402,6 +402,7 @@ class FakeDiscordAPI(LocalHTTPFake):
         self._failures: list[tuple[re.Pattern[str], int]] = []
         self._sent: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []  # the application's registered commands
+        self.application_flags = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED: the intent is on
 
     @property
     def api_base(self) -> str:
@@ -465,7 +466,7 @@ class FakeDiscordAPI(LocalHTTPFake):
         if method == "GET" and path == "/users/@me":
             return 200, user(BOT_ID, bot=True)
         if method == "GET" and path == "/oauth2/applications/@me":
-            return 200, _application()
+            return 200, _application(self.application_flags)
         if match := re.fullmatch(r"/users/(\d+)", path):
             return 200, user(match[1])
         if method == "POST" and path == "/users/@me/channels":
@@ -515,7 +516,7 @@ def registered_command(command: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _application() -> dict[str, Any]:
+def _application(flags: int) -> dict[str, Any]:
     return {
         "id": APP_ID,
         "name": "relay",
@@ -527,7 +528,7 @@ def _application() -> dict[str, Any]:
         "owner": user(PERSON),
         "summary": "",
         "verify_key": "0" * 64,
-        "flags": 0,
+        "flags": flags,
         "team": None,
     }
 

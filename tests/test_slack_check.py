@@ -15,7 +15,9 @@ REQUIRED = ("reactions:write", "metadata.message:read")
 def _check(env: Env, slack: FakeSlackAPI, *flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot", "check", *flags],
-        env=env.process(SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN),
+        env=env.process(
+            SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET="secret"
+        ),
         capture_output=True,
         text=True,
         timeout=60,

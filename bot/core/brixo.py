@@ -46,6 +46,7 @@ class Answer:
     status: int | None
     detail: str = ""
     retry_after: float | None = None
+    jsonapi: bool = False  # the answer was a JSON:API error document, as Brixo's are
 
     def describe(self) -> str:
         """`HTTP 404: detail` or the network error, for logs and the outbox."""
@@ -151,7 +152,8 @@ class BrixoClient:
     def probe(self) -> Answer:
         """Test the key without sending a signal: an empty body is refused after auth.
 
-        UNAUTHORIZED means the key is wrong; any other HTTP answer means it was accepted.
+        UNAUTHORIZED means the key is wrong. Brixo refuses the body (400) or finds no such
+        message (404) with a JSON:API error once the key is accepted.
         """
         url = self.base_url + signal_path(Target("message", KEY_CHECK_ID))
         return self._post(url, b"{}")
@@ -166,17 +168,17 @@ def classify(response: requests.Response) -> Answer:
     status = response.status_code
     if 200 <= status < 300:
         return Answer(Outcome.DELIVERED, status)
-    detail = _error_detail(response)
+    detail, jsonapi = _error_detail(response)
     if status == 401:
-        return Answer(Outcome.UNAUTHORIZED, status, detail)
+        return Answer(Outcome.UNAUTHORIZED, status, detail, jsonapi=jsonapi)
     if status == 404:
-        return Answer(Outcome.NOT_FOUND, status, detail)
+        return Answer(Outcome.NOT_FOUND, status, detail, jsonapi=jsonapi)
     if status == 413:
-        return Answer(Outcome.TOO_LARGE, status, detail)
+        return Answer(Outcome.TOO_LARGE, status, detail, jsonapi=jsonapi)
     if status in (408, 429) or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return Answer(Outcome.RETRY, status, detail, retry_after)
-    return Answer(Outcome.REJECTED, status, detail)
+        return Answer(Outcome.RETRY, status, detail, retry_after, jsonapi)
+    return Answer(Outcome.REJECTED, status, detail, jsonapi=jsonapi)
 
 
 def parse_retry_after(raw: str | None, now: float | None = None) -> float | None:
@@ -195,16 +197,21 @@ def parse_retry_after(raw: str | None, now: float | None = None) -> float | None
     return max(0.0, moment.timestamp() - (time() if now is None else now))
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(response: requests.Response) -> tuple[str, bool]:
+    """The JSON:API errors' details (else the body's text), and whether it was JSON:API."""
     try:
-        errors = response.json().get("errors") or []
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    jsonapi = isinstance(errors, list)
+    if jsonapi:
         parts = [
             str(e.get("detail") or e.get("title") or "") for e in errors if isinstance(e, dict)
         ]
         detail = "; ".join(p for p in parts if p)
-    except (ValueError, AttributeError):
+    else:
         detail = response.text.strip()
-    return (detail or response.reason or "")[:500]
+    return (detail or response.reason or "")[:500], jsonapi
 
 
 def _network_error(error: requests.RequestException) -> str:

@@ -23,6 +23,7 @@ def run_discord(settings: Settings) -> int:
     try:
         import discord
 
+        from bot.discord.checks import INTENT_HELP
         from bot.discord.client import RelayClient
     except ImportError:
         raise SettingsError(
@@ -37,7 +38,7 @@ def run_discord(settings: Settings) -> int:
         log.error("Discord refused DISCORD_TOKEN: %s", error)
         return 1
     except discord.PrivilegedIntentsRequired:
-        log.error("turn on the Message Content intent on the Bot page of the Discord application")
+        log.error(INTENT_HELP)
         return 1
     finally:
         relay.stop(25.0)

@@ -1,0 +1,152 @@
+"""`python -m bot check` beyond the Slack line: Brixo's answers, the SQLite file, Discord."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import discord
+import pytest
+
+from bot.checks import run_checks
+from tests.conftest import Env
+from tests.discord_fakes import FakeDiscordAPI
+from tests.fakes import FakeSlackAPI
+from tests.procs import run_bot
+from tests.slack_harness import BOT_TOKEN
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class NotBrixo:
+    """Answers every request with one fixed status, body and media type."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, str, bytes] = (404, "text/html", b"<h1>Not Found</h1>")
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, media_type, body = outer.answer
+                self.send_response(status)
+                self.send_header("Content-Type", media_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def not_brixo() -> Iterator[NotBrixo]:
+    server = NotBrixo()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def brixo_line(env: Env, tmp_path: Path, **overrides: str) -> str:
+    result = run_bot("check", env=env.process(**overrides), cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("brixo: ")]
+    assert len(lines) == 1 and result.returncode == 1, result.stdout
+    return lines[0]
+
+
+JSONAPI = "application/vnd.api+json"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (404, "text/html", b"<h1>Not Found</h1>"),  # a web server, not the API
+        (200, "application/json", b'{"ok": false, "error": "unknown_method"}'),
+        (204, JSONAPI, b""),  # took an empty body as a signal
+        (415, JSONAPI, json.dumps({"errors": [{"status": "415", "detail": "x"}]}).encode()),
+        (403, "text/plain", b"Forbidden by proxy"),
+    ],
+)
+def test_check_fails_for_a_url_that_does_not_answer_as_brixo(
+    env: Env, tmp_path: Path, not_brixo: NotBrixo, answer: tuple[int, str, bytes]
+) -> None:
+    not_brixo.answer = answer
+    line = brixo_line(env, tmp_path, BRIXO_API_URL=not_brixo.url)
+    assert f"answered HTTP {answer[0]}" in line and "BRIXO_API_URL" in line, line
+
+
+def test_check_fails_when_brixo_is_overloaded(
+    env: Env, tmp_path: Path, not_brixo: NotBrixo
+) -> None:
+    not_brixo.answer = (503, JSONAPI, b'{"errors": [{"status": "503", "title": "Busy"}]}')
+    line = brixo_line(env, tmp_path, BRIXO_API_URL=not_brixo.url)
+    assert line == "brixo: Brixo answered HTTP 503: Busy; try again later", line
+
+
+def test_check_leaves_no_sqlite_file_behind(env: Env, tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    result = run_bot("check", env=env.process(DATABASE_URL=f"sqlite:///{path}"), cwd=tmp_path)
+    assert f"database: ok (SQLite; {path} will be created at start)" in result.stdout
+    assert not path.exists()
+    missing = tmp_path / "no-such-folder" / "relay.db"
+    result = run_bot("check", env=env.process(DATABASE_URL=f"sqlite:///{missing}"), cwd=tmp_path)
+    assert "database: can't create the SQLite file" in result.stdout, result.stdout
+    assert result.returncode == 1
+
+
+def test_check_wants_a_way_for_slack_to_reach_the_relay(
+    env: Env, tmp_path: Path, fake_slack: FakeSlackAPI
+) -> None:
+    slack = {"SLACK_API_URL": fake_slack.url, "SLACK_BOT_TOKEN": BOT_TOKEN}
+    result = run_bot("check", env=env.process(**slack), cwd=tmp_path)
+    assert "neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket)" in result.stdout
+    assert result.returncode == 1
+    result = run_bot("check", env=env.process(**slack, SLACK_APP_TOKEN="xapp-1"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture
+def discord_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscordAPI]:
+    with FakeDiscordAPI() as fake:
+        monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+        yield fake
+
+
+def in_process_check(env: Env, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, str]]:
+    code = run_checks(env.settings(DISCORD_TOKEN="discord-token"))
+    out = capsys.readouterr().out
+    return code, dict(line.split(": ", 1) for line in out.splitlines())
+
+
+def test_check_a_discord_only_setup(
+    env: Env, tmp_path: Path, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = in_process_check(env, capsys)
+    assert "slack" not in lines, lines
+    assert lines["discord"].startswith("ok (bot "), lines
+    assert code == 0, lines
+    assert not os.path.exists(tmp_path / "relay.db")
+
+
+def test_check_discord_refused_token(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    discord_api.fail("GET /users/@me", 401)
+    code, lines = in_process_check(env, capsys)
+    assert (code, lines["discord"]) == (1, "Discord refused DISCORD_TOKEN")
+
+
+def test_check_discord_without_the_message_content_intent(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    discord_api.application_flags = 0
+    code, lines = in_process_check(env, capsys)
+    assert code == 1 and "Message Content intent" in lines["discord"], lines
