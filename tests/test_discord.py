@@ -483,7 +483,8 @@ def test_emoji_times_and_modal_values() -> None:
     } == {"👍"}
     assert {emoji_key(e) for e in ("👎", "👎🏽", "-1", "thumbsdown")} == {"👎"}
     assert emoji_key("upvote") == "upvote"  # a custom emoji keeps its name
-    assert [emoji_key(n) for n in ("white_check_mark", "heart", "x", "✅")] == ["✅", "❤", "❌", "✅"]
+    names = ("white_check_mark", "heart", "x", "✅")
+    assert [emoji_key(n) for n in names] == ["✅", "❤", "❌", "✅"]
     assert snowflake_time("175928847299117063") == pytest.approx(1462015105.796)
     label = [{"type": 18, "id": 1, "component": {"type": 4, "custom_id": "comment", "value": "x"}}]
     row = [{"type": 1, "components": [{"type": 4, "custom_id": "comment", "value": "y"}]}]
