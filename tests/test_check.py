@@ -150,3 +150,13 @@ def test_check_discord_without_the_message_content_intent(
     discord_api.application_flags = 0
     code, lines = in_process_check(env, capsys)
     assert code == 1 and "Message Content intent" in lines["discord"], lines
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(env: Env, tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/no-such-folder/relay.db"
+    result = run_bot("outbox", "list", env=env.process(DATABASE_URL=missing), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "error: DATABASE_URL: can't open the database "
+        "(OperationalError: unable to open database file)"
+    )

@@ -10,7 +10,14 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
-from bot.core.db import Database, DriverStatement, acts, seen
+from bot.core.db import (
+    Database,
+    DatabaseUnavailable,
+    DriverStatement,
+    acts,
+    schema_version,
+    seen,
+)
 from bot.core.mapping import METADATA, POSTED, Mappings, Templates
 from bot.core.outbox import (
     AWAITING_COMMENT,
@@ -110,6 +117,16 @@ def test_a_handed_over_act_whose_owner_died_is_claimed_when_its_lease_lapses(
 def test_migrate_is_idempotent(store: Outbox) -> None:
     assert store.db.schema_state() == "ok"
     assert store.db.migrate(T0 + 1) == store.db.migrate(T0 + 2)
+
+
+def test_a_newer_schema_stops_the_relay_with_one_line(store: Outbox) -> None:
+    with store.db.write() as conn:
+        conn.execute(insert(schema_version).values(version=99, applied_at=T0))
+    with pytest.raises(DatabaseUnavailable) as caught:
+        store.db.migrate(T0)
+    assert str(caught.value) == (
+        "DATABASE_URL: its schema version 99 is newer than this relay's (1); upgrade the relay"
+    )
 
 
 class FakeDeliverer:

@@ -30,9 +30,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+
+from bot.core.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ seen = Table(
 Index("brixo_seen_expiry", seen.c.expires_at)
 
 
+class DatabaseUnavailable(SettingsError):
+    """DATABASE_URL can't be opened, or holds a newer schema; the message is one line."""
+
+
 class Database:
     """An engine plus the dialect-specific details the rest of the relay needs."""
 
@@ -138,7 +143,7 @@ class Database:
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         path = self.engine.url.database if self.is_sqlite else None
-        self.sqlite_path = os.path.abspath(path) if path and path != ":memory:" else None
+        self.sqlite_path = os.path.abspath(path) if path else None
         self._sqlite_identity: tuple[int, int] | None = None
         # SQLite takes one writer at a time and makes the others sleep-poll (1 ms, 2, 5, … up to
         # 100 ms a try), so under load a write waits far longer than the lock is held: this
@@ -146,7 +151,19 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else None
 
     def migrate(self, now: float) -> int:
-        """Create or upgrade the schema; returns the version in force."""
+        """Create or upgrade the schema; returns the version in force.
+
+        DatabaseUnavailable when the database can't be opened or its schema is newer.
+        """
+        try:
+            return self._migrate(now)
+        except DBAPIError as error:
+            reason = str(error.orig or error).strip().splitlines()[0]
+            raise DatabaseUnavailable(
+                f"DATABASE_URL: can't open the database ({type(error).__name__}: {reason})"
+            ) from None
+
+    def _migrate(self, now: float) -> int:
         with self.write() as conn:
             metadata.create_all(conn, checkfirst=True)
             current = conn.scalar(
@@ -156,8 +173,8 @@ class Database:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now))
                 current = SCHEMA_VERSION
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"database schema version {current} is newer than this relay "
+                raise DatabaseUnavailable(
+                    f"DATABASE_URL: its schema version {current} is newer than this relay's "
                     f"({SCHEMA_VERSION}); upgrade the relay"
                 )
         if self.sqlite_path:
@@ -259,7 +276,6 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-            poolclass=NullPool if url.endswith(":memory:") else None,
             pool_size=pool_size,
             max_overflow=2 * pool_size,
         )
