@@ -172,6 +172,14 @@ def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -
     assert "\n" not in text
 
 
+def test_a_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"ACK_MESSAGE=Merci \xe9\n")  # Latin-1
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, dotenv=str(dotenv))
+    assert str(caught.value) == f"{dotenv}: expected UTF-8 text, got byte 0xe9 at offset 18"
+
+
 def test_a_reaction_in_both_sets_is_an_error() -> None:
     with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* 'heart' in both"):
         load_settings({"POSITIVE_REACTIONS": "heart", "NEGATIVE_REACTIONS": "-1,heart"}, None)

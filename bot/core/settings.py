@@ -292,7 +292,13 @@ def load_settings(
     if dotenv and os.path.exists(dotenv):
         from dotenv import dotenv_values
 
-        values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        try:
+            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        except UnicodeDecodeError as error:
+            raise SettingsError(
+                f"{dotenv}: expected UTF-8 text, got byte {error.object[error.start]:#04x} "
+                f"at offset {error.start}"
+            ) from None
     values.update(os.environ if environ is None else environ)
     parsed: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
