@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay
-from tests.test_slack_support import map_by_metadata, ok, react, settled, values_of
+from tests.slack_harness import RunningRelay, StartRelay
+from tests.test_slack_support import (
+    ask_agent,
+    click,
+    map_by_metadata,
+    ok,
+    opened_view,
+    react,
+    settled,
+    values_of,
+)
 
 WATCH = {"ASSISTANT_BOT_IDS": "BASSIST,UHELPER", "ASK_COMMENT": "never", "AGENT_URL": None}
 
@@ -191,3 +200,73 @@ def test_vote_while_slack_fails_is_redelivered_not_dropped(start_relay: StartRel
     ok(react(app, ts, "+1", channel="C1", event_id="Ev-slack-down", retry_num=1))
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-7", "thumbs_up")]
+
+
+def _metadata_event(ts: str, message_id: str, conversation_id: str) -> dict[str, Any]:
+    """The watched bot's `message_metadata_posted` event for its reply `ts`."""
+    payload = {"message_id": message_id, "conversation_id": conversation_id}
+    return sr.message_metadata_posted(
+        "C1", ts, "brixo_message", payload, bot_id="BASSIST", user_id="UASSIST"
+    )
+
+
+def _rate_conversation(
+    app: RunningRelay, ts: str, root: str, count: int, channel: str = "C1"
+) -> None:
+    """👍 on the thread through the shortcut on reply `ts` (the `count`-th modal opened)."""
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", channel, ts, thread_ts=root)))
+    view = opened_view(app, count)
+    up = {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "up"}}}}
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, up)))
+
+
+def test_metadata_replaces_a_template_mapping_and_never_the_reverse(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(
+        **WATCH, MESSAGE_ID_TEMPLATE="tpl-{ts}", CONVERSATION_ID_TEMPLATE="tpl-conv-{thread_ts}"
+    )
+    root, ts = "1700000000.000001", "1700000000.001100"
+    ok(app.sender.event(watched_reply(ts, thread_ts=root)))  # no metadata: the templates
+    ok(app.sender.event(_metadata_event(ts, "real-mid", "real-conv")))
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    _rate_conversation(app, ts, root, 1)
+    settled(app, 2)
+    # Seen again without metadata (another event for the same reply): the metadata stays.
+    ok(app.sender.event(watched_reply(ts, thread_ts=root)))
+    react(app, ts, "-1", user="U2", channel="C1")
+    settled(app, 3)
+    # The other order: metadata first, then the reply's own event (its thread comes with it).
+    other_root, other = "1700000000.002000", "1700000000.002100"
+    ok(app.sender.event(_metadata_event(other, "real-mid-2", "real-conv-2")))
+    ok(app.sender.event(watched_reply(other, thread_ts=other_root)))
+    react(app, other, "+1", channel="C1")
+    settled(app, 4)
+    _rate_conversation(app, other, other_root, 2)
+    settled(app, 5)
+    assert values_of(app) == [
+        ("messages", "real-mid", "thumbs_up"),
+        ("conversations", "real-conv", "thumbs_up"),
+        ("messages", "real-mid", "thumbs_down"),
+        ("messages", "real-mid-2", "thumbs_up"),
+        ("conversations", "real-conv-2", "thumbs_up"),
+    ]
+
+
+def test_posted_mapping_outranks_metadata_seen_later(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="never", ASSISTANT_BOT_IDS="BASSIST")
+    root = "1700000000.003000"
+    reply = ask_agent(app, "hi", ts=root)
+    event = sr.message_metadata_posted(
+        "D1", reply, "brixo_message", {"message_id": "other", "conversation_id": "other-conv"}
+    )
+    ok(app.sender.event(event))
+    click(app, reply, "up", thread_ts=root)
+    settled(app, 1)
+    _rate_conversation(app, reply, root, 1, channel="D1")
+    settled(app, 2)
+    assert values_of(app) == [
+        ("messages", "msg-1", "thumbs_up"),
+        ("conversations", f"conv-{root}", "thumbs_up"),
+    ]

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, case, func, select
 
 from bot.core.acts import Target
 from bot.core.db import Database, DriverStatement, mappings, threads, upsert
 
-# Where a mapping came from; a reply posted through the relay outranks what was seen later.
+# Where a mapping came from, highest rank first (first match wins): posted through the relay,
+# the message's metadata, the templates. A higher-ranked source replaces a lower-ranked one.
 POSTED = "posted"
 METADATA = "metadata"
 TEMPLATE = "template"
+
+
+def _rank(source: Any) -> ColumnElement[int]:
+    """A source's rank in SQL: posted 3, metadata 2, template (or anything else) 1."""
+    return case({POSTED: 3, METADATA: 2}, value=source, else_=1)
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,44 @@ _MESSAGE = select(
 )
 
 
+def _record_message(database: Database) -> Any:
+    """Upsert a reply's mapping: the same or a higher-ranked source replaces the whole mapping,
+    a lower-ranked one only fills in a missing thread; returns the mapping in force."""
+    row = upsert(database, mappings)
+    new = row.excluded
+    replaces = _rank(new.source) >= _rank(mappings.c.source)
+    taken = {
+        name: case((replaces, new[name]), else_=mappings.c[name])
+        for name in ("message_id", "conversation_id", "source")
+    }
+    return row.on_conflict_do_update(
+        index_elements=[mappings.c.workspace, mappings.c.channel, mappings.c.ts],
+        set_={**taken, "thread_ts": func.coalesce(new.thread_ts, mappings.c.thread_ts)},
+    ).returning(
+        mappings.c.message_id, mappings.c.conversation_id, mappings.c.thread_ts, mappings.c.source
+    )
+
+
+def _record_thread(database: Database) -> Any:
+    """Upsert a thread's conversation: only a higher-ranked source replaces it (the first of a
+    rank stays)."""
+    row = upsert(database, threads)
+    new = row.excluded
+    return row.on_conflict_do_update(
+        index_elements=[threads.c.workspace, threads.c.channel, threads.c.thread_ts],
+        set_={"conversation_id": new.conversation_id, "source": new.source},
+        where=_rank(new.source) > _rank(threads.c.source),
+    )
+
+
 class Mappings:
     """The mapping tables, keyed by workspace so no workspace can reach another's replies."""
 
     def __init__(self, database: Database) -> None:
         self.db = database
         self._message = DriverStatement(database, _MESSAGE)  # on every vote's ack path
+        self._record_message = _record_message(database)
+        self._record_thread = _record_thread(database)
 
     def record(
         self,
@@ -81,42 +120,34 @@ class Mappings:
         thread_ts: str | None,
         source: str,
         now: float,
-    ) -> None:
-        """Remember a reply's IDs (and its thread's); a posted reply's IDs are never replaced."""
-        row = upsert(self.db, mappings).values(
-            workspace=workspace,
-            channel=channel,
-            ts=ts,
-            thread_ts=thread_ts,
-            message_id=message_id,
-            conversation_id=conversation_id,
-            source=source,
-            created_at=now,
-        )
-        if source == POSTED:
-            row = row.on_conflict_do_update(
-                index_elements=[mappings.c.workspace, mappings.c.channel, mappings.c.ts],
-                set_={
-                    "message_id": row.excluded.message_id,
-                    "conversation_id": row.excluded.conversation_id,
-                    "thread_ts": row.excluded.thread_ts,
-                    "source": row.excluded.source,
-                },
-            )
-        else:
-            row = row.on_conflict_do_nothing()
+    ) -> Mapping:
+        """Remember a reply's IDs (and its thread's), unless a higher-ranked source gave them.
+
+        Returns the mapping in force afterwards: the thread's conversation follows it, so a
+        reply whose thread only becomes known later (metadata events carry none) still maps it.
+        """
+        place = {"workspace": workspace, "channel": channel, "created_at": now}
+        reply = {
+            **place,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "source": source,
+        }
         with self.db.write() as conn:
-            conn.execute(row)
-            if conversation_id:
-                thread = upsert(self.db, threads).values(
-                    workspace=workspace,
-                    channel=channel,
-                    thread_ts=thread_ts or ts,
-                    conversation_id=conversation_id,
-                    source=source,
-                    created_at=now,
+            mapping = Mapping(*conn.execute(self._record_message, reply).one())
+            if mapping.conversation_id:
+                conn.execute(
+                    self._record_thread,
+                    {
+                        **place,
+                        "thread_ts": mapping.thread_ts or ts,
+                        "conversation_id": mapping.conversation_id,
+                        "source": mapping.source,
+                    },
                 )
-                conn.execute(thread.on_conflict_do_nothing())
+        return mapping
 
     def message(self, workspace: str, channel: str, ts: str) -> Mapping | None:
         """The IDs recorded for a reply, if any."""

@@ -107,9 +107,9 @@ class SlackFeedback:
         message_id: str | None,
         conversation_id: str | None,
         source: str = POSTED,
-    ) -> None:
-        """Remember a reply's IDs."""
-        self.relay.mappings.record(
+    ) -> Mapping:
+        """Remember a reply's IDs (a higher-ranked source's stay); returns the mapping in force."""
+        return self.relay.mappings.record(
             workspace,
             channel,
             ts,
@@ -143,22 +143,21 @@ class SlackFeedback:
         thread_ts = message.get("thread_ts")
         ids = metadata_ids(message)
         if ids:
-            self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
-            return Mapping(ids[0], ids[1], thread_ts, METADATA)
+            return self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
         if not self.is_watched(message, own_bot_id):
             return None
         mapping = self.relay.templates.mapping(workspace, channel, ts, thread_ts)
-        if mapping:
-            self.record_reply(
-                workspace,
-                channel,
-                ts,
-                thread_ts,
-                mapping.message_id,
-                mapping.conversation_id,
-                source=mapping.source,
-            )
-        return mapping
+        if not mapping:
+            return None
+        return self.record_reply(
+            workspace,
+            channel,
+            ts,
+            thread_ts,
+            mapping.message_id,
+            mapping.conversation_id,
+            source=mapping.source,
+        )
 
     def resolve(
         self, client: WebClient, workspace: str, channel: str, ts: str, own_bot_id: str | None
