@@ -236,3 +236,37 @@ def test_a_stalled_agent_never_holds_up_a_comment_modal(start_relay: StartRelay)
     assert opened_view(app)["callback_id"] == "brixo_comment"
     assert len(app.slack.calls_to("chat.postMessage")) == 1  # no stalled answer came back yet
     app.slack.wait_for_call("chat.postMessage", 1 + busy, timeout=30)  # all answered in the end
+
+
+def test_answer_refused_with_native_buttons_is_posted_with_classic_ones(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    app.slack.refused_blocks = {"context_actions"}
+    root = "1700000000.002500"
+    reply = ask_agent(app, "hi", ts=root)
+    refused, posted = app.slack.calls_to("chat.postMessage")
+    assert [b["type"] for b in refused.args["blocks"]][-1] == "context_actions"
+    buttons = [
+        e["action_id"]
+        for b in posted.args["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+    assert buttons == ["brixo_vote_up", "brixo_vote_down"]
+    assert posted.args["metadata"] == refused.args["metadata"]
+    click(app, reply, thread_ts=root, action=sr.button_action("brixo_vote_down", "down"))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
+
+
+def test_answer_refused_with_both_kinds_of_buttons_gives_the_error_reply(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    app.slack.refused_blocks = {"context_actions", "actions"}
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.002600")))
+    posts = app.slack.wait_for_call("chat.postMessage", 3)
+    assert "couldn't get an answer" in posts[2].args["text"]
+    assert len(app.slack.messages("D1")) == 1  # only the error reply was posted
+    assert app.relay.mappings.conversation("T1", "D1", "1700000000.002600") is None

@@ -25,7 +25,7 @@ from bot.library.setup import (
     missing_scopes_message,
     required_scopes,
 )
-from bot.slack.blocks import brixo_metadata, feedback_blocks, reply_blocks
+from bot.slack.blocks import brixo_metadata, feedback_blocks, post_with_feedback
 from bot.slack.feedback import SlackFeedback
 from bot.slack.manifest import (
     SHORTCUT_CALLBACK_ID,
@@ -274,11 +274,12 @@ class FeedbackRelay:
 
         In an Assistant thread the reply keeps the thread-context metadata that Bolt's `say`
         adds; elsewhere it carries `brixo_message` metadata. The mapping is recorded either way.
+        Where Slack refuses its native feedback block, the buttons are classic ones.
         """
         _require_ids(message_id, conversation_id)
         if "metadata" not in kwargs and getattr(say, "build_metadata", None) is None:
             kwargs["metadata"] = brixo_metadata(message_id, conversation_id)
-        response = say(text=text, blocks=self._blocks(text, blocks), thread_ts=thread_ts, **kwargs)
+        response = post_with_feedback(say, text, blocks, thread_ts=thread_ts, **kwargs)
         self.record_response(
             response,
             message_id=message_id,
@@ -302,18 +303,15 @@ class FeedbackRelay:
         team: str | None = None,
         **kwargs: Any,
     ) -> SlackResponse:
-        """chat.postMessage with 👍/👎 and `brixo_message` metadata; records the mapping."""
+        """chat.postMessage with 👍/👎 (classic buttons where Slack refuses its native block) and
+        `brixo_message` metadata; records the mapping."""
         _require_ids(message_id, conversation_id)
         client = client or self.client
         if client is None:
             raise RelaySetupError("no WebClient: pass one, or give the relay client=")
         kwargs.setdefault("metadata", brixo_metadata(message_id, conversation_id))
-        response = client.chat_postMessage(
-            channel=channel,
-            text=text,
-            blocks=self._blocks(text, blocks),
-            thread_ts=thread_ts,
-            **kwargs,
+        response = post_with_feedback(
+            client.chat_postMessage, text, blocks, channel=channel, thread_ts=thread_ts, **kwargs
         )
         self.record_response(
             response,
@@ -324,11 +322,6 @@ class FeedbackRelay:
             client=client,
         )
         return response
-
-    def _blocks(self, text: str, blocks: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-        if blocks is None:
-            return reply_blocks(text)
-        return [*blocks, *feedback_blocks()]
 
     def record_response(
         self,

@@ -10,7 +10,7 @@ import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.blocks import brixo_metadata, reply_blocks
+from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback, customer_id
 from bot.slack.follow_ups import FollowUps
 
@@ -79,18 +79,26 @@ class AgentBridge:
             log.warning("agent answered without message_id: reply posted without feedback")
             self._post(client, channel=question.channel, thread_ts=root, text=text)
             return
-        posted = self._post(
-            client,
-            channel=question.channel,
-            thread_ts=root,
-            text=text,
-            blocks=reply_blocks(text),
-            metadata=brixo_metadata(message_id, conversation_id),
-        )
-        if posted:
-            self.feedback.record_reply(
-                question.workspace, question.channel, posted, root, message_id, conversation_id
+        try:
+            posted = post_with_feedback(
+                client.chat_postMessage,
+                text,
+                channel=question.channel,
+                thread_ts=root,
+                metadata=brixo_metadata(message_id, conversation_id),
             )
+        except SlackApiError as error:
+            log.warning("can't post the agent's reply: %s", error.response.get("error"))
+            self._post(client, channel=question.channel, thread_ts=root, text=AGENT_ERROR_REPLY)
+            return
+        self.feedback.record_reply(
+            question.workspace,
+            question.channel,
+            str(posted["ts"]),
+            root,
+            message_id,
+            conversation_id,
+        )
 
     def ask(self, question: Question, root: str) -> tuple[str, str | None, str | None]:
         """POST the question; (text, message_id, conversation_id) from a 200 answer."""
@@ -120,9 +128,8 @@ class AgentBridge:
             raise AgentError("answer has no text")
         return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
 
-    def _post(self, client: WebClient, **message: Any) -> str | None:
+    def _post(self, client: WebClient, **message: Any) -> None:
         try:
-            return str(client.chat_postMessage(**message)["ts"])
+            client.chat_postMessage(**message)
         except SlackApiError as error:
-            log.warning("can't post the agent's reply: %s", error.response.get("error"))
-            return None
+            log.warning("can't post to %s: %s", message["channel"], error.response.get("error"))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
@@ -20,9 +23,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 from slack_sdk.models.views import View
+from slack_sdk.web import SlackResponse
 
 from bot.core.acts import MAX_COMMENT_CHARS
 from bot.slack.manifest import METADATA_EVENT_TYPE
+
+log = logging.getLogger("bot.slack")
 
 FEEDBACK_ACTION = "brixo_feedback"  # native feedback_buttons
 VOTE_UP_ACTION = "brixo_vote_up"  # classic buttons
@@ -69,6 +75,30 @@ def reply_blocks(text: str, classic: bool = False) -> list[dict[str, Any]]:
     chunks = [text[i : i + 3000] for i in range(0, len(text), 3000)][:45] or [" "]
     sections = [SectionBlock(text=MarkdownTextObject(text=chunk)).to_dict() for chunk in chunks]
     return [*sections, *feedback_blocks(classic)]
+
+
+def post_with_feedback(
+    send: Callable[..., SlackResponse],
+    text: str,
+    blocks: Sequence[dict[str, Any]] | None = None,
+    **message: Any,
+) -> SlackResponse:
+    """Post a reply with 👍/👎 under it (under `blocks`, else under the text) through `send`,
+    `chat_postMessage` or Bolt's `say`. Where Slack refuses the native feedback block
+    (invalid_blocks), once more with classic buttons; SlackApiError if that fails too."""
+
+    def with_buttons(classic: bool) -> list[dict[str, Any]]:
+        if blocks is None:
+            return reply_blocks(text, classic)
+        return [*blocks, *feedback_blocks(classic)]
+
+    try:
+        return send(text=text, blocks=with_buttons(classic=False), **message)
+    except SlackApiError as error:
+        if error.response.get("error") != "invalid_blocks":
+            raise
+        log.info("Slack refused the feedback_buttons block: posting with classic buttons")
+        return send(text=text, blocks=with_buttons(classic=True), **message)
 
 
 def brixo_metadata(message_id: str | None, conversation_id: str | None) -> dict[str, Any]:

@@ -170,6 +170,8 @@ class FakeSlackAPI(LocalHTTPFake):
         self.app_id = app_id
         self.scopes: list[str] = list(DEFAULT_SCOPES)
         self.valid_tokens: set[str] = set()
+        # Block types chat.postMessage refuses with invalid_blocks (e.g. "context_actions").
+        self.refused_blocks: set[str] = set()
         self.oauth_response: dict[str, Any] = {
             "ok": True,
             "app_id": app_id,
@@ -351,6 +353,9 @@ class FakeSlackAPI(LocalHTTPFake):
             return {"ok": False, "error": "channel_not_found"}
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             return {"ok": False, "error": "no_text"}
+        blocks = args.get("blocks") if isinstance(args.get("blocks"), list) else []
+        if any(isinstance(b, dict) and b.get("type") in self.refused_blocks for b in blocks):
+            return {"ok": False, "error": "invalid_blocks"}
         ts = self.next_ts()
         extra: dict[str, Any] = {"app_id": self.app_id}
         for key in ("blocks", "attachments"):
