@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 from tests.fakes import slack_requests as sr
@@ -270,3 +271,22 @@ def test_posted_mapping_outranks_metadata_seen_later(start_relay: StartRelay) ->
         ("messages", "msg-1", "thumbs_up"),
         ("conversations", f"conv-{root}", "thumbs_up"),
     ]
+
+
+def test_rate_limited_lookup_before_the_ack_fails_fast(start_relay: StartRelay) -> None:
+    """A 429 on the first vote's lookup is not waited out (Retry-After 2 s would hold the ack
+    past Slack's 3 s): the request fails at once and Slack's redelivery is taken."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000560"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-9")
+    )
+    app.slack.fail_next("conversations.replies", 1, status=429, retry_after="2")
+    started = monotonic()
+    first = app.sender.event(sr.reaction_added("U1", "+1", "C1", ts), event_id="Ev-limited")
+    assert monotonic() - started < 1.5
+    assert first.status_code >= 500, first.status_code
+    assert len(app.slack.calls_to("conversations.replies")) == 1
+    ok(react(app, ts, "+1", channel="C1", event_id="Ev-limited", retry_num=1))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-9", "thumbs_up")]

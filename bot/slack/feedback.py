@@ -20,6 +20,9 @@ from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
 
+# Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
+LOOKUP_TIMEOUT = 1
+
 UNMAPPED_NOTE = (
     "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
     "recorded."
@@ -166,7 +169,7 @@ class SlackFeedback:
         mapping = self.relay.mappings.message(workspace, channel, ts)
         if mapping:
             return mapping
-        message = fetch_message(client, channel, ts)
+        message = fetch_message(lookup_client(client), channel, ts)
         if not message or not same_workspace(message, workspace):
             return None
         return self.map_message(workspace, channel, message, own_bot_id)
@@ -231,9 +234,23 @@ class SlackFeedback:
         return self.relay.record_act(act, ask_comment=ask_comment, seen_key=seen_key)
 
 
+def lookup_client(client: WebClient) -> WebClient:
+    """`client` for lookups before the ack: no retries (nor waits on Retry-After), a short
+    timeout. A 429, 5xx or timeout fails the request, and Slack redelivers the event later."""
+    return WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=LOOKUP_TIMEOUT,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        headers=client.headers,
+        retry_handlers=[],
+    )
+
+
 def raise_if_transient(error: SlackApiError) -> None:
-    """Slack's 429 and 5xx (after the client's own retries) fail the request, so Slack
-    redelivers the vote later instead of it being taken for a vote on an unknown message."""
+    """Slack's 429 and 5xx (left after the client's retries, if it makes any) fail the request,
+    so Slack redelivers the vote later instead of it being taken for one on an unknown message."""
     if error.response.status_code == 429 or error.response.status_code >= 500:
         raise error
 
