@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Update, bindparam, delete, func, insert, or_, select, update
 
 from bot.core.acts import Act, Target, clean_comment
 from bot.core.db import Database, DriverStatement, acts, seen, upsert, votes
@@ -123,6 +123,7 @@ class Outbox:
                 }
             )
         )
+        self._settle_sql = settle
         self._settle = DriverStatement(database, settle)
         due = (
             select(acts.c.id)
@@ -139,19 +140,7 @@ class Outbox:
             update(acts)
             .where(acts.c.id.in_(due.scalar_subquery()))
             .values(state=PENDING, lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-            .returning(
-                acts.c.id,
-                acts.c.workspace,
-                acts.c.target_kind,
-                acts.c.target_id,
-                acts.c.value,
-                acts.c.occurred_at,
-                acts.c.comment,
-                acts.c.comment_cut,
-                acts.c.attempts,
-                acts.c.not_found_since,
-                acts.c.created_at,
-            )
+            .returning(*_CLAIMED)
         )
 
     def record(
@@ -253,21 +242,7 @@ class Outbox:
         params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
         with self.db.write(wait_for_disk=False) as conn:
             rows = conn.execute(self._claim, params).all()
-        return [
-            Claimed(
-                r.id,
-                r.workspace,
-                Target(r.target_kind, r.target_id),
-                r.value,
-                r.occurred_at,
-                r.comment,
-                r.comment_cut,
-                r.attempts,
-                r.not_found_since,
-                r.created_at,
-            )
-            for r in rows
-        ]
+        return [_claimed(r) for r in rows]
 
     def settle(self, owner: str, outcomes: Sequence[dict[str, Any]]) -> None:
         """Write delivery outcomes for acts leased to `owner`, all in one transaction.
@@ -278,6 +253,11 @@ class Outbox:
             return
         with self.db.write(wait_for_disk=False) as conn:
             self._settle.many(conn, [{**o, "owner": owner} for o in outcomes])
+
+    def settle_one(self, owner: str, outcome: dict[str, Any]) -> bool:
+        """Write one act's outcome (as `settle`); False when `owner` no longer holds its lease."""
+        with self.db.write() as conn:
+            return bool(conn.execute(self._settle_sql, {**outcome, "owner": owner}).rowcount)
 
     def renew(self, owner: str, lease: float, now: float) -> None:
         """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""
@@ -329,24 +309,33 @@ class Outbox:
 
     def retry_dead(self, now: float, act_ids: Sequence[int] = ()) -> int:
         """Put dead letters (all, or these) back in line with a fresh delivery window."""
-        statement = update(acts).where(acts.c.state == DEAD)
-        if act_ids:
-            statement = statement.where(acts.c.id.in_(list(act_ids)))
         with self.db.write() as conn:
-            count = conn.execute(
-                statement.values(
-                    state=PENDING,
-                    next_attempt_at=now,
-                    created_at=now,
-                    attempts=0,
-                    not_found_since=None,
-                    finished_at=None,
-                    comment_cut=False,
-                )
-            ).rowcount
+            count = conn.execute(_revive(now, act_ids)).rowcount
         if count:
             self._wake()
         return count
+
+    def take_dead(
+        self, owner: str, lease: float, now: float, act_ids: Sequence[int] = ()
+    ) -> list[Claimed]:
+        """Put dead letters (all, or these) back in line as `retry_dead` does, leased to `owner`.
+
+        Like a claim's, the lease keeps every deliverer's claim off them until `owner` settles
+        or releases them, or it lapses. Oldest first.
+        """
+        statement = _revive(now, act_ids).values(lease_owner=owner, lease_until=now + lease)
+        with self.db.write() as conn:
+            rows = conn.execute(statement.returning(*_CLAIMED)).all()
+        return sorted((_claimed(r) for r in rows), key=lambda act: act.id)
+
+    def states_of(self, act_ids: Sequence[int], now: float) -> dict[int, tuple[str, bool]]:
+        """(state, leased to a deliverer now) of each of these acts that exists."""
+        query = select(acts.c.id, acts.c.state, acts.c.lease_until).where(
+            acts.c.id.in_(list(act_ids))
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return {r.id: (r.state, r.lease_until is not None and r.lease_until >= now) for r in rows}
 
     def purge(self, dead: bool = False) -> int:
         """Delete delivered acts, and dead letters too with `dead`."""
@@ -366,6 +355,52 @@ class Outbox:
         return counts
 
 
+def _revive(now: float, act_ids: Sequence[int]) -> Update:
+    """The UPDATE that puts dead letters (all, or these) back in line, due now."""
+    statement = update(acts).where(acts.c.state == DEAD)
+    if act_ids:
+        statement = statement.where(acts.c.id.in_(list(act_ids)))
+    return statement.values(
+        state=PENDING,
+        next_attempt_at=now,
+        created_at=now,
+        attempts=0,
+        not_found_since=None,
+        finished_at=None,
+        comment_cut=False,
+    )
+
+
+def _claimed(row: Any) -> Claimed:
+    """A row of `_CLAIMED` columns as a Claimed act."""
+    return Claimed(
+        row.id,
+        row.workspace,
+        Target(row.target_kind, row.target_id),
+        row.value,
+        row.occurred_at,
+        row.comment,
+        row.comment_cut,
+        row.attempts,
+        row.not_found_since,
+        row.created_at,
+    )
+
+
+# What a claim returns of each act it leases.
+_CLAIMED = (
+    acts.c.id,
+    acts.c.workspace,
+    acts.c.target_kind,
+    acts.c.target_id,
+    acts.c.value,
+    acts.c.occurred_at,
+    acts.c.comment,
+    acts.c.comment_cut,
+    acts.c.attempts,
+    acts.c.not_found_since,
+    acts.c.created_at,
+)
 _VOTE_COLUMNS = ("workspace", "user_id", "target_kind", "target_id", "value", "voted_at")
 _ACT_COLUMNS = (
     "platform",

@@ -1,0 +1,559 @@
+"""`python -m bot send` and `python -m bot outbox …` as a user runs them, against FakeBrixo.
+
+Each command runs as a child process on a real SQLite file (or PostgreSQL, where a running
+relay shares the database); the store is seeded and inspected through bot.core directly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from time import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.cli import main
+from bot.core.acts import Act, Target
+from bot.core.db import Database, acts
+from bot.core.outbox import DEAD, DELIVERED, PENDING, Outbox
+from bot.core.settings import parse_database_url
+from tests.conftest import BRIXO_KEY, Env
+from tests.fakes import FakeBrixo
+from tests.pg import database_params
+from tests.procs import Proc, run_bot, start_bot
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+RELAY_WOULD_RETRY = "failed (not delivered; the relay would retry this, send does not): "
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound by nobody who listens: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def send(
+    env: Env, tmp_path: Path, *args: str, **overrides: str | None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bot send ARGS` to completion."""
+    return run_bot("send", *args, env=env.process(**overrides), cwd=tmp_path)
+
+
+# -- send ------------------------------------------------------------------------------
+
+
+def test_send_message_up_prints_the_answer_and_exits_0(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    before = time()
+    result = send(env, tmp_path, "--message", "msg_1042", "--value", "up")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "delivered: HTTP 204"
+    (request,) = brixo.requests
+    assert request.raw_path == "/v1/messages/msg_1042/signals"
+    assert request.headers["Content-Type"] == "application/vnd.api+json"
+    assert request.headers["Authorization"] == f"Bearer {BRIXO_KEY}"
+    attrs = request.attributes
+    assert set(attrs) == {"name", "value", "occurred_at"}
+    assert (attrs["name"], attrs["value"]) == ("feedback", "thumbs_up")
+    assert attrs["occurred_at"].endswith("Z")
+    sent_at = datetime.fromisoformat(attrs["occurred_at"].replace("Z", "+00:00")).timestamp()
+    assert before - 1 <= sent_at <= time() + 1
+
+
+def test_send_conversation_down_with_comment_and_odd_id(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    odd = "conv/ä b?c#d%e"
+    result = send(
+        env, tmp_path, "--conversation", odd, "--value", "down", "--comment", "  Très lent 🐢  "
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    (request,) = brixo.accepted
+    assert request.kind == "conversations" and request.id == odd
+    assert request.attributes["value"] == "thumbs_down"
+    assert request.attributes["user_message"] == "Très lent 🐢"
+
+
+def test_send_not_found_prints_brixos_detail_and_exits_1(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    brixo.mark_missing("nope")
+    result = send(env, tmp_path, "--message", "nope", "--value", "up")
+    assert result.returncode == 1
+    assert result.stdout.startswith("failed (Brixo doesn't know this ID, or not yet")
+    assert result.stdout.strip().endswith("): HTTP 404: Message 'nope' not found")
+    assert brixo.accepted == []
+
+
+def test_send_with_a_refused_key_exits_1_without_showing_it(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    wrong = "wrong-key-0123456789"
+    result = send(
+        env, tmp_path, "--message", "m", "--value", "up", BRIXO_API_KEY=wrong, LOG_LEVEL="debug"
+    )
+    assert result.returncode == 1
+    assert result.stdout.strip() == "failed (Brixo refused the API key): HTTP 401: Invalid API key"
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_send_when_brixo_is_down_exits_1(env: Env, tmp_path: Path, closed_port: int) -> None:
+    result = send(
+        env,
+        tmp_path,
+        "--message",
+        "m",
+        "--value",
+        "up",
+        BRIXO_API_URL=f"http://127.0.0.1:{closed_port}",
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith(RELAY_WOULD_RETRY + "no answer")
+    assert len(result.stdout.splitlines()) == 1
+    assert BRIXO_KEY not in result.stdout + result.stderr
+
+
+def test_send_says_a_server_error_is_not_retried(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    brixo.fail_next(1, 500, detail="boom")
+    result = send(env, tmp_path, "--message", "m", "--value", "up")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [RELAY_WOULD_RETRY + "HTTP 500: boom"]
+    assert [r.status for r in brixo.requests] == [500]  # send tries once
+
+
+def test_send_never_logs_the_key(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
+    result = send(env, tmp_path, "--message", "m", "--value", "up", LOG_LEVEL="debug")
+    assert result.returncode == 0
+    assert BRIXO_KEY not in result.stdout + result.stderr
+
+
+def test_send_without_a_key_is_a_settings_error(env: Env, tmp_path: Path) -> None:
+    result = send(env, tmp_path, "--message", "m", "--value", "up", BRIXO_API_KEY=None)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: BRIXO_API_KEY: required")
+
+
+@pytest.mark.parametrize("option", ["--message", "--conversation"])
+def test_send_with_an_id_that_is_not_utf8_gives_one_line_and_exit_2(
+    env: Env, brixo: FakeBrixo, tmp_path: Path, option: str
+) -> None:
+    raw = os.fsdecode(b"msg-\xff")  # how Python hands over argv bytes that aren't UTF-8
+    result = send(env, tmp_path, option, raw, "--value", "up")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {option}: not valid UTF-8"]
+    assert result.stdout == ""
+    assert brixo.requests == []
+
+
+def test_send_says_when_a_long_comment_is_cut(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
+    result = send(env, tmp_path, "--message", "m", "--value", "down", "--comment", "x" * 3001)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["note: comment cut to 3000 characters"]
+    assert brixo.accepted[0].attributes["user_message"] == "x" * 3000
+    exact = send(env, tmp_path, "--message", "m", "--value", "up", "--comment", "y" * 3000)
+    assert exact.returncode == 0 and exact.stderr == ""
+
+
+def test_send_too_large_with_a_comment_is_sent_once_more_with_it_cut(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    brixo.max_body_bytes = 1500
+    comment = "é" * 2000  # 4000 bytes in UTF-8; cut to 500 characters, 1000
+    result = send(env, tmp_path, "--message", "m", "--value", "down", "--comment", comment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "delivered: HTTP 204 (comment cut to 500 characters after HTTP 413)"
+    ]
+    assert [r.status for r in brixo.requests] == [413, 204]
+    assert brixo.accepted[0].attributes["user_message"] == comment[:500]
+
+
+def test_send_too_large_twice_or_without_a_comment_fails(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    brixo.fail_next(2, 413, detail="Request body too large")
+    result = send(env, tmp_path, "--message", "m", "--value", "down", "--comment", "short")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "failed (too large for Brixo): HTTP 413: Request body too large"
+        " (comment cut to 500 characters after HTTP 413)"
+    ]
+    assert len(brixo.requests) == 2
+    brixo.clear()
+    brixo.fail_next(1, 413, detail="Request body too large")
+    plain = send(env, tmp_path, "--message", "m", "--value", "down")
+    assert plain.returncode == 1
+    assert plain.stdout.splitlines() == [
+        "failed (too large for Brixo): HTTP 413: Request body too large"
+    ]
+    assert len(brixo.requests) == 1
+
+
+# -- the store, seeded and read directly ---------------------------------------------------
+
+
+def open_store(database_url: str) -> Database:
+    database = Database(parse_database_url("DATABASE_URL", database_url))
+    database.migrate(time())
+    return database
+
+
+def seed(
+    database_url: str, rows: list[tuple[str, str, str | None]], comment: str = ""
+) -> list[int]:
+    """Acts in the given (target, state, last_error), written straight into the store."""
+    database = open_store(database_url)
+    outbox = Outbox(database)
+    ids = []
+    for n, (target, state, error) in enumerate(rows):
+        act = Act(
+            "slack",
+            "T1",
+            f"U{n}",
+            "button",
+            Target("message", target),
+            "thumbs_up",
+            time(),
+            comment,
+        )
+        act_id = outbox.record(act, time()).act_id
+        assert act_id is not None
+        with database.write() as conn:
+            conn.execute(
+                update(acts).where(acts.c.id == act_id).values(state=state, last_error=error)
+            )
+        ids.append(act_id)
+    database.dispose()
+    return ids
+
+
+def stored(database_url: str) -> dict[str, Any]:
+    """Every act's row, by target ID."""
+    database = open_store(database_url)
+    with database.read() as conn:
+        found = {r.target_id: r for r in conn.execute(select(acts))}
+    database.dispose()
+    return found
+
+
+def states(database_url: str) -> dict[str, str]:
+    return {target: row.state for target, row in stored(database_url).items()}
+
+
+# -- outbox list -----------------------------------------------------------------------
+
+
+def test_outbox_list_empty(env: Env, tmp_path: Path) -> None:
+    result = run_bot("outbox", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "outbox empty" in result.stdout
+
+
+def test_outbox_list_shows_pending_and_dead_with_last_error(env: Env, tmp_path: Path) -> None:
+    url = env()["DATABASE_URL"]
+    ids = seed(
+        url,
+        [
+            ("waiting", PENDING, "HTTP 503: busy"),
+            ("broken", DEAD, "HTTP 400: occurred_at is not a valid RFC3339 timestamp"),
+            ("done", DELIVERED, None),
+        ],
+    )
+    result = run_bot("outbox", "list", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t")[:2] == ["ID", "STATE"]
+    body = {line.split("\t")[0]: line for line in lines[1:]}
+    assert set(body) == {str(ids[0]), str(ids[1])}  # delivered ones are not listed
+    assert "pending" in body[str(ids[0])] and "message:waiting" in body[str(ids[0])]
+    assert body[str(ids[0])].endswith("HTTP 503: busy")
+    assert "dead" in body[str(ids[1])]
+    assert body[str(ids[1])].endswith("HTTP 400: occurred_at is not a valid RFC3339 timestamp")
+    dead_only = run_bot("outbox", "list", "--dead", env=env.process(), cwd=tmp_path)
+    assert [line.split("\t")[0] for line in dead_only.stdout.splitlines()[1:]] == [str(ids[1])]
+
+
+def test_outbox_list_escapes_control_characters_in_fields(env: Env, tmp_path: Path) -> None:
+    url = env()["DATABASE_URL"]
+    (act_id,) = seed(url, [("a\tb\nc\x1bd", DEAD, "HTTP 400: bad\tvalue\r\nC:\\x \u2028end")])
+    result = run_bot("outbox", "list", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, line = result.stdout.split("\n")[:-1]  # exactly one row after the header
+    fields = line.split("\t")
+    assert len(fields) == len(header.split("\t")) == 8
+    assert fields[0] == str(act_id)
+    assert fields[3] == "message:a\\tb\\nc\\x1bd"
+    assert fields[7] == "HTTP 400: bad\\tvalue\\r\\nC:\\\\x \\u2028end"
+
+
+def test_outbox_list_limit(env: Env, tmp_path: Path) -> None:
+    seed(env()["DATABASE_URL"], [("a", PENDING, None), ("b", PENDING, None)])
+    result = run_bot("outbox", "list", "--limit", "1", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # header and one row
+
+
+@pytest.mark.parametrize("database_url", database_params(), indirect=True)
+@pytest.mark.parametrize("limit", ["0", "-1", "ten", "1.5"])
+def test_outbox_list_limit_takes_only_positive_numbers(
+    env: Env, tmp_path: Path, database_url: str, limit: str
+) -> None:
+    seed(database_url, [("a", PENDING, None)])
+    result = run_bot(
+        "outbox", "list", "--limit", limit, env=env.process(DATABASE_URL=database_url), cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "argument --limit: expected a positive whole number" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+# -- outbox retry ----------------------------------------------------------------------
+
+
+def retry(
+    env: Env, tmp_path: Path, *ids: int | str, **overrides: str | None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bot outbox retry IDS` to completion."""
+    return run_bot("outbox", "retry", *map(str, ids), env=env.process(**overrides), cwd=tmp_path)
+
+
+def test_outbox_retry_sends_the_given_dead_letters_then_all_at_once(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """No relay runs: `outbox retry` delivers by itself and says so, one line per act."""
+    url = env()["DATABASE_URL"]
+    ids = seed(url, [("d1", DEAD, "x"), ("d2", DEAD, "x"), ("d3", DEAD, "x"), ("p", PENDING, None)])
+    one = retry(env, tmp_path, ids[1])
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert one.stdout.splitlines() == [f"act {ids[1]}: delivered: HTTP 204"]
+    assert states(url) == {"d1": DEAD, "d2": DELIVERED, "d3": DEAD, "p": PENDING}
+    rest = retry(env, tmp_path)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert rest.stdout.splitlines() == [
+        f"act {ids[0]}: delivered: HTTP 204",
+        f"act {ids[2]}: delivered: HTTP 204",
+    ]
+    assert states(url) == {"d1": DELIVERED, "d2": DELIVERED, "d3": DELIVERED, "p": PENDING}
+    assert [r.id for r in brixo.accepted] == ["d2", "d1", "d3"]  # the pending one waits
+    row = stored(url)["d1"]
+    assert (row.attempts, row.last_error, row.lease_owner) == (1, None, None)
+    nothing = retry(env, tmp_path)
+    assert nothing.returncode == 0 and nothing.stdout.strip() == "no dead letters to retry"
+
+
+def test_outbox_retry_reports_ids_that_are_no_dead_letters(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    url = env()["DATABASE_URL"]
+    dead, done, waiting = seed(
+        url, [("d", DEAD, "x"), ("ok", DELIVERED, None), ("p", PENDING, None)]
+    )
+    result = retry(env, tmp_path, 999, done, dead, waiting, dead)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"no dead letter with ID {done}: it is delivered",
+        f"no dead letter with ID {waiting}: it is pending",
+        "no dead letter with ID 999",
+        f"act {dead}: delivered: HTTP 204",
+    ]
+    assert [r.id for r in brixo.accepted] == ["d"]
+    assert states(url) == {"d": DELIVERED, "ok": DELIVERED, "p": PENDING}
+
+
+def test_outbox_retry_help_says_it_sends_now(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["outbox", "retry", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "send each once now from this process" in text
+    assert "Exit 0 when every one was delivered, 1 otherwise" in text
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_outbox_retry_takes_only_positive_ids(env: Env, tmp_path: Path, bad: str) -> None:
+    result = retry(env, tmp_path, bad)
+    assert result.returncode == 2
+    assert "argument ID: expected a positive whole number" in result.stderr
+
+
+def test_outbox_retry_needs_the_brixo_key(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
+    url = env()["DATABASE_URL"]
+    seed(url, [("d", DEAD, "x")])
+    result = retry(env, tmp_path, BRIXO_API_KEY=None)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: BRIXO_API_KEY: required")
+    assert states(url) == {"d": DEAD}
+
+
+def test_outbox_retry_records_each_outcome_as_delivery_does(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    url = env()["DATABASE_URL"]
+    names = ["throttled", "bad", "missing", "fine"]
+    ids = dict(zip(names, seed(url, [(n, DEAD, "old error") for n in names]), strict=True))
+    brixo.fail_next(1, 429, retry_after="120", detail="slow down")
+    brixo.fail_next(1, 400, detail="value must be one of")
+    brixo.mark_missing("missing")
+    before = time()
+    result = retry(env, tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"act {ids['throttled']}: pending, for the relay to retry: HTTP 429: slow down",
+        f"act {ids['bad']}: dead: HTTP 400: value must be one of",
+        f"act {ids['missing']}: pending, for the relay to retry: "
+        "HTTP 404: Message 'missing' not found",
+        f"act {ids['fine']}: delivered: HTTP 204",
+    ]
+    rows = stored(url)
+    throttled, bad, missing, fine = (rows[n] for n in names)
+    assert (throttled.state, throttled.attempts, throttled.last_status) == (PENDING, 1, 429)
+    assert throttled.next_attempt_at >= before + 120  # Retry-After, as the worker would wait
+    assert throttled.created_at >= before  # a fresh delivery window
+    assert (bad.state, bad.attempts, bad.last_error) == (DEAD, 1, "HTTP 400: value must be one of")
+    assert bad.finished_at >= before
+    assert (missing.state, missing.attempts) == (PENDING, 1)
+    assert missing.not_found_since >= before and missing.next_attempt_at > missing.not_found_since
+    assert (fine.state, fine.attempts, fine.last_error) == (DELIVERED, 1, None)
+    assert {row.lease_owner for row in rows.values()} == {None}
+
+
+def test_outbox_retry_too_large_with_a_comment_sends_once_more_with_it_cut(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    url = env()["DATABASE_URL"]
+    comment = "é" * 2000
+    (act_id,) = seed(url, [("big", DEAD, "HTTP 413: too large")], comment=comment)
+    brixo.max_body_bytes = 1500
+    result = retry(env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"act {act_id}: delivered: HTTP 204 (comment cut to 500 characters after HTTP 413)"
+    ]
+    assert [r.status for r in brixo.requests] == [413, 204]
+    assert brixo.accepted[0].attributes["user_message"] == comment[:500]
+    row = stored(url)["big"]
+    assert (row.state, row.attempts, row.comment_cut, row.comment) == (
+        DELIVERED,
+        2,
+        True,
+        comment[:500],
+    )
+
+
+# -- outbox retry beside a running relay ---------------------------------------------------
+
+
+def start_stalled_retry(env: Env, brixo: FakeBrixo, tmp_path: Path, database_url: str) -> Proc:
+    """`outbox retry` in the background, caught in its first send (Brixo holds the request)."""
+    brixo.stall_next(1, seconds=50)
+    proc = start_bot("outbox", "retry", env=env.process(DATABASE_URL=database_url), cwd=tmp_path)
+    wait_until(lambda: brixo.pending_faults() == 0, timeout=20, message="no send arrived")
+    return proc
+
+
+@pytest.mark.parametrize("database_url", database_params(), indirect=True)
+def test_outbox_retry_holds_its_acts_under_a_lease_a_relays_claim_skips(
+    env: Env, brixo: FakeBrixo, tmp_path: Path, database_url: str
+) -> None:
+    first, second = seed(database_url, [("first", DEAD, "x"), ("second", DEAD, "x")])
+    proc = start_stalled_retry(env, brixo, tmp_path, database_url)
+    try:
+        relay_db = open_store(database_url)
+        assert Outbox(relay_db).claim("relay", 10, 15, time()) == []  # both held, not just one
+        relay_db.dispose()
+        rows = stored(database_url)
+        assert {row.state for row in rows.values()} == {PENDING}
+        assert {row.lease_owner[:4] for row in rows.values()} == {"cli-"}
+        brixo.stop()  # the held request gets no answer; the next finds no server
+        assert proc.wait(timeout=30) == 1, proc.describe()
+    finally:
+        proc.stop()
+    lines = proc.stdout_lines
+    assert [line.split(": ")[:2] for line in lines] == [
+        [f"act {first}", "pending, for the relay to retry"],
+        [f"act {second}", "pending, for the relay to retry"],
+    ], proc.describe()
+    assert all("no answer" in line for line in lines)
+    rows = stored(database_url)
+    assert {(row.state, row.attempts, row.lease_owner) for row in rows.values()} == {
+        (PENDING, 1, None)
+    }
+
+
+@pytest.mark.parametrize("database_url", database_params(), indirect=True)
+def test_outbox_retry_reports_an_act_a_running_relay_took_when_its_lease_lapsed(
+    env: Env, brixo: FakeBrixo, tmp_path: Path, database_url: str
+) -> None:
+    (act_id,) = seed(database_url, [("contested", DEAD, "x")])
+    proc = start_stalled_retry(env, brixo, tmp_path, database_url)
+    try:
+        relay_db = open_store(database_url)
+        with relay_db.write() as conn:  # as if the send outlasted the lease
+            conn.execute(update(acts).where(acts.c.id == act_id).values(lease_until=0.0))
+        (taken,) = Outbox(relay_db).claim("relay", 10, 60, time())
+        relay_db.dispose()
+        assert taken.id == act_id
+        brixo.stop()
+        assert proc.wait(timeout=30) == 1, proc.describe()
+    finally:
+        proc.stop()
+    (line,) = proc.stdout_lines
+    assert line.startswith(f"act {act_id}: taken by a running relay meanwhile"), line
+    row = stored(database_url)["contested"]
+    assert (row.state, row.attempts, row.lease_owner) == (PENDING, 0, "relay")  # not overwritten
+
+
+@pytest.mark.parametrize("database_url", database_params(), indirect=True)
+def test_outbox_retry_beside_a_running_relay_sends_each_act_once(
+    env: Env, brixo: FakeBrixo, tmp_path: Path, database_url: str
+) -> None:
+    from bot.core.relay import Relay
+
+    targets = [f"dead-{n}" for n in range(40)]
+    seed(database_url, [(t, DEAD, "x") for t in targets])
+    brixo.set_latency(0.03)  # the retry takes over a second: the relay claims meanwhile
+    relay = Relay(env.settings(DATABASE_URL=database_url))
+    relay.start()
+    try:
+        result = retry(env, tmp_path, DATABASE_URL=database_url)
+    finally:
+        relay.stop(timeout=5)
+        relay.db.dispose()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(result.stdout.splitlines()) == len(targets)
+    assert Counter(r.id for r in brixo.accepted) == Counter(targets)  # each exactly once
+    assert set(states(database_url).values()) == {DELIVERED}
+
+
+# -- outbox purge ----------------------------------------------------------------------
+
+
+def test_outbox_purge(env: Env, tmp_path: Path) -> None:
+    url = env()["DATABASE_URL"]
+    seed(
+        url,
+        [("a", DELIVERED, None), ("b", DELIVERED, None), ("c", DEAD, "x"), ("d", PENDING, None)],
+    )
+    result = run_bot("outbox", "purge", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "2 signal(s) deleted"
+    assert states(url) == {"c": DEAD, "d": PENDING}
+    result = run_bot("outbox", "purge", "--dead", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "1 signal(s) deleted"
+    assert states(url) == {"d": PENDING}
