@@ -290,3 +290,29 @@ def test_rate_limited_lookup_before_the_ack_fails_fast(start_relay: StartRelay) 
     ok(react(app, ts, "+1", channel="C1", event_id="Ev-limited", retry_num=1))
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-9", "thumbs_up")]
+
+
+def test_watched_bots_users_are_known_to_every_process_and_the_next_start(
+    start_relay: StartRelay,
+) -> None:
+    """Users of bots listed by bot ID, learnt from a metadata event and from a fetched reply,
+    are kept: a relay started later on the same database ignores their reactions."""
+    watch = {**WATCH, "ASSISTANT_BOT_IDS": "BASSIST,BSECOND"}
+    first = start_relay(**watch)
+    ok(first.sender.event(_metadata_event("1700000000.004000", "m-first", "c-first")))
+    fetched = "1700000000.004100"
+    first.slack.add_message(
+        "C1", fetched, "answer", user="USECOND", bot_id="BSECOND", metadata=meta("m-fetched")
+    )
+    react(first, fetched, "+1", channel="C1")  # a person's first vote: the reply is fetched
+    settled(first, 1)
+    later = start_relay(**watch)
+    ts = map_by_metadata(later, "m-later")
+    react(later, ts, "-1", user="UASSIST", channel="C1")
+    react(later, ts, "-1", user="USECOND", channel="C1")
+    react(later, ts, "+1", user="U7", channel="C1")  # a person: the sentinel
+    settled(later, 2)
+    assert values_of(later) == [
+        ("messages", "m-fetched", "thumbs_up"),
+        ("messages", "m-later", "thumbs_up"),
+    ]

@@ -361,3 +361,14 @@ def upsert(database: Database, table: Table) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     return pg_insert(table)
+
+
+# User IDs of watched bots listed by bot ID (B…), learnt from their messages: every process,
+# and the next start, takes their reactions for a bot's, not a person's votes.
+bot_users = Table(
+    "brixo_bot_users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("bot_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)

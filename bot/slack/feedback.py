@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
 
 from bot.core.acts import DOWN, UP, Act, Value
+from bot.core.db import Database, bot_users, upsert
 from bot.core.mapping import METADATA, POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
@@ -86,6 +88,43 @@ def customer_id(value: Any) -> str | None:
     return value
 
 
+class BotUsers:
+    """User IDs of watched bots listed by bot ID (B…), learnt from their messages.
+
+    Kept in the database for other processes and the next start; read into memory at start,
+    and again on a miss at most every `refresh` seconds, so a reaction costs no query.
+    """
+
+    def __init__(self, database: Database, refresh: float = 2.0) -> None:
+        self.db = database
+        self.refresh = refresh
+        self._known: frozenset[str] = frozenset()
+        self._loaded_at = 0.0
+        self._load()
+
+    def learn(self, bot_id: str, user_id: str) -> None:
+        """Remember that `user_id` is the bot `bot_id`'s user (written once)."""
+        if user_id in self._known:
+            return
+        row = upsert(self.db, bot_users).values(user_id=user_id, bot_id=bot_id, created_at=time())
+        with self.db.write() as conn:
+            conn.execute(row.on_conflict_do_nothing())
+        self._known = self._known | {user_id}
+
+    def __contains__(self, user_id: object) -> bool:
+        if user_id in self._known:
+            return True
+        if monotonic() - self._loaded_at < self.refresh:
+            return False
+        self._load()
+        return user_id in self._known
+
+    def _load(self) -> None:
+        self._loaded_at = monotonic()
+        with self.db.read(single=True) as conn:
+            self._known = frozenset(conn.scalars(select(bot_users.c.user_id)))
+
+
 class SlackFeedback:
     """What Slack listeners share: the relay, the settings and the mapping rules."""
 
@@ -93,8 +132,7 @@ class SlackFeedback:
         self.relay = relay
         self.settings: Settings = relay.settings
         self.watched = frozenset(relay.settings.assistant_bot_ids)
-        # User IDs of watched bots listed by bot ID (B…), learnt from their replies.
-        self.watched_users: set[str] = set()
+        self.bot_users = BotUsers(relay.db)
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
         self.follow_ups = FollowUps()
@@ -126,15 +164,16 @@ class SlackFeedback:
     def is_watched(self, message: dict[str, Any], own_bot_id: str | None) -> bool:
         """True for replies of ASSISTANT_BOT_IDS, or of this app itself."""
         authors = {message.get("bot_id"), message.get("user")} - {None}
-        watched = bool(authors & self.watched)
-        user = message.get("user")
-        if watched and isinstance(user, str):
-            self.watched_users.add(user)  # so this bot's own reactions are ignored
-        return watched or (own_bot_id is not None and own_bot_id in authors)
+        return bool(authors & self.watched) or (own_bot_id is not None and own_bot_id in authors)
+
+    def learn_bot_user(self, bot_id: Any, user_id: Any) -> None:
+        """A watched bot's user ID, from a message or metadata event: its reactions aren't votes."""
+        if bot_id in self.watched and isinstance(user_id, str) and user_id:
+            self.bot_users.learn(str(bot_id), user_id)
 
     def is_bot_user(self, user: str, own_user_id: str | None) -> bool:
-        """True for the relay's own user and watched bots (by user ID, or as seen replying)."""
-        return user == own_user_id or user in self.watched or user in self.watched_users
+        """True for the relay's own user and watched bots (by user ID, or as seen posting)."""
+        return user == own_user_id or user in self.watched or user in self.bot_users
 
     def map_message(
         self, workspace: str, channel: str, message: dict[str, Any], own_bot_id: str | None
@@ -143,6 +182,7 @@ class SlackFeedback:
         ts = message.get("ts")
         if not isinstance(ts, str):
             return None
+        self.learn_bot_user(message.get("bot_id"), message.get("user"))
         thread_ts = message.get("thread_ts")
         ids = metadata_ids(message)
         if ids:
@@ -184,6 +224,7 @@ class SlackFeedback:
             for message in fetch_thread(client, channel, root):
                 if not same_workspace(message, workspace):
                     continue
+                self.learn_bot_user(message.get("bot_id"), message.get("user"))
                 ids = metadata_ids(message)
                 if ids and ids[1]:
                     self.record_reply(

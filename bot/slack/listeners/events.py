@@ -62,7 +62,8 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         )
 
     def record_metadata(event: dict[str, Any], context: BoltContext) -> None:
-        """A `brixo_message` posted by any app: remember its IDs."""
+        """A `brixo_message` posted by any app: remember its IDs (and a watched bot's user)."""
+        feedback.learn_bot_user(event.get("bot_id"), event.get("user_id"))
         ids = metadata_ids(event)
         channel, ts = text_field(event, "channel_id"), text_field(event, "message_ts")
         workspace = workspace_of(context)
