@@ -2,7 +2,7 @@
 
 Hypothesis drives record / claim (by one of two owners) / settle delivered, failed or dead
 (by the holder or by a stale owner) / release / lease expiry (a fake clock) / finish_comment /
-retry_dead / restart (a new Outbox on the same database), against a plain model. After every
+take_dead / restart (a new Outbox on the same database), against a plain model. After every
 step the database must equal the model, and:
 
 - an act is never leased to two owners at once (a claim only returns free, due acts);
@@ -232,7 +232,9 @@ def machine_for(url: str) -> type[RuleBasedStateMachine]:
                     st.lists(st.sampled_from(sorted(self.rows)), max_size=2, unique=True)
                 )
             )
-            count = self.outbox.retry_dead(self.now, ids)
+            taken = self.outbox.take_dead("cli", 15.0, self.now, ids)  # as `outbox retry`
+            self.outbox.release("cli", [a.id for a in taken])  # and as if its send was stopped
+            count = len(taken)
             chosen = [i for i in (ids or self.rows) if self.rows[i].state == DEAD]
             assert count == len(chosen)
             for i in chosen:

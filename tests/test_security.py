@@ -216,7 +216,7 @@ def test_the_outbox_is_reachable_only_from_the_operators_command_line() -> None:
     ]
     for path in chat_code:
         source = path.read_text(encoding="utf-8")
-        for forbidden in ("retry_dead", ".purge(", ".entries(", "_outbox("):
+        for forbidden in ("take_dead", ".purge(", ".entries(", "_outbox("):
             assert forbidden not in source, f"{path.name} reaches the outbox through {forbidden}"
     manifest = json.loads(run_bot("manifest", env=Env({}).process(), cwd=REPO).stdout)
     assert "slash_commands" not in manifest.get("features", {}), manifest.get("features")

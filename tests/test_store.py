@@ -319,19 +319,25 @@ def test_comment_wait_then_finish_or_time_out(store: Outbox) -> None:
     assert store.counts(T0 + 600)[AWAITING_COMMENT] == 0
 
 
-def test_retry_dead_all_or_given_ids(store: Outbox) -> None:
+def test_take_dead_all_or_given_ids(store: Outbox) -> None:
     for n in range(3):
         store.record(act(f"m{n}"), T0)
     claimed = store.claim("a", 10, 30, T0)
     store.settle("a", [settled(c.id, DEAD, T0 + 1) for c in claimed])
     ids = sorted(c.id for c in claimed)
-    assert store.retry_dead(T0 + 100, [ids[0]]) == 1
-    assert store.retry_dead(T0 + 100, [ids[0]]) == 0  # not dead any more
+
+    def revive(now: float, act_ids: list[int]) -> int:
+        taken = store.take_dead("cli", 15, now, act_ids)
+        store.release("cli", [a.id for a in taken])
+        return len(taken)
+
+    assert revive(T0 + 100, [ids[0]]) == 1
+    assert revive(T0 + 100, [ids[0]]) == 0  # not dead any more
     assert store.counts(T0 + 100)[DEAD] == 2
     again = store.claim("b", 10, 30, T0 + 100)
     assert [c.id for c in again] == [ids[0]]
     assert again[0].attempts == 0 and again[0].created_at == T0 + 100  # fresh window
-    assert store.retry_dead(T0 + 200) == 2
+    assert revive(T0 + 200, []) == 2
     assert store.counts(T0 + 200)[DEAD] == 0
 
 

@@ -307,18 +307,10 @@ class Outbox:
             for r in rows
         ]
 
-    def retry_dead(self, now: float, act_ids: Sequence[int] = ()) -> int:
-        """Put dead letters (all, or these) back in line with a fresh delivery window."""
-        with self.db.write() as conn:
-            count = conn.execute(_revive(now, act_ids)).rowcount
-        if count:
-            self._wake()
-        return count
-
     def take_dead(
         self, owner: str, lease: float, now: float, act_ids: Sequence[int] = ()
     ) -> list[Claimed]:
-        """Put dead letters (all, or these) back in line as `retry_dead` does, leased to `owner`.
+        """Put dead letters (all, or these) back in line with a fresh window, leased to `owner`.
 
         Like a claim's, the lease keeps every deliverer's claim off them until `owner` settles
         or releases them, or it lapses. Oldest first.
