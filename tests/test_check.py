@@ -12,7 +12,7 @@ from pathlib import Path
 import discord
 import pytest
 
-from bot.checks import run_checks
+from bot.commands.check import run_checks
 from tests.conftest import Env
 from tests.discord_fakes import FakeDiscordAPI
 from tests.fakes import FakeSlackAPI

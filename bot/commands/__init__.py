@@ -1,0 +1,1 @@
+"""The commands that run and end: `check`, `send` and `outbox` (the servers live elsewhere)."""

@@ -1,0 +1,105 @@
+"""`outbox`: list pending signals and dead letters, retry dead letters now, purge."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+from time import time
+from typing import Any
+
+from bot.commands.send import cut_note, deliver_once, retry_policy
+from bot.core.brixo import Answer, BrixoClient
+from bot.core.db import Database
+from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
+from bot.core.settings import Settings
+
+# What `outbox list` shows escaped: control characters, line separators and the backslash.
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `outbox list`, `retry` or `purge` as `args` say."""
+
+    database = Database(settings.database_url, pool_size=1)
+    database.migrate(time())
+    outbox = Outbox(database)
+    action = args.action or "list"
+    if action == "retry":
+        return retry(outbox, settings, sorted(set(args.ids)))
+    if action == "purge":
+        count = outbox.purge(dead=args.dead)
+        print(f"{count} signal(s) deleted")
+        return 0
+    states = (DEAD,) if getattr(args, "dead", False) else (PENDING, AWAITING_COMMENT, DEAD)
+    entries = outbox.entries(states, limit=getattr(args, "limit", 100))
+    if not entries:
+        print("outbox empty: nothing pending, no dead letters")
+        return 0
+    print("ID\tSTATE\tWORKSPACE\tTARGET\tVALUE\tATTEMPTS\tCREATED\tLAST ERROR")
+    for entry in entries:
+        created = datetime.fromtimestamp(entry.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields = (entry.workspace, f"{entry.target.kind}:{entry.target.id}", entry.value)
+        workspace, target, value = (field(f) for f in fields)
+        print(
+            f"{entry.id}\t{entry.state}\t{workspace}\t{target}\t{value}\t{entry.attempts}"
+            f"\t{created}\t{field(entry.last_error or '-')}"
+        )
+    return 0
+
+
+def field(text: str) -> str:
+    """`text` on one line of one column: control characters and backslashes escaped."""
+    return UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
+    """Put dead letters back in line and send each once now, under this process's lease."""
+
+    settings.require("brixo_api_key")
+    assert settings.brixo_api_key
+    client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
+    lease = 3 * sum(client.timeout)  # renewed before each act: room for its two sends (a 413)
+    owner = f"cli-{uuid.uuid4().hex[:12]}"
+    taken = outbox.take_dead(owner, lease, time(), act_ids)
+    ok = report_not_dead(outbox, [i for i in act_ids if i not in {act.id for act in taken}])
+    if not taken and not act_ids:
+        print("no dead letters to retry")
+    policy = retry_policy(settings)
+    try:
+        while taken:
+            act = taken.pop(0)  # not released if this fails: its lease lapses, as a relay's would
+            outbox.renew(owner, lease, time())
+            answer, row = deliver_once(client, policy, act, partial(outbox.settle_one, owner))
+            ok = ok and row is not None and row["state"] == DELIVERED
+            print(f"act {act.id}: {retried(answer, row)}", flush=True)
+    finally:
+        outbox.release(owner, [act.id for act in taken])
+        client.close()
+    return 0 if ok else 1
+
+
+def report_not_dead(outbox: Outbox, act_ids: list[int]) -> bool:
+    """One line for each of these IDs, which name no dead letter; True when there are none."""
+    if not act_ids:
+        return True
+    states = outbox.states_of(act_ids, time())
+    for act_id in act_ids:
+        state, leased = states.get(act_id, ("", False))
+        why = "a running relay is delivering it" if leased else f"it is {state}" if state else ""
+        print(f"no dead letter with ID {act_id}" + (f": {why}" if why else ""))
+    return False
+
+
+def retried(answer: Answer, row: dict[str, Any] | None) -> str:
+    """What became of a retried act, after its `answer` and outcome `row`."""
+
+    if row is None:
+        return f"taken by a running relay meanwhile (the lease here lapsed): {answer.describe()}"
+    if row["state"] == DELIVERED:
+        return f"delivered: {answer.describe()}{cut_note(row)}"
+    if row["state"] == DEAD:
+        return f"dead: {row['last_error']}{cut_note(row)}"
+    return f"pending, for the relay to retry: {row['last_error']}{cut_note(row)}"

@@ -1,0 +1,101 @@
+"""`send`: one signal to Brixo now, without a server, delivered as the worker would."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from time import time
+from typing import Any
+
+from bot.core.acts import MAX_COMMENT_CHARS, VALUES, Target, TargetKind, clean_comment
+from bot.core.brixo import Answer, BrixoClient
+from bot.core.delivery import CUT_COMMENT_CHARS, RetryPolicy, Sender, signal_of
+from bot.core.outbox import DELIVERED, Claimed
+from bot.core.settings import Settings
+
+# Why `send` did not deliver, by Outcome value.
+WHY_NOT = {
+    "retry": "not delivered; the relay would retry this, send does not",
+    "not_found": "Brixo doesn't know this ID, or not yet; the relay would retry for a while",
+    "unauthorized": "Brixo refused the API key",
+    "rejected": "Brixo rejected it",
+    "too_large": "too large for Brixo",
+}
+
+
+def send(args: argparse.Namespace, settings: Settings) -> int:
+    """Send the signal that `args` describe; print one line; 0 when delivered."""
+    settings.require("brixo_api_key")
+    assert settings.brixo_api_key
+    kind: TargetKind = "message" if args.message is not None else "conversation"
+    try:
+        target = Target(kind, utf8(getattr(args, kind)))
+    except ValueError as error:
+        print(f"error: --{kind}: {error}", file=sys.stderr)
+        return 2
+    now = time()
+    comment = stored_comment(args.comment)
+    act = Claimed(0, "", target, VALUES[args.value], now, comment, False, 0, None, now)
+    client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
+    answer, row = deliver_once(client, retry_policy(settings), act, lambda row: True)
+    client.close()
+    assert row is not None
+    if row["state"] == DELIVERED:
+        print(f"delivered: {answer.describe()}{cut_note(row)}")
+        return 0
+    print(f"failed ({WHY_NOT[answer.outcome.value]}): {answer.describe()}{cut_note(row)}")
+    return 1
+
+
+def utf8(text: str) -> str:
+    """`text` when it is valid UTF-8 (argv that isn't arrives with surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8") from None
+    return text
+
+
+def stored_comment(text: str | None) -> str | None:
+    """The comment as stored (`clean_comment`), saying on stderr when it had to be cut."""
+    if text is not None and len(text.replace("\x00", "").strip()) > MAX_COMMENT_CHARS:
+        print(f"note: comment cut to {MAX_COMMENT_CHARS} characters", file=sys.stderr)
+    return clean_comment(text)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The delivery worker's retry rules, from the same settings."""
+    return RetryPolicy(settings.delivery_max_age, settings.not_found_grace)
+
+
+def deliver_once(
+    sender: Sender, policy: RetryPolicy, act: Claimed, record: Callable[[dict[str, Any]], bool]
+) -> tuple[Answer, dict[str, Any] | None]:
+    """Send `act` as the delivery worker does, and `record` the outcome row it would write.
+
+    When that row says to send again at once with the comment cut (a 413), that is done first,
+    still under this lease, and only the last row is recorded. Returns the last answer and its
+    row; no row when `record` refused it (the lease was lost).
+    """
+
+    while True:
+        answer = sender.send(signal_of(act))
+        row = policy.settle(act, answer, time())
+        if row["comment_cut"] == act.comment_cut:
+            return answer, row if record(row) else None
+        act = replace(
+            act,
+            comment=row["comment"],
+            comment_cut=row["comment_cut"],
+            attempts=row["attempts"],
+            not_found_since=row["not_found_since"],
+        )
+
+
+def cut_note(row: dict[str, Any]) -> str:
+    """What an outcome line adds when the comment was cut after a 413."""
+
+    cut = f" (comment cut to {CUT_COMMENT_CHARS} characters after HTTP 413)"
+    return cut if row["comment_cut"] else ""
