@@ -10,6 +10,7 @@ from tests.test_slack_support import (
     ask_agent,
     click,
     comment_values,
+    ephemerals,
     map_by_metadata,
     ok,
     opened_view,
@@ -170,3 +171,41 @@ def test_modal_refused_by_slack_sends_without_comment(start_relay: StartRelay) -
     app.brixo.wait_for_accepted(1)
     settled(app, 1)
     assert app.slack.calls_to("views.open")
+
+
+def test_thanks_after_the_modal_lands_in_the_votes_thread(start_relay: StartRelay) -> None:
+    settings = {"ASK_COMMENT": "negative", "ACK_MESSAGE": "Thanks!"}
+    app, view = _down_click_waiting(settings, start_relay)
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("vague"))))
+    thanks = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert (thanks.args["text"], thanks.args["user"]) == ("Thanks!", "U1")
+    assert (thanks.args["channel"], thanks.args["thread_ts"]) == ("D1", ROOT)
+    settled(app, 1)
+
+
+def test_skipping_the_modal_sends_the_vote_and_thanks_in_the_thread(
+    start_relay: StartRelay,
+) -> None:
+    settings = {"ASK_COMMENT": "negative", "ACK_MESSAGE": "Thanks!"}
+    app, view = _down_click_waiting(settings, start_relay)
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))
+    thanks = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert (thanks.args["text"], thanks.args["thread_ts"]) == ("Thanks!", ROOT)
+    settled(app, 1)
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))  # again: no second thanks
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    notes = app.slack.wait_for_call("chat.postEphemeral", 2)
+    assert notes[1].args["text"].startswith("I can't link this message")
+    assert len(ephemerals(app)) == 2
+
+
+def test_skipping_the_modal_thanks_nobody_when_ack_message_is_empty(
+    start_relay: StartRelay,
+) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative", "ACK_MESSAGE": ""}, start_relay)
+    ok(app.sender.interaction(sr.view_closed("U1", "T1", view)))
+    settled(app, 1)
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["text"].startswith("I can't link this message")
+    assert len(ephemerals(app)) == 1

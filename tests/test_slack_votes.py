@@ -188,10 +188,12 @@ def test_shortcut_on_unmapped_thread_gives_a_note(start_relay: StartRelay) -> No
 
 def test_votes_on_unmapped_messages(start_relay: StartRelay) -> None:
     app = start_relay(**NEVER)
+    root = "1700000000.000450"
     app.slack.add_message("C1", "1700000000.000500", "a person's message", user="U3")
-    click(app, "1700000000.000500", channel="C1")
+    click(app, "1700000000.000500", channel="C1", thread_ts=root)
     note = app.slack.wait_for_call("chat.postEphemeral")[0]
     assert note.args["user"] == "U1" and note.args["text"].startswith(UNMAPPED_NOTE_START)
+    assert note.args["thread_ts"] == root  # in the thread where the person clicked
     react(app, "1700000000.000500", "+1", channel="C1")  # silent
     ts = map_by_metadata(app, "m-1")
     react(app, ts, "+1", user="U2", channel="C1")  # the sentinel: its thanks comes later

@@ -124,14 +124,22 @@ def _comment_input(optional_label: str) -> InputBlock:
 
 
 def comment_modal(
-    act_id: int, value: str, channel: str | None = None, thank: bool = False
+    act_id: int,
+    value: str,
+    channel: str | None = None,
+    thread_ts: str | None = None,
+    thank: bool = False,
 ) -> dict[str, Any]:
-    """Asks for an optional comment on a vote already recorded (the act waits for it)."""
+    """Asks for an optional comment on a vote already recorded (the act waits for it).
+
+    With `thank`, the person is thanked in `channel` (and `thread_ts`) once it is answered.
+    """
     face = "👍" if value == "thumbs_up" else "👎"
+    where = {"act": act_id, "channel": channel, "thread": thread_ts, "thank": thank}
     return View(
         type="modal",
         callback_id=COMMENT_VIEW,
-        private_metadata=json.dumps({"act": act_id, "channel": channel, "thank": thank}),
+        private_metadata=json.dumps(where),
         notify_on_close=True,
         title=PlainTextObject(text="Your feedback"),
         submit=PlainTextObject(text="Send"),

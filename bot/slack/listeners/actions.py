@@ -42,7 +42,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         """After the ack: the note that nothing was recorded, the comment modal, or the thanks."""
         follow_up, channel, user = handoff["follow_up"], handoff["channel"], handoff["user"]
         if follow_up == UNMAPPED:
-            ephemeral(client, channel, user, UNMAPPED_NOTE)
+            ephemeral(client, channel, user, UNMAPPED_NOTE, thread_ts=handoff.get("thread_ts"))
         elif follow_up == MODAL:
             open_comment_modal(feedback, client, body, handoff)
         else:
@@ -98,7 +98,8 @@ def click_act(
         "channel": channel,
         "user": user,
         "workspace": workspace,
-        "thread_ts": text_field(body, "message", "thread_ts"),
+        "thread_ts": text_field(body, "message", "thread_ts")
+        or text_field(body, "container", "thread_ts"),
     }
     mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
     if not mapping:
@@ -133,7 +134,11 @@ def open_comment_modal(
     act_id = handoff["act_id"]
     trigger_id = body.get("trigger_id")
     view = comment_modal(
-        act_id, handoff.get("value", ""), handoff.get("channel"), thank=bool(handoff.get("thank"))
+        act_id,
+        handoff.get("value", ""),
+        handoff.get("channel"),
+        handoff.get("thread_ts"),
+        thank=bool(handoff.get("thank")),
     )
     try:
         client.views_open(trigger_id=trigger_id, view=view)

@@ -50,33 +50,43 @@ def register(app: App, feedback: SlackFeedback) -> None:
         """The act stops waiting, with the comment, in the same request that Slack acks."""
         meta = private_metadata(view)
         comment = clean_comment(dig(view, "state", "values", COMMENT_BLOCK, COMMENT_INPUT, "value"))
-        user = text_field(body, "user", "id") or ""
-        done = isinstance(meta.get("act"), int) and feedback.relay.outbox.finish_comment(
-            meta["act"], workspace_of(context), user, comment, time()
-        )
+        done = finish_comment(meta, body, context, comment)
         if not done and comment:
             ack(response_action="errors", errors={COMMENT_BLOCK: TOO_LATE})
             return
-        if done and meta.get("thank"):
-            feedback.follow_ups.submit(
-                thank, {"channel": meta.get("channel"), "user": user}, client
-            )
+        if done:
+            thank_voter(meta, body, client)
         ack()
 
     def close_comment(
-        ack: Ack, body: dict[str, Any], view: dict[str, Any], context: BoltContext
+        ack: Ack,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
     ) -> None:
-        """Cancel or close: the act goes now, without a comment."""
+        """Skip or close: the act goes now, without a comment."""
         meta = private_metadata(view)
-        if isinstance(meta.get("act"), int):
-            feedback.relay.outbox.finish_comment(
-                meta["act"],
-                workspace_of(context),
-                text_field(body, "user", "id") or "",
-                None,
-                time(),
-            )
+        if finish_comment(meta, body, context, None):
+            thank_voter(meta, body, client)
         ack()
+
+    def finish_comment(
+        meta: dict[str, Any], body: dict[str, Any], context: BoltContext, comment: str | None
+    ) -> bool:
+        """Release the modal's act (only its voter can); False when it no longer waits."""
+        act = meta.get("act")
+        user = text_field(body, "user", "id") or ""
+        return isinstance(act, int) and feedback.relay.outbox.finish_comment(
+            act, workspace_of(context), user, comment, time()
+        )
+
+    def thank_voter(meta: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
+        """After the ack: the thanks where the vote was made, if the modal says to thank."""
+        if meta.get("thank"):
+            where = {"channel": meta.get("channel"), "thread_ts": meta.get("thread")}
+            handoff = {**where, "user": text_field(body, "user", "id")}
+            feedback.follow_ups.submit(thank, handoff, client)
 
     def submit_rating(
         ack: Ack,
