@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from tests.chaos import free_port
+from tests.conftest import Env
+from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
+from tests.procs import start_bot
 from tests.slack_harness import (
+    BOT_TOKEN,
     SIGNING_SECRET,
     RunningRelay,
     StartRelay,
@@ -18,6 +24,7 @@ from tests.slack_harness import (
 from tests.test_slack_support import (
     comment_values,
     map_by_metadata,
+    ok,
     outbox,
     react,
     settled,
@@ -105,15 +112,24 @@ def _unreadable(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
         _interaction(_action(ts, actions={"action_id": "brixo_feedback"})),
         _interaction({**sr.view_submission("U1", "T1", view, {}), "view": "V1"}),
         _interaction({**sr.view_closed("U1", "T1", view), "view": None}),
+        _interaction(_untyped_view_submission(view)),
         (json.dumps({**reaction, "event": "reaction_added"}).encode(), "application/json"),
         (json.dumps({**reaction, "event": None}).encode(), "application/json"),
     ]
+
+
+def _untyped_view_submission(view: dict[str, Any]) -> dict[str, Any]:
+    """A view_submission whose view has no `type` (Bolt's workflow-step matcher reads it)."""
+    payload = sr.view_submission("U1", "T1", view, comment_values("x"))
+    del payload["view"]["type"]
+    return payload
 
 
 def _malformed(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
     """Signed bodies Bolt reads, with what the relay's listeners need missing or mistyped."""
     view = {"callback_id": "brixo_comment", "private_metadata": json.dumps({"act": 1})}
     rating = {"callback_id": "brixo_rate_conversation", "private_metadata": "{not json"}
+    huge_act = json.dumps({"act": 2**64, "thank": True})
     reaction = sr.reaction_added("U1", "+1", "C1", ts)
     return [
         (b"", "application/json"),
@@ -134,6 +150,10 @@ def _malformed(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
         _interaction(sr.view_submission("U1", "T1", view, comment_values("x" * 5000))),
         _interaction(sr.view_submission("U1", "T1", {"callback_id": "brixo_comment"}, {})),
         _interaction(sr.view_closed("U1", "T1", {**view, "private_metadata": "[]"})),
+        # Act IDs beyond 64 bits: not the relay's (no database integer holds them).
+        _interaction(sr.view_closed("U1", "T1", {**view, "private_metadata": huge_act})),
+        _interaction(sr.view_submission("U1", "T1", {**view, "private_metadata": huge_act}, {})),
+        _interaction(_action(ts, actions=[sr.button_action("brixo_add_comment", f"{2**64}:x")])),
         _interaction(sr.view_submission("U1", "T1", rating, {"vote": {"vote_input": 1}})),
         _interaction(
             sr.view_submission(
@@ -192,3 +212,34 @@ def test_unparseable_signed_requests_never_give_5xx(start_relay: StartRelay) -> 
     assert _send_all(app, _unreadable(app, ts)) == {400}
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
+
+
+def test_chunked_requests_are_read_by_the_real_server(
+    env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """`python -m bot serve` (gunicorn) reads a body sent without Content-Length to its end,
+    up to the size limit."""
+    port = free_port()
+    settings = {
+        "SLACK_API_URL": fake_slack.url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "PORT": str(port),
+        **NEVER,
+    }
+    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    try:
+        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        ts = "1700000000.000100"
+        mapped = sr.message_metadata_posted("C1", ts, "brixo_message", {"message_id": "m-chunk"})
+        for event in (mapped, sr.reaction_added("U1", "+1", "C1", ts)):
+            body = json.dumps(sender.envelope(event)).encode()
+            chunks = iter([body[:100], body[100:]])  # requests sends an iterator chunked
+            ok(sender.session.post(sender.url, data=chunks, headers=sr.sign(body, SIGNING_SECRET)))
+        assert [r.id for r in brixo.wait_for_accepted(1)] == ["m-chunk"]
+        huge = iter([b"x" * 65536] * 17)  # over MAX_BODY_BYTES (1 MiB)
+        answer = sender.session.post(sender.url, data=huge, headers=sr.sign(b"", SIGNING_SECRET))
+        assert answer.status_code == 413
+    finally:
+        proc.stop()

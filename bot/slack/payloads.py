@@ -22,4 +22,6 @@ def unreadable(document: Any) -> str | None:
         return "event_callback without a readable event"
     if kind in ("view_submission", "view_closed") and not isinstance(document.get("view"), dict):
         return f"{kind} without a view"
+    if kind == "view_submission" and not isinstance(document["view"].get("type"), str):
+        return "view_submission without a view type"  # Bolt's workflow-step matcher reads it
     return None

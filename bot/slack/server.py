@@ -73,13 +73,11 @@ class RelayWSGI:
             ok, report = self.relay.health()
             return _json(start_response, 200 if ok else 503, report)
         if path == EVENTS_PATH and method == "POST":
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY_BYTES:
+            body = read_body(environ)
+            if body is None:
                 return _json(start_response, 413, {"error": "request body too large"})
-            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
             acks_first = self.relay.acks_first
             acks_first.begin()
             try:
@@ -90,6 +88,26 @@ class RelayWSGI:
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
         return _json(start_response, 404, {"error": "not found"})
+
+
+def read_body(environ: dict[str, Any]) -> bytes | None:
+    """The request body; None beyond MAX_BODY_BYTES or with a malformed Content-Length.
+
+    Without Content-Length (a chunked request) it is read to its end, up to the limit, where
+    the server ends the input there (`wsgi.input_terminated`, as gunicorn does); else, as WSGI
+    says, there is none.
+    """
+    stream, declared = environ["wsgi.input"], environ.get("CONTENT_LENGTH")
+    if not declared:
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        body = stream.read(MAX_BODY_BYTES + 1)
+        return body if len(body) <= MAX_BODY_BYTES else None
+    try:
+        length = int(declared)
+    except ValueError:
+        return None
+    return stream.read(length) if 0 <= length <= MAX_BODY_BYTES else None
 
 
 class SentThen:

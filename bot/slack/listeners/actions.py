@@ -20,7 +20,7 @@ from bot.slack.blocks import (
     comment_modal,
 )
 from bot.slack.feedback import UNMAPPED_NOTE, SlackFeedback, Vote, ephemeral, workspace_of
-from bot.slack.listeners.common import dig, slack_time, text_field
+from bot.slack.listeners.common import act_id, dig, slack_time, text_field
 
 log = logging.getLogger("bot.slack")
 
@@ -52,9 +52,10 @@ def register(app: App, feedback: SlackFeedback) -> None:
     def add_comment(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """The ephemeral "Add a comment" button: after the ack, the modal for the waiting act."""
         action = (dig(body, "actions") or [{}])[0]
-        act_id, _, value = str(dig(action, "value") or "").partition(":")
-        if act_id.isdigit():
-            handoff = {"act_id": int(act_id), "value": value, "workspace": workspace_of(context)}
+        raw_id, _, value = str(dig(action, "value") or "").partition(":")
+        act = act_id(raw_id)
+        if act is not None:
+            handoff = {"act_id": act, "value": value, "workspace": workspace_of(context)}
             feedback.follow_ups.submit(open_comment_modal, feedback, client, body, handoff)
         ack()
 

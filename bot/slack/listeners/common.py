@@ -27,3 +27,16 @@ def slack_time(raw: Any, fallback: float) -> float:
     except (TypeError, ValueError):
         return fallback
     return value if 0 < value < 1e11 else fallback
+
+
+MAX_ACT_ID = 2**63 - 1  # the database's largest integer
+
+
+def act_id(value: Any) -> int | None:
+    """An act ID from a modal's metadata or a button's value (int or digits), else None:
+    anything else, a number beyond 64 bits included, is a foreign or stale submission."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ACT_ID:
+        return value
+    return None

@@ -21,7 +21,7 @@ from bot.slack.blocks import (
     VOTE_INPUT,
 )
 from bot.slack.feedback import SlackFeedback, Vote, ephemeral, workspace_of
-from bot.slack.listeners.common import dig, text_field
+from bot.slack.listeners.common import act_id, dig, text_field
 
 log = logging.getLogger("bot.slack")
 
@@ -75,9 +75,9 @@ def register(app: App, feedback: SlackFeedback) -> None:
         meta: dict[str, Any], body: dict[str, Any], context: BoltContext, comment: str | None
     ) -> bool:
         """Release the modal's act (only its voter can); False when it no longer waits."""
-        act = meta.get("act")
+        act = act_id(meta.get("act"))
         user = text_field(body, "user", "id") or ""
-        return isinstance(act, int) and feedback.relay.outbox.finish_comment(
+        return act is not None and feedback.relay.outbox.finish_comment(
             act, workspace_of(context), user, comment, time()
         )
 
