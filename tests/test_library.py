@@ -554,3 +554,11 @@ def test_manifest_fragment_is_a_subset_of_the_standalone_manifest(
     assert "message.channels" in required_events(observer.settings)
     assert "request_url" not in manifest_fragment(observer.settings)["settings"]["interactivity"]
     observer.close()
+
+
+def test_metadata_leaves_out_an_id_not_given() -> None:
+    """Slack's metadata values are strings, numbers or booleans: no nulls."""
+    from bot.slack.blocks import brixo_metadata
+
+    assert brixo_metadata(None, "conv-1")["event_payload"] == {"conversation_id": "conv-1"}
+    assert brixo_metadata("m-1", None)["event_payload"] == {"message_id": "m-1"}

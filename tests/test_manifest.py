@@ -144,9 +144,20 @@ def test_http_placeholder_when_no_url() -> None:
     )
 
 
-def test_rejects_url_without_scheme() -> None:
-    with pytest.raises(ValueError):
-        build_manifest(url="relay.example.com")
+@pytest.mark.parametrize(
+    "url",
+    ["relay.example.com", "http://relay.example.com", "https://a b", "https://h?x=1", "https://"],
+)
+def test_rejects_what_slack_cannot_send_events_to(url: str) -> None:
+    with pytest.raises(ValueError, match="expected the relay's public https:// base URL"):
+        build_manifest(url=url)
+
+
+def test_a_base_url_may_have_a_path() -> None:
+    manifest = build_manifest(url="https://example.com/relay/")
+    assert manifest["settings"]["interactivity"]["request_url"] == (
+        "https://example.com/relay/slack/events"
+    )
 
 
 def test_socket_mode_has_no_urls() -> None:

@@ -103,9 +103,8 @@ def post_with_feedback(
 
 def brixo_metadata(message_id: str | None, conversation_id: str | None) -> dict[str, Any]:
     """The `brixo_message` metadata that maps a reply to the customer's IDs."""
-    payload = {"message_id": message_id}
-    if conversation_id:
-        payload["conversation_id"] = conversation_id
+    ids = {"message_id": message_id, "conversation_id": conversation_id}
+    payload = {key: value for key, value in ids.items() if value}  # Slack's values: no null
     return {"event_type": METADATA_EVENT_TYPE, "event_payload": payload}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 APP_NAME = "Brixo Feedback"
 METADATA_EVENT_TYPE = "brixo_message"
@@ -57,8 +58,13 @@ ASSISTANT_DESCRIPTION = "Ask me anything, then rate each answer with ðŸ‘ or ðŸ‘
 def _base_url(url: str | None) -> str:
     """Return the public base URL without a trailing slash (placeholder when None)."""
     base = (url or PLACEHOLDER_URL).strip().rstrip("/")
-    if not base.startswith(("https://", "http://")):
-        raise ValueError(f"url must start with https:// (got {url!r})")
+    parts = urlsplit(base)
+    extra = parts.query or parts.fragment or " " in base
+    if parts.scheme != "https" or not parts.hostname or extra:
+        raise ValueError(
+            f"expected the relay's public https:// base URL, like https://relay.example.com "
+            f"(Slack sends events only to https), got {url!r}"
+        )
     return base
 
 
