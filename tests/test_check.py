@@ -152,9 +152,13 @@ def test_check_discord_without_the_message_content_intent(
     assert code == 1 and "Message Content intent" in lines["discord"], lines
 
 
-def test_a_database_that_cannot_be_opened_is_one_line(env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["outbox", "list"], ["serve"]])
+def test_a_database_that_cannot_be_opened_is_one_line(
+    env: Env, tmp_path: Path, command: list[str]
+) -> None:
     missing = f"sqlite:///{tmp_path}/no-such-folder/relay.db"
-    result = run_bot("outbox", "list", env=env.process(DATABASE_URL=missing), cwd=tmp_path)
+    environ = env.process(DATABASE_URL=missing, SLACK_SIGNING_SECRET="s", PORT="9")
+    result = run_bot(*command, env=environ, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
         "error: DATABASE_URL: can't open the database "

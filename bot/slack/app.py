@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from time import time
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.oauth.oauth_settings import OAuthSettings
@@ -81,9 +82,16 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
 
 
 def preflight(settings: Settings) -> None:
-    """Before serving: a single-workspace token must work (SlackTokenError, one line, if not)."""
+    """Before serving, each failing with one line: the database opens (its schema created or
+    migrated), and a single-workspace token works (SlackTokenError)."""
+    from bot.core.db import Database
     from bot.slack.checks import auth_test
 
+    database = Database(settings.database_url, pool_size=1)
+    try:
+        database.migrate(time())
+    finally:
+        database.dispose()
     if not settings.oauth:
         settings.require("slack_bot_token")
         auth_test(settings)

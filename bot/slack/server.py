@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -190,9 +189,9 @@ def serve(settings: Settings) -> int:
         def load_config(self) -> None:
             options = {
                 "bind": f"0.0.0.0:{settings.port}",
-                "workers": int(os.environ.get("WEB_CONCURRENCY", "1")),
+                "workers": settings.web_concurrency,
                 "worker_class": "gthread",
-                "threads": int(os.environ.get("GUNICORN_THREADS", "16")),
+                "threads": settings.gunicorn_threads,
                 "timeout": 30,
                 "graceful_timeout": 28,
                 "keepalive": 5,
