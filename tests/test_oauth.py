@@ -154,3 +154,25 @@ def test_uninstall_and_revocation_forget_the_workspace(
     unmapped_click(app, "T9")
     assert INSTALLED_TOKEN not in tokens_used(app.slack, "conversations.replies")
     assert app.slack.calls_to("chat.postEphemeral") == []
+
+
+def test_votes_need_no_slack_call_before_the_ack(oauth_relay: RunningRelay) -> None:
+    """Authorization reads the stored installation: Slack faltering can't drop a vote."""
+    app = oauth_relay
+    assert install(app).status_code == 200
+    app.relay.mappings.record(
+        "T9",
+        "C9",
+        "1700000500.000100",
+        message_id="m-oauth",
+        conversation_id=None,
+        thread_ts=None,
+        source="posted",
+        now=0.0,
+    )
+    app.slack.clear()
+    app.slack.fail_next("auth.test", 5, status=503, retry_after=None)
+    reaction = sr.reaction_added("U9", "+1", "C9", "1700000500.000100", item_user="UBOT9")
+    assert app.sender.event(reaction, team_id="T9").status_code == 200
+    assert app.brixo.wait_for_accepted(1)[0].id == "m-oauth"
+    assert app.slack.calls_to("auth.test") == []

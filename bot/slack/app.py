@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from time import time
+from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.authorize import Authorize
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -13,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.oauth.installation_store import InstallationStore
 from sqlalchemy.exc import DataError
 
 from bot.core.relay import Relay
@@ -48,10 +52,12 @@ def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
     if not socket_mode:
         settings.require("slack_signing_secret")
     if settings.oauth:
+        oauth = oauth_settings(relay)
         app = App(
             signing_secret=settings.slack_signing_secret or "",
             client=web_client(settings),
-            oauth_settings=oauth_settings(relay),
+            oauth_settings=oauth,
+            authorize=StoredBotAuthorize(oauth.installation_store),  # type: ignore[arg-type]
             process_before_response=True,
         )
         app.enable_token_revocation_listeners()
@@ -111,6 +117,45 @@ def attach(app: App, relay: Relay) -> SlackFeedback:
     agent = AgentBridge(feedback) if relay.settings.agent_url else None
     register(app, feedback, agent)
     return feedback
+
+
+class StoredBotAuthorize(Authorize):
+    """Authorizes a request from the bot installation kept in the database, calling no Slack.
+
+    Bolt's default calls auth.test before every request is acknowledged, and answers 200 with
+    "please reinstall" when Slack falters there, so the vote would be dropped. The stored bot
+    (deleted on app_uninstalled and tokens_revoked) holds what the listeners need; a database
+    error fails the request, so Slack sends it again.
+    """
+
+    def __init__(self, installations: InstallationStore) -> None:
+        self.installations = installations
+
+    def __call__(
+        self,
+        *,
+        context: BoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        **_actor: Any,
+    ) -> AuthorizeResult | None:
+        bot = self.installations.find_bot(
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            is_enterprise_install=context.is_enterprise_install,
+        )
+        if bot is None:
+            return None
+        return AuthorizeResult(
+            enterprise_id=bot.enterprise_id,
+            team_id=bot.team_id,
+            bot_user_id=bot.bot_user_id,
+            bot_id=bot.bot_id,
+            bot_token=bot.bot_token,
+            bot_scopes=bot.bot_scopes,
+            user_id=user_id,
+        )
 
 
 def oauth_settings(relay: Relay) -> OAuthSettings:
