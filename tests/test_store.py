@@ -557,3 +557,31 @@ def test_votes_wait_for_the_disk_and_delivery_bookkeeping_does_not(store: Outbox
                     assert level == (server_default if wait_for_disk else "off")
     finally:
         db.dispose()
+
+
+def test_processes_starting_together_on_a_fresh_database_all_migrate(
+    database_url: str,
+) -> None:
+    """Heroku's first boot: every worker creates the schema at once; none may fail."""
+    from tests.conftest import _sqlalchemy_url
+
+    url = _sqlalchemy_url(database_url)
+    databases = [Database(url, pool_size=1) for _ in range(6)]
+    start = threading.Barrier(len(databases))
+    errors: list[BaseException] = []
+
+    def migrate(database: Database) -> None:
+        start.wait()
+        try:
+            database.migrate(T0)
+        except BaseException as error:  # noqa: BLE001 (collected for the assertion)
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrate, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for database in databases:
+        database.dispose()
+    assert errors == []

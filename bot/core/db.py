@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from time import monotonic, sleep
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -165,6 +166,8 @@ class Database:
 
     def _migrate(self, now: float) -> int:
         with self.write() as conn:
+            if not self.is_sqlite:  # processes starting together on a fresh database take turns
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             metadata.create_all(conn, checkfirst=True)
             current = conn.scalar(
                 select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
@@ -268,6 +271,9 @@ def _identity(path: str) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
+# PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
+_MIGRATION_LOCK = 0x627269786F
+
 _SQLITE_SYNC = {True: "PRAGMA synchronous=FULL", False: "PRAGMA synchronous=NORMAL"}
 
 
@@ -283,9 +289,9 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cursor)
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
 
         return engine
@@ -297,6 +303,23 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         pool_pre_ping=True,
         pool_recycle=300,
     )
+
+
+def _use_wal(cursor: Any, patience: float = 30.0) -> None:
+    """Put the SQLite file in WAL mode, which the file keeps.
+
+    Switching needs the file to itself and SQLite doesn't wait for that, so connections that
+    open a new file at the same moment (processes starting together) try again, for as long
+    as any lock is waited for.
+    """
+    deadline = monotonic() + patience
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if monotonic() > deadline:
+                raise
+            sleep(0.01)
 
 
 class DriverStatement:
