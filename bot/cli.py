@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except SlackTokenError as error:
-        print(f"error: SLACK_BOT_TOKEN: {error}", file=sys.stderr)
+        print(f"error: {error.setting}: {error}", file=sys.stderr)
         return 1
 
 

@@ -164,3 +164,18 @@ def test_a_database_that_cannot_be_opened_is_one_line(
         "error: DATABASE_URL: can't open the database "
         "(OperationalError: unable to open database file)"
     )
+
+
+def test_socket_mode_with_a_refused_app_token_is_one_line(
+    env: Env, tmp_path: Path, fake_slack: FakeSlackAPI
+) -> None:
+    fake_slack.respond("apps.connections.open", {"ok": False, "error": "invalid_auth"})
+    environ = env.process(
+        SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-1-A1-x"
+    )
+    result = run_bot("socket", env=environ, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: SLACK_APP_TOKEN: Slack refused the token: invalid_auth"
+    )
+    assert "Traceback" not in result.stderr

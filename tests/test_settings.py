@@ -162,6 +162,7 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("WEB_CONCURRENCY", "abc"),
         ("WEB_CONCURRENCY", "0"),
         ("GUNICORN_THREADS", "-1"),
+        ("SLACK_APP_TOKEN", "xoxb-a-bot-token"),
     ],
 )
 def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -> None:

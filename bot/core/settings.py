@@ -226,6 +226,14 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _prefixed(name: str, raw: str, prefix: str, what: str) -> str | None:
+    """A token that starts as Slack's tokens of its kind do."""
+    value = raw.strip()
+    if value and not value.startswith(prefix):
+        raise SettingsError(f"{name}: expected {what} starting with {prefix} (value not shown)")
+    return value or None
+
+
 def _log_level(name: str, raw: str) -> str:
     return parse_choice(name, raw, ("debug", "info", "warning", "error")).upper()
 
@@ -250,7 +258,7 @@ def _reactions(name: str, raw: str) -> tuple[str, ...]:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "slack_bot_token": _optional_text,
     "slack_signing_secret": _optional_text,
-    "slack_app_token": _optional_text,
+    "slack_app_token": lambda n, r: _prefixed(n, r, "xapp-", "an app-level token"),
     "slack_client_id": _optional_text,
     "slack_client_secret": _optional_text,
     "slack_state_secret": _optional_text,

@@ -12,7 +12,11 @@ from bot.slack.manifest import BOT_SCOPES
 
 
 class SlackTokenError(Exception):
-    """The bot token doesn't work: Slack refused it or couldn't be reached. One line."""
+    """A Slack token doesn't work: Slack refused it or couldn't be reached. One line."""
+
+    def __init__(self, message: str, setting: str = "SLACK_BOT_TOKEN") -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def auth_test(settings: Settings) -> SlackResponse:

@@ -8,11 +8,27 @@ import threading
 from types import FrameType
 
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
+from bot.slack.checks import SlackTokenError
 
 log = logging.getLogger("bot.socket")
+
+
+def connect(handler: SocketModeHandler, settings: Settings) -> None:
+    """Open the socket; SlackTokenError (one line) when Slack refuses the app token or is down."""
+    try:
+        handler.connect()
+    except SlackApiError as error:
+        reason = error.response.get("error")
+        raise SlackTokenError(f"Slack refused the token: {reason}", "SLACK_APP_TOKEN") from None
+    except Exception as error:  # network trouble: one line, no traceback
+        raise SlackTokenError(
+            f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})",
+            "SLACK_APP_TOKEN",
+        ) from None
 
 
 def run_socket_mode(settings: Settings) -> int:
@@ -32,8 +48,8 @@ def run_socket_mode(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    connect(handler, settings)
     relay.start()
-    handler.connect()
     log.info("connected to Slack over Socket Mode")
     stop.wait()
     handler.close()
