@@ -129,8 +129,12 @@ def test_sqlite_file_gone_is_503(
         pytest.skip("root reads any folder; the other cases cover a vanished file")
     folder = tmp_path / "data"
     folder.mkdir()
-    app = start_relay(DATABASE_URL=f"sqlite:///{folder}/relay.db")
+    app = start_relay(DATABASE_URL=f"sqlite:///{folder}/relay.db", ASK_COMMENT="never")
     wait_health(app, database="ok")
+    app.relay.mappings.record(
+        "T1", "C1", "1700000000.000100", message_id="m-gone", conversation_id=None,
+        thread_ts=None, source="posted", now=0.0,
+    )  # fmt: skip
     if how == "folder moved":
         folder.rename(tmp_path / "elsewhere")
     elif how == "file deleted":
@@ -140,6 +144,9 @@ def test_sqlite_file_gone_is_503(
         folder.chmod(0)
     try:
         assert_unhealthy(app)
+        # A vote is no longer acknowledged: it would be written where nobody reads it again.
+        vote = sr.reaction_added("U1", "+1", "C1", "1700000000.000100")
+        assert app.sender.event(vote).status_code == 500
     finally:
         if folder.exists():
             folder.chmod(0o755)

@@ -130,6 +130,10 @@ class DatabaseUnavailable(SettingsError):
     """DATABASE_URL can't be opened, or holds a newer schema; the message is one line."""
 
 
+class DatabaseGone(RuntimeError):
+    """The SQLite file was deleted or replaced under the running relay; writes are refused."""
+
+
 class Database:
     """An engine plus the dialect-specific details the rest of the relay needs."""
 
@@ -187,14 +191,13 @@ class Database:
     def problem(self) -> str | None:
         """Why votes can't be stored right now, or None.
 
-        For SQLite a fresh connection is tried too: pooled connections keep writing to a file
-        that was deleted or moved, and those votes would be gone at the next start.
+        For SQLite the file must be the one migrated at start, and a fresh connection is tried
+        too: pooled connections keep writing to a file that was deleted or moved.
         """
         try:
             self.ping()
             if self.sqlite_path:
-                if self._sqlite_identity and _identity(self.sqlite_path) != self._sqlite_identity:
-                    return "database file replaced"
+                self._check_file()
                 uri = f"file:{self.sqlite_path}?mode=rw"
                 with sqlite3.connect(uri, uri=True, timeout=2) as conn:
                     conn.execute("SELECT 1 FROM brixo_schema_version LIMIT 1").fetchall()
@@ -230,6 +233,7 @@ class Database:
                 assert driver is not None
                 driver.execute(_SQLITE_SYNC[wait_for_disk])
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+                self._check_file()
             else:
                 conn.begin()
                 if not wait_for_disk:
@@ -240,6 +244,21 @@ class Database:
                 conn.rollback()
                 raise
             conn.commit()
+
+    def _check_file(self) -> None:
+        """DatabaseGone when the SQLite file migrated at start was deleted, moved or replaced:
+        pooled connections would write to a file nobody will read again (one stat call)."""
+        if not (self.sqlite_path and self._sqlite_identity):
+            return
+        try:
+            same = _identity(self.sqlite_path) == self._sqlite_identity
+        except OSError:
+            same = False
+        if not same:
+            raise DatabaseGone(
+                f"the SQLite file {self.sqlite_path} was deleted, moved or replaced while the "
+                "relay ran; nothing more is written to it: restart the relay"
+            )
 
     @contextmanager
     def read(self, single: bool = False) -> Iterator[Connection]:
