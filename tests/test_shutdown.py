@@ -143,6 +143,12 @@ class FakeSocketMode:
         self._send(conn, 0x1, json.dumps(envelope).encode())
         return envelope_id
 
+    def drop(self) -> None:
+        """Cut every connection without a close frame, as a network blip does."""
+        with self._lock:
+            for conn in self.clients:
+                conn.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         self._closed = True
         self.listener.close()
@@ -271,3 +277,36 @@ def test_sigterm_in_socket_mode_keeps_every_act(
         proc.stop()
     deliver_the_rest(relay_env(env, fake_slack, DATABASE_URL=f"sqlite:///{db}"), tmp_path, brixo,
                      targets, free_port())  # fmt: skip
+
+
+def test_socket_mode_reconnects_soon_after_the_connection_drops(
+    env: Env,
+    brixo: FakeBrixo,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,
+    tmp_path: Path,
+) -> None:
+    environ = relay_env(env, fake_slack, SLACK_APP_TOKEN="xapp-1-A1-socket-token")
+    proc = start_bot("socket", env=environ, cwd=tmp_path)
+    try:
+        proc.wait_for_line("connected to Slack over Socket Mode", stream="stderr", timeout=20)
+        wait_until(socket_mode.connected, timeout=20, message=f"no socket:\n{proc.describe()}")
+        opened = len(fake_slack.calls_to("apps.connections.open"))
+        socket_mode.drop()
+        wait_until(
+            lambda: (
+                len(fake_slack.calls_to("apps.connections.open")) > opened
+                and socket_mode.connected()
+            ),
+            timeout=15,
+            message=f"no new socket within 15 s:\n{proc.describe()}",
+        )
+        ts = seed_reply(fake_slack, "C1", "after-the-drop")
+        payload = sr.block_action(
+            "U1", "T1", "C1", ts, sr.feedback_button_action("up"), message_bot_id="BOTHER"
+        )
+        envelope = socket_mode.interactive(payload)
+        wait_until(lambda: envelope in socket_mode.acks, timeout=10, message="envelope not acked")
+        assert brixo.wait_for_accepted(1)[0].id == "after-the-drop"
+    finally:
+        proc.stop()

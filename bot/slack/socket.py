@@ -7,7 +7,7 @@ import signal
 import threading
 from types import FrameType
 
-from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
 from slack_sdk.errors import SlackApiError
 
 from bot.core.relay import Relay
