@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,18 @@ def test_reports_every_outbox_state_and_brixo(start_relay: StartRelay) -> None:
     assert isinstance(body["outbox"]["oldest_pending_age"], float)
     assert body["outbox"]["oldest_pending_age"] >= 0
     assert body["outbox"] == {**body["outbox"], "delivered": 1, "dead": 1, "awaiting_comment": 1}
+
+
+def test_head_answers_the_headers_alone(start_relay: StartRelay) -> None:
+    app = start_relay()
+    wait_health(app, database="ok")
+    host, port = app.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(4096), b""))
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    assert headers.startswith(b"HTTP/1.") and b" 200 " in headers.split(b"\r\n")[0]
+    assert b"Content-Length: " in headers and body == b""
 
 
 def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> None:

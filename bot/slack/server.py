@@ -70,7 +70,8 @@ class RelayWSGI:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             ok, report = self.relay.health()
-            return _json(start_response, 200 if ok else 503, report)
+            answer = _json(start_response, 200 if ok else 503, report)
+            return [] if method == "HEAD" else answer  # HEAD: the headers alone
         if path == EVENTS_PATH and method == "POST":
             body = read_body(environ)
             if body is None:
