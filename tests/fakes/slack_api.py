@@ -354,7 +354,9 @@ class FakeSlackAPI(LocalHTTPFake):
         if not args.get("text") and not args.get("blocks") and not args.get("attachments"):
             return {"ok": False, "error": "no_text"}
         blocks = args.get("blocks")
-        if isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") in self.refused_blocks for b in blocks):
+        if isinstance(blocks, list) and any(
+            isinstance(b, dict) and b.get("type") in self.refused_blocks for b in blocks
+        ):
             return {"ok": False, "error": "invalid_blocks"}
         ts = self.next_ts()
         extra: dict[str, Any] = {"app_id": self.app_id}
