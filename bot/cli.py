@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="check settings, database, Brixo key and Slack token, one line each",
+        help="check settings, database, Brixo key and the Slack/Discord tokens, one line each",
         description="Check the configuration, the database and its schema, the Brixo key and "
-        "the Slack token and scopes, one line each; exit 1 when something is wrong. "
+        "URL, the Slack token and scopes (unless only Discord is set up) and the Discord token "
+        "(when DISCORD_TOKEN is set), one line each; exit 1 when something is wrong. "
         "Never sends a signal.",
     )
     check.add_argument(
