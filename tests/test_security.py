@@ -232,6 +232,8 @@ SAFE_RAW_SQL = {
     ('conn.execute(text("SELECT 1"))', "db.py"),
     ('conn.execute("SELECT 1 FROM brixo_schema_version LIMIT 1").fetchall()', "db.py"),
     ('cursor.execute("PRAGMA journal_mode=WAL")', "db.py"),
+    ('while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":', "db.py"),
+    ('conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})', "db.py"),
     ('cursor.execute("PRAGMA synchronous=FULL")', "db.py"),
     ('cursor.execute("PRAGMA busy_timeout=30000")', "db.py"),
 }
