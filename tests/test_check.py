@@ -91,6 +91,20 @@ def test_check_fails_when_brixo_is_overloaded(
     assert line == "brixo: Brixo answered HTTP 503: Busy; try again later", line
 
 
+def test_check_lines_stay_one_line_each(env: Env, tmp_path: Path, not_brixo: NotBrixo) -> None:
+    """A multi-line error page, and Slack unreachable: one line per check, nothing else."""
+    not_brixo.answer = (501, "text/html", b"<html>\n<body>\n  Not\n  Implemented\n</body></html>")
+    environ = env.process(
+        BRIXO_API_URL=not_brixo.url, SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s"
+    )  # SLACK_API_URL: a closed port (the env fixture)
+    result = run_bot("check", env=environ, cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["settings", "database", "brixo", "slack"]
+    assert "Not Implemented" in lines[2], lines
+    assert lines[3].startswith("slack: Slack unreachable"), lines
+    assert result.stderr == "", result.stderr
+
+
 def test_check_leaves_no_sqlite_file_behind(env: Env, tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
     result = run_bot("check", env=env.process(DATABASE_URL=f"sqlite:///{path}"), cwd=tmp_path)

@@ -161,6 +161,16 @@ def test_send_with_an_id_that_is_not_utf8_gives_one_line_and_exit_2(
     assert brixo.requests == []
 
 
+def test_send_with_a_comment_that_is_not_utf8_gives_one_line_and_exit_2(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    raw = os.fsdecode(b"merci \xe9")  # Latin-1 bytes on the command line
+    result = send(env, tmp_path, "--message", "m", "--value", "up", "--comment", raw)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --comment: not valid UTF-8"]
+    assert brixo.requests == []
+
+
 def test_send_says_when_a_long_comment_is_cut(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
     result = send(env, tmp_path, "--message", "m", "--value", "down", "--comment", "x" * 3001)
     assert result.returncode == 0, result.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 from time import monotonic
 from typing import Any
 
+import pytest
+
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -273,7 +275,9 @@ def test_posted_mapping_outranks_metadata_seen_later(start_relay: StartRelay) ->
     ]
 
 
-def test_rate_limited_lookup_before_the_ack_fails_fast(start_relay: StartRelay) -> None:
+def test_rate_limited_lookup_before_the_ack_fails_fast(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
     """A 429 on the first vote's lookup is not waited out (Retry-After 2 s would hold the ack
     past Slack's 3 s): the request fails at once and Slack's redelivery is taken."""
     app = start_relay(**WATCH)
@@ -287,6 +291,8 @@ def test_rate_limited_lookup_before_the_ack_fails_fast(start_relay: StartRelay) 
     assert monotonic() - started < 1.5
     assert first.status_code >= 500, first.status_code
     assert len(app.slack.calls_to("conversations.replies")) == 1
+    said = [r for r in caplog.records if "before the ack" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)], said  # no traceback
     ok(react(app, ts, "+1", channel="C1", event_id="Ev-limited", retry_num=1))
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-9", "thumbs_up")]

@@ -112,7 +112,8 @@ def run_checks(settings: Settings, library: bool = False) -> int:
         checks.append(("slack", check_slack_library if library else check_slack))
     if settings.discord_token and not library:
         checks.append(("discord", check_discord))
-    logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)  # the line says what failed
+    for name in ("slack_sdk", "slack_sdk.web.base_client"):  # the line says what failed
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     print("settings: ok")
     failed = False
     for name, check in checks:

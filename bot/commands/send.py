@@ -36,7 +36,11 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: --{kind}: {error}", file=sys.stderr)
         return 2
     now = time()
-    comment = stored_comment(args.comment)
+    try:
+        comment = stored_comment(None if args.comment is None else utf8(args.comment))
+    except ValueError as error:
+        print(f"error: --comment: {error}", file=sys.stderr)
+        return 2
     act = Claimed(0, "", target, VALUES[args.value], now, comment, False, 0, None, now)
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
     answer, row = deliver_once(client, retry_policy(settings), act, lambda row: True)

@@ -211,7 +211,7 @@ def _error_detail(response: requests.Response) -> tuple[str, bool]:
         detail = "; ".join(p for p in parts if p)
     else:
         detail = response.text.strip()
-    return (detail or response.reason or "")[:500], jsonapi
+    return " ".join((detail or response.reason or "").split())[:500], jsonapi  # one line
 
 
 def _network_error(error: requests.RequestException) -> str:

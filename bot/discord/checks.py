@@ -9,6 +9,8 @@ import discord
 
 from bot.core.settings import Settings
 
+discord.VoiceClient.warn_nacl = False  # no voice here: no "PyNaCl is not installed" warning
+
 INTENT_HELP = "turn on the Message Content intent on the Bot page of the Discord application"
 
 

@@ -41,6 +41,7 @@ from bot.discord.feedback import (
 )
 
 log = logging.getLogger("bot.discord")
+discord.VoiceClient.warn_nacl = False  # no voice here: no "PyNaCl is not installed" warning
 
 RATE_COMMAND = "Rate this conversation"
 PICK_A_RATING = "Pick 👍 or 👎 to rate the conversation."

@@ -11,6 +11,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -83,6 +84,10 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
     if isinstance(error, MALFORMED):
         log.warning("refused a malformed Slack request: %s", type(error).__name__)
         return BoltResponse(status=400, body="")
+    if isinstance(error, SlackApiError):  # a lookup before the ack: Slack sends it again later
+        status, reason = error.response.status_code, error.response.get("error")
+        log.warning("Slack answered %s (%s) before the ack; Slack will retry", status, reason)
+        return None
     log.error("error while handling a Slack request", exc_info=error)
     return None
 
