@@ -10,9 +10,10 @@ from functools import partial
 from time import time
 from typing import Any
 
-from bot.commands.send import cut_note, deliver_once, retry_policy
+from bot.commands.send import cut_note, deliver_once
 from bot.core.brixo import Answer, BrixoClient
 from bot.core.db import Database
+from bot.core.delivery import RetryPolicy
 from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
 from bot.core.settings import Settings
 
@@ -22,7 +23,6 @@ UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 
 def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
     """Run `outbox list`, `retry` or `purge` as `args` say."""
-
     database = Database(settings.database_url, pool_size=1)
     database.migrate(time())
     outbox = Outbox(database)
@@ -57,7 +57,6 @@ def field(text: str) -> str:
 
 def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
     """Put dead letters back in line and send each once now, under this process's lease."""
-
     settings.require("brixo_api_key")
     assert settings.brixo_api_key
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
@@ -67,7 +66,7 @@ def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
     ok = report_not_dead(outbox, [i for i in act_ids if i not in {act.id for act in taken}])
     if not taken and not act_ids:
         print("no dead letters to retry")
-    policy = retry_policy(settings)
+    policy = RetryPolicy.from_settings(settings)
     try:
         while taken:
             act = taken.pop(0)  # not released if this fails: its lease lapses, as a relay's would
@@ -95,7 +94,6 @@ def report_not_dead(outbox: Outbox, act_ids: list[int]) -> bool:
 
 def retried(answer: Answer, row: dict[str, Any] | None) -> str:
     """What became of a retried act, after its `answer` and outcome `row`."""
-
     if row is None:
         return f"taken by a running relay meanwhile (the lease here lapsed): {answer.describe()}"
     if row["state"] == DELIVERED:

@@ -43,7 +43,7 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     act = Claimed(0, "", target, VALUES[args.value], now, comment, False, 0, None, now)
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
-    answer, row = deliver_once(client, retry_policy(settings), act, lambda row: True)
+    answer, row = deliver_once(client, RetryPolicy.from_settings(settings), act, lambda row: True)
     client.close()
     assert row is not None
     if row["state"] == DELIVERED:
@@ -69,11 +69,6 @@ def stored_comment(text: str | None) -> str | None:
     return clean_comment(text)
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """The delivery worker's retry rules, from the same settings."""
-    return RetryPolicy(settings.delivery_max_age, settings.not_found_grace)
-
-
 def deliver_once(
     sender: Sender, policy: RetryPolicy, act: Claimed, record: Callable[[dict[str, Any]], bool]
 ) -> tuple[Answer, dict[str, Any] | None]:
@@ -83,7 +78,6 @@ def deliver_once(
     still under this lease, and only the last row is recorded. Returns the last answer and its
     row; no row when `record` refused it (the lease was lost).
     """
-
     while True:
         answer = sender.send(signal_of(act))
         row = policy.settle(act, answer, time())
@@ -100,6 +94,5 @@ def deliver_once(
 
 def cut_note(row: dict[str, Any]) -> str:
     """What an outcome line adds when the comment was cut after a 413."""
-
     cut = f" (comment cut to {CUT_COMMENT_CHARS} characters after HTTP 413)"
     return cut if row["comment_cut"] else ""

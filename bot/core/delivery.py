@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bot.core.acts import Signal
 from bot.core.brixo import Answer, Outcome
 from bot.core.outbox import DEAD, DELIVERED, PENDING, Claimed, Outbox, forget_expired
+from bot.core.settings import Settings
 
 log = logging.getLogger("bot.delivery")
 
@@ -41,6 +42,11 @@ class RetryPolicy:
     not_found_grace: float = 600.0
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy DELIVERY_MAX_AGE and NOT_FOUND_GRACE set."""
+        return cls(settings.delivery_max_age, settings.not_found_grace)
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half to all of base·2^(attempts-1), capped."""

@@ -37,7 +37,7 @@ class Relay:
                 settings.brixo_api_url,
                 pool_size=settings.delivery_concurrency,
             )
-            policy = RetryPolicy(settings.delivery_max_age, settings.not_found_grace)
+            policy = RetryPolicy.from_settings(settings)
             self.worker = DeliveryWorker(
                 self.outbox,
                 client,
