@@ -6,10 +6,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from time import monotonic, sleep
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import (
     Boolean,
@@ -126,6 +127,9 @@ seen = Table(
 Index("brixo_seen_expiry", seen.c.expires_at)
 
 
+T = TypeVar("T")
+
+
 class DatabaseUnavailable(SettingsError):
     """DATABASE_URL can't be opened, or holds a newer schema; the message is one line."""
 
@@ -154,6 +158,8 @@ class Database:
         # 100 ms a try), so under load a write waits far longer than the lock is held: this
         # process's writers queue on a lock instead, and only other processes ever poll.
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._queue_lock = threading.Lock()
+        self._queued: list[_QueuedWrite[Any]] = []
 
     def migrate(self, now: float) -> int:
         """Create or upgrade the schema; returns the version in force.
@@ -216,6 +222,53 @@ class Database:
             )
         return "ok" if current == SCHEMA_VERSION else "outdated"
 
+    def write_together(self, job: Callable[[Connection], T]) -> T:
+        """Run `job` in a durable write transaction and return what it returns.
+
+        On SQLite, the jobs other threads queue while a transaction is being written share the
+        next one, and its one wait for the disk (group commit): under load a vote no longer
+        waits for every vote before it to reach the disk in turn. Each job runs under a
+        savepoint of its own, so one that raises undoes only its own writes and raises in its
+        own thread; when the commit fails, every job of the batch raises.
+        """
+        if self._write_lock is None:  # PostgreSQL groups its commits itself
+            with self.write() as conn:
+                return job(conn)
+        queued = _QueuedWrite(job)
+        with self._queue_lock:
+            self._queued.append(queued)
+        with self._write_lock:
+            if not queued.done:  # no other thread took it into its batch: write what waits
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._write_batch(batch)
+        if queued.error is not None:
+            raise queued.error
+        return cast(T, queued.value)
+
+    def _write_batch(self, batch: list[_QueuedWrite[Any]]) -> None:
+        try:
+            with self._transaction(wait_for_disk=True) as conn:
+                if len(batch) == 1:  # its error rolls the whole transaction back
+                    batch[0].value = batch[0].job(conn)
+                else:
+                    driver = conn.connection.driver_connection
+                    assert driver is not None
+                    for queued in batch:
+                        driver.execute("SAVEPOINT job")
+                        try:
+                            queued.value = queued.job(conn)
+                        except Exception as error:
+                            driver.execute("ROLLBACK TO job")
+                            queued.error = error
+                        driver.execute("RELEASE job")
+        except BaseException as error:  # nothing of the batch was stored
+            for queued in batch:
+                queued.error = error
+        finally:
+            for queued in batch:
+                queued.done = True
+
     @contextmanager
     def write(self, wait_for_disk: bool = True) -> Iterator[Connection]:
         """A transaction that takes SQLite's write lock at once (no upgrade deadlocks).
@@ -226,7 +279,12 @@ class Database:
         server can lose such a commit, and the worst that follows is a signal sent again,
         never a vote lost. Every other write sets `synchronous=FULL` again first.
         """
-        with self._write_lock or nullcontext(), self.engine.connect() as conn:
+        with self._write_lock or nullcontext(), self._transaction(wait_for_disk) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, wait_for_disk: bool) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
             if self.is_sqlite:
                 # On the driver: SQLAlchemy's `exec_driver_sql` costs ten times as much.
                 driver = conn.connection.driver_connection
@@ -283,6 +341,16 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+@dataclass
+class _QueuedWrite(Generic[T]):
+    """A job waiting for `Database.write_together`, then its result."""
+
+    job: Callable[[Connection], T]
+    done: bool = False
+    value: T | None = None
+    error: BaseException | None = None
 
 
 def _identity(path: str) -> tuple[int, int]:

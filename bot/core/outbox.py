@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Update, bindparam, delete, func, insert, or_, select, update
 
 from bot.core.acts import Act, Target, clean_comment
 from bot.core.db import Database, DriverStatement, acts, seen, upsert, votes
@@ -155,7 +155,10 @@ class Outbox:
 
         With `comment_until` the act waits for a comment until then; otherwise it is due now.
         """
-        with self.db.write() as conn:
+        waiting = comment_until is not None
+        comment = clean_comment(act.comment)
+
+        def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None]:
             if seen_key and not mark_seen(self.db, conn, seen_key, now):
                 return Recorded(None, "event already handled")
             vote = {
@@ -168,9 +171,7 @@ class Outbox:
             }
             if self._vote.first(conn, vote) is None:
                 return Recorded(None, "same vote within 24 h")
-            waiting = comment_until is not None
             lease = None if waiting or not self.deliverer else self.deliverer.lease_new(now)
-            comment = clean_comment(act.comment)
             row = {
                 "platform": act.platform,
                 "workspace": act.workspace,
@@ -192,6 +193,12 @@ class Outbox:
                 "lease_until": lease[1] if lease else None,
             }
             (act_id,) = self._insert_act.first(conn, row)
+            return act_id, lease
+
+        stored = self.db.write_together(store)
+        if isinstance(stored, Recorded):
+            return stored
+        act_id, lease = stored
         if lease and self.deliverer:
             fresh = Claimed(
                 act_id,
