@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from time import monotonic
 from typing import Any
 
 import pytest
 
+from bot.slack.feedback import UNAVAILABLE_NOTE
+from bot.slack.listeners.shortcuts import UNAVAILABLE_THREAD
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
     ask_agent,
     click,
+    ephemerals,
     map_by_metadata,
     ok,
     opened_view,
+    outbox,
     react,
     settled,
     values_of,
 )
+from tests.waiting import wait_until
 
 WATCH = {"ASSISTANT_BOT_IDS": "BASSIST,UHELPER", "ASK_COMMENT": "never", "AGENT_URL": None}
 
@@ -322,3 +328,70 @@ def test_watched_bots_users_are_known_to_every_process_and_the_next_start(
         ("messages", "m-fetched", "thumbs_up"),
         ("messages", "m-later", "thumbs_up"),
     ]
+
+
+def _click_on_unseen_reply(app: RunningRelay, ts: str, message_id: str) -> float:
+    """👍 click on a reply with metadata that the relay hasn't seen; returns the ack's time."""
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta(message_id)
+    )
+    started = monotonic()
+    click(app, ts, "up", channel="C1")  # asserts the 200
+    return monotonic() - started
+
+
+def test_a_click_whose_lookup_is_refused_before_the_ack_is_recorded_after_it(
+    start_relay: StartRelay,
+) -> None:
+    """Slack never sends a click again: a 429 on the lookup before the ack is not a 500 (a lost
+    vote) but a 200, and the lookup is made again after the ack, with the client's retries."""
+    app = start_relay(**WATCH)
+    app.slack.fail_next("conversations.replies", 1, status=429, retry_after="2")
+    assert _click_on_unseen_reply(app, "1700000000.000610", "cust-click-1") < 1.5
+    app.brixo.wait_for_accepted(1)  # recorded after the ack
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-click-1", "thumbs_up")]
+    assert len(app.slack.calls_to("conversations.replies")) == 2
+    wait_until(lambda: ephemerals(app, "Thanks for your feedback!"), message="no thanks")
+
+
+def test_a_click_whose_lookup_is_too_slow_before_the_ack_is_recorded_after_it(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH)
+    slow = {"left": 1}
+
+    def replies(args: dict[str, Any]) -> dict[str, Any]:
+        if slow["left"]:
+            slow["left"] -= 1
+            time.sleep(1.6)  # the stand-in answers late: past the 1 s lookup timeout
+        found = app.slack.find_message("C1", str(args.get("ts")))
+        return {"ok": True, "messages": [found] if found else []}
+
+    app.slack.respond("conversations.replies", replies)
+    assert _click_on_unseen_reply(app, "1700000000.000620", "cust-click-2") < 1.5
+    app.brixo.wait_for_accepted(1)  # recorded after the ack
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-click-2", "thumbs_up")]
+
+
+def test_a_click_slack_cannot_look_up_even_after_the_ack_gets_a_note(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = start_relay(**WATCH)
+    app.slack.fail_next("conversations.replies", 10, status=503)
+    _click_on_unseen_reply(app, "1700000000.000630", "cust-click-3")
+    note = wait_until(lambda: ephemerals(app, UNAVAILABLE_NOTE), message="no note")
+    assert note[0].args["user"] == "U1"
+    assert app.brixo.accepted == [] and outbox(app)["pending"] == 0
+    assert any("vote click not recorded" in r.getMessage() for r in caplog.records)
+
+
+def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    root = "1700000000.000700"
+    app.slack.add_message("C1", root, "question", user="U1")
+    app.slack.fail_next("conversations.replies", 10, status=503)
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", root, thread_ts=root)))
+    wait_until(lambda: ephemerals(app, UNAVAILABLE_THREAD), message="no note")
+    assert app.slack.calls_to("views.open") == []

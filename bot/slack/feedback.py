@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http.client import HTTPException
 from time import time
 from typing import Any
 
@@ -23,6 +24,14 @@ log = logging.getLogger("bot.slack")
 
 # Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
 LOOKUP_TIMEOUT = 1
+
+# What a Web API call fails with while Slack is busy or slow: a 429 or 5xx (left after any
+# retries of the client's), a timeout or a network error.
+SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
+
+UNAVAILABLE_NOTE = (
+    "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
+)
 
 UNMAPPED_NOTE = (
     "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
@@ -165,13 +174,24 @@ class SlackFeedback:
         )
 
     def resolve(
-        self, client: WebClient, workspace: str, channel: str, ts: str, own_bot_id: str | None
+        self,
+        client: WebClient,
+        workspace: str,
+        channel: str,
+        ts: str,
+        own_bot_id: str | None,
+        *,
+        before_ack: bool = True,
     ) -> Mapping | None:
-        """A reply's IDs: recorded, else from its metadata or the templates (fetched once)."""
+        """A reply's IDs: recorded, else from its metadata or the templates (fetched once).
+
+        Raises one of SLACK_UNAVAILABLE when the fetch fails for now; `before_ack` fetches
+        with `lookup_client` (fail fast), else with `client` and its retries.
+        """
         mapping = self.relay.mappings.message(workspace, channel, ts)
         if mapping:
             return mapping
-        message = fetch_message(lookup_client(client), channel, ts)
+        message = fetch_message(lookup_client(client) if before_ack else client, channel, ts)
         if not message or not same_workspace(message, workspace):
             return None
         return self.map_message(workspace, channel, message, own_bot_id)
@@ -249,6 +269,13 @@ def lookup_client(client: WebClient) -> WebClient:
         headers=client.headers,
         retry_handlers=[],
     )
+
+
+def unavailable_reason(error: Exception) -> str:
+    """One line on why Slack couldn't be asked: its HTTP status, or the network error."""
+    if isinstance(error, SlackApiError):
+        return f"HTTP {error.response.status_code}"
+    return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
 
 def raise_if_transient(error: SlackApiError) -> None:

@@ -19,7 +19,16 @@ from bot.slack.blocks import (
     VOTE_UP_ACTION,
     comment_modal,
 )
-from bot.slack.feedback import UNMAPPED_NOTE, SlackFeedback, Vote, ephemeral, workspace_of
+from bot.slack.feedback import (
+    SLACK_UNAVAILABLE,
+    UNAVAILABLE_NOTE,
+    UNMAPPED_NOTE,
+    SlackFeedback,
+    Vote,
+    ephemeral,
+    unavailable_reason,
+    workspace_of,
+)
 from bot.slack.listeners.common import act_id, dig, slack_time, text_field
 
 log = logging.getLogger("bot.slack")
@@ -32,16 +41,31 @@ def register(app: App, feedback: SlackFeedback) -> None:
 
     def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """Ack path: map the reply and store the act before Slack hears back."""
-        handoff = click_act(feedback, body, context, client)
+        handoff = click_act(feedback, body, workspace_of(context), context.bot_id, client)
         handoff["follow_up"] = click_follow_up(handoff, feedback.settings.ack_message)
         if handoff["follow_up"]:
             feedback.follow_ups.submit(follow_up_click, body, handoff, client)
         ack()
 
     def follow_up_click(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
-        """After the ack: the note that nothing was recorded, the comment modal, or the thanks."""
+        """After the ack: the note that nothing was recorded, the comment modal, or the thanks.
+
+        A click whose reply Slack couldn't look up before the ack is tried again here, with the
+        client's retries: Slack never sends a click twice.
+        """
         follow_up, channel, user = handoff["follow_up"], handoff["channel"], handoff["user"]
-        if follow_up == UNMAPPED:
+        if follow_up == LOOK_AGAIN:
+            workspace, own_bot_id = handoff["workspace"], handoff["own_bot_id"]
+            handoff = click_act(feedback, body, workspace, own_bot_id, client, before_ack=False)
+            handoff["follow_up"] = follow_up = click_follow_up(
+                handoff, feedback.settings.ack_message
+            )
+            if not follow_up:
+                return
+        if follow_up == UNAVAILABLE:
+            log.warning("vote click not recorded: Slack's lookups failed (%s)", handoff["error"])
+            ephemeral(client, channel, user, UNAVAILABLE_NOTE, thread_ts=handoff.get("thread_ts"))
+        elif follow_up == UNMAPPED:
             ephemeral(client, channel, user, UNMAPPED_NOTE, thread_ts=handoff.get("thread_ts"))
         elif follow_up == MODAL:
             open_comment_modal(feedback, client, body, handoff)
@@ -65,11 +89,14 @@ def register(app: App, feedback: SlackFeedback) -> None:
 
 # What a click leads to after the ack (click_follow_up).
 UNMAPPED, MODAL, THANKS = "unmapped", "modal", "thanks"
+LOOK_AGAIN, UNAVAILABLE = "look_again", "unavailable"
 
 
 def click_follow_up(handoff: dict[str, Any], ack_message: str) -> str | None:
-    """UNMAPPED, MODAL or THANKS for a click's handoff; None when nothing follows the ack."""
+    """What follows a click's ack (LOOK_AGAIN, UNAVAILABLE, UNMAPPED, MODAL or THANKS), or None."""
     known = bool(handoff.get("channel") and handoff.get("user"))
+    if handoff.get("error"):
+        return (LOOK_AGAIN if handoff.get("before_ack") else UNAVAILABLE) if known else None
     if handoff.get("unmapped"):
         return UNMAPPED if known else None
     if handoff.get("ask"):
@@ -78,9 +105,18 @@ def click_follow_up(handoff: dict[str, Any], ack_message: str) -> str | None:
 
 
 def click_act(
-    feedback: SlackFeedback, body: dict[str, Any], context: BoltContext, client: WebClient
+    feedback: SlackFeedback,
+    body: dict[str, Any],
+    workspace: str,
+    own_bot_id: str | None,
+    client: WebClient,
+    *,
+    before_ack: bool = True,
 ) -> dict[str, Any]:
-    """Record the act a vote click stands for; returns what the follow-up needs."""
+    """Record the act a vote click stands for; returns what the follow-up needs.
+
+    When Slack can't be asked about an unseen reply, the handoff holds the error instead.
+    """
     action = (dig(body, "actions") or [{}])[0]
     if not isinstance(action, dict):
         return {}
@@ -91,7 +127,6 @@ def click_act(
     user = text_field(body, "user", "id")
     channel = text_field(body, "channel", "id") or text_field(body, "container", "channel_id")
     ts = text_field(body, "message", "ts") or text_field(body, "container", "message_ts")
-    workspace = workspace_of(context)
     if not (value and user and channel and ts and workspace):
         log.warning("ignored a malformed vote click (missing user, channel, message or value)")
         return {}
@@ -102,7 +137,14 @@ def click_act(
         "thread_ts": text_field(body, "message", "thread_ts")
         or text_field(body, "container", "thread_ts"),
     }
-    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
+    try:
+        mapping = feedback.resolve(
+            client, workspace, channel, ts, own_bot_id, before_ack=before_ack
+        )
+    except SLACK_UNAVAILABLE as error:
+        reason = unavailable_reason(error)
+        log.info("can't look the clicked message up yet (%s): trying again after the ack", reason)
+        return {**handoff, "own_bot_id": own_bot_id, "before_ack": before_ack, "error": reason}
     if not mapping:
         log.info(
             "vote on unmapped message workspace=%s channel=%s ts=%s: no signal",

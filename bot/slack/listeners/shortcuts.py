@@ -10,7 +10,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import conversation_modal
-from bot.slack.feedback import SlackFeedback, ephemeral, workspace_of
+from bot.slack.feedback import (
+    SLACK_UNAVAILABLE,
+    SlackFeedback,
+    ephemeral,
+    unavailable_reason,
+    workspace_of,
+)
 from bot.slack.listeners.common import text_field
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID
 
@@ -18,6 +24,9 @@ log = logging.getLogger("bot.slack")
 
 UNMAPPED_THREAD = (
     "I can't link this conversation to one that Brixo knows, so it can't be rated here."
+)
+UNAVAILABLE_THREAD = (
+    "Slack didn't answer in time, so the rating couldn't be opened. Please try again in a moment."
 )
 
 
@@ -36,7 +45,16 @@ def register(app: App, feedback: SlackFeedback) -> None:
             log.warning("ignored a malformed conversation shortcut")
             return
         thread_ts = text_field(body, "message", "thread_ts") or ts
-        conversation_id = feedback.resolve_conversation(client, workspace, channel, ts, thread_ts)
+        try:
+            conversation_id = feedback.resolve_conversation(
+                client, workspace, channel, ts, thread_ts
+            )
+        except SLACK_UNAVAILABLE as error:
+            log.warning(
+                "can't open the rating: Slack's lookups failed (%s)", unavailable_reason(error)
+            )
+            ephemeral(client, channel, user, UNAVAILABLE_THREAD, thread_ts=thread_ts)
+            return
         if not conversation_id:
             log.info(
                 "conversation shortcut on unmapped thread workspace=%s channel=%s ts=%s",
