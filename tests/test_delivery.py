@@ -593,3 +593,36 @@ def test_the_http_server_marks_slack_requests_as_being_answered() -> None:
     body_sent.close()  # type: ignore[attr-defined]
     body_sent.close()  # type: ignore[attr-defined]
     assert acks_first._answering == 0  # counted down once
+
+
+def test_a_429_on_the_key_check_holds_every_send_too(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """The key check at start is a request to Brixo like any other: its 429's Retry-After
+    holds the signals recorded meanwhile."""
+    brixo.fail_next(1, status=429, retry_after="1")
+    worker = make_worker(start=False)
+    worker.start()
+    probe = brixo.wait_for_requests(1)[0]
+    assert (probe.id, probe.status) == (KEY_CHECK_ID, 429)
+    record(outbox, "m-held")
+    accepted = brixo.wait_for_accepted(1)
+    assert accepted[0].at - probe.at >= 0.9, "sent within the Retry-After of the key check"
+
+
+def test_a_429_on_the_key_check_while_paused_keeps_the_pause(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    worker = make_worker()
+    brixo.set_key("rotated-by-brixo")
+    record(outbox, "m-paused")
+    wait_until(lambda: worker.paused, timeout=5)
+    brixo.fail_next(1, status=429, retry_after="1")
+    limited = wait_until(
+        lambda: [r for r in brixo.requests if r.id == KEY_CHECK_ID and r.status == 429],
+        timeout=5,
+    )
+    assert worker.paused and worker.brixo_state == "unauthorized"
+    brixo.set_key(BRIXO_KEY)
+    accepted = brixo.wait_for_accepted(1, timeout=10)
+    assert accepted[0].at - limited[0].at >= 0.9, "sent within the Retry-After of the key check"

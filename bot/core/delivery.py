@@ -393,11 +393,19 @@ class DeliveryWorker:
             self._hold_until = max(self._hold_until, now + answer.retry_after)
 
     def _probe(self) -> None:
-        """Ask Brixo whether the key works, without sending a signal."""
+        """Ask Brixo whether the key works, without sending a signal.
+
+        A 429 or 5xx says nothing of the key: a pause goes on, and a 429's Retry-After holds
+        every send as it would after a signal.
+        """
         answer = self.sender.probe()
         now = self.clock()
         if answer.outcome is Outcome.UNAUTHORIZED:
             self._observe(answer, now)
+        elif answer.outcome is Outcome.RETRY and answer.status is not None:
+            self._observe(answer, now)
+            self._next_probe = max(now + self.probe_interval, self._hold_until)
+            self.brixo_state = "unauthorized" if self._paused else "ok"
         elif answer.status is not None:
             if self._paused:
                 log.info("Brixo accepts the API key again: delivery resumed")
