@@ -63,6 +63,7 @@ METHOD_SCOPES: dict[str, set[str]] = {
     # assistant:write, or chat:write since Slack's 2026-03 change.
     "assistant.threads.setStatus": {"assistant:write", "chat:write"},
     "auth.test": set(),
+    "users.info": {"users:read"},
 }
 
 # Manifest features and the scope each needs.

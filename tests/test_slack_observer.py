@@ -395,3 +395,46 @@ def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) ->
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", root, thread_ts=root)))
     wait_until(lambda: ephemerals(app, UNAVAILABLE_THREAD), message="no note")
     assert app.slack.calls_to("views.open") == []
+
+
+def test_reactions_by_other_apps_bots_are_no_votes(start_relay: StartRelay) -> None:
+    """Slack says who is a bot (users.info), asked once per user: a reacji bot's 👍 on a
+    mapped reply is no vote; a person's are, and their second reaction asks nothing."""
+    app = start_relay(**WATCH)
+    app.slack.bot_users.add("UREACJI")
+    ts = map_by_metadata(app, "m-bots")
+    react(app, ts, "+1", user="UREACJI", channel="C1")
+    react(app, ts, "+1", user="U7", channel="C1")
+    react(app, ts, "-1", user="U7", channel="C1", event_ts="1700000001.000001")
+    settled(app, 2)
+    assert values_of(app) == [
+        ("messages", "m-bots", "thumbs_up"),
+        ("messages", "m-bots", "thumbs_down"),
+    ]
+    asked = [c.args["user"] for c in app.slack.calls_to("users.info")]
+    assert sorted(asked) == ["U7", "UREACJI"]
+
+
+def test_a_reaction_whose_user_slack_cannot_tell_yet_is_taken_on_redelivery(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH)
+    ts = map_by_metadata(app, "m-later")
+    app.slack.fail_next("users.info", 1, status=429, retry_after="2")
+    event = sr.reaction_added("U8", "+1", "C1", ts)
+    started = monotonic()
+    assert app.sender.event(event, event_id="Ev-who").status_code >= 500
+    assert monotonic() - started < 1.5  # the 429 is not waited out before the ack
+    ok(app.sender.event(event, event_id="Ev-who", retry_num=1))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-later", "thumbs_up")]
+
+
+def test_without_users_read_a_reaction_counts_as_a_persons(start_relay: StartRelay) -> None:
+    """An install from before the relay asked for users:read keeps working."""
+    app = start_relay(**WATCH)
+    app.slack.respond("users.info", {"ok": False, "error": "missing_scope"})
+    ts = map_by_metadata(app, "m-old-install")
+    react(app, ts, "+1", user="U9", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-old-install", "thumbs_up")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from http.client import HTTPException
 from time import time
 from typing import Any
 
@@ -18,16 +17,10 @@ from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.bot_users import BotUsers
 from bot.slack.follow_ups import FollowUps
+from bot.slack.lookups import SlackUsers, fetch_message, fetch_thread, lookup_client
 from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
-
-# Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
-LOOKUP_TIMEOUT = 1
-
-# What a Web API call fails with while Slack is busy or slow: a 429 or 5xx (left after any
-# retries of the client's), a timeout or a network error.
-SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
 
 UNAVAILABLE_NOTE = (
     "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
@@ -104,6 +97,7 @@ class SlackFeedback:
         self.settings: Settings = relay.settings
         self.watched = frozenset(relay.settings.assistant_bot_ids)
         self.bot_users = BotUsers(relay.db)
+        self.slack_users = SlackUsers()
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
         self.follow_ups = FollowUps()
@@ -255,86 +249,6 @@ class SlackFeedback:
             ts=vote.ts,
         )
         return self.relay.record_act(act, ask_comment=ask_comment, seen_key=seen_key)
-
-
-def lookup_client(client: WebClient) -> WebClient:
-    """`client` for lookups before the ack: no retries (nor waits on Retry-After), a short
-    timeout. A 429, 5xx or timeout fails the request, and Slack redelivers the event later."""
-    return WebClient(
-        token=client.token,
-        base_url=client.base_url,
-        timeout=LOOKUP_TIMEOUT,
-        ssl=client.ssl,
-        proxy=client.proxy,
-        headers=client.headers,
-        retry_handlers=[],
-    )
-
-
-def unavailable_reason(error: Exception) -> str:
-    """One line on why Slack couldn't be asked: its HTTP status, or the network error."""
-    if isinstance(error, SlackApiError):
-        return f"HTTP {error.response.status_code}"
-    return f"{type(error).__name__}: {error}".strip().rstrip(":")
-
-
-def raise_if_transient(error: SlackApiError) -> None:
-    """Slack's 429 and 5xx (left after the client's retries, if it makes any) fail the request,
-    so Slack redelivers the vote later instead of it being taken for one on an unknown message."""
-    if error.response.status_code == 429 or error.response.status_code >= 500:
-        raise error
-
-
-def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
-    """A message with its metadata, whether it is a thread reply or not.
-
-    conversations.replies finds thread replies (and most top-level messages); when it
-    can't, conversations.history finds a top-level one.
-    """
-    lookups = (
-        (
-            "replies",
-            lambda: client.conversations_replies(
-                channel=channel, ts=ts, inclusive=True, include_all_metadata=True
-            ),
-        ),
-        (
-            "history",
-            lambda: client.conversations_history(
-                channel=channel, latest=ts, inclusive=True, limit=1, include_all_metadata=True
-            ),
-        ),
-    )
-    for name, lookup in lookups:
-        try:
-            messages = lookup().get("messages") or []
-        except SlackApiError as error:
-            raise_if_transient(error)
-            log.info(
-                "can't fetch message %s in %s (%s): %s",
-                ts,
-                channel,
-                name,
-                error.response.get("error"),
-            )
-            continue
-        for message in messages:
-            if isinstance(message, dict) and message.get("ts") == ts:
-                return dict(message)
-    return None
-
-
-def fetch_thread(client: WebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-    """A thread's messages with their metadata (first page)."""
-    try:
-        replies = client.conversations_replies(
-            channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
-        )
-    except SlackApiError as error:
-        raise_if_transient(error)
-        log.info("can't fetch thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
-        return []
-    return [dict(m) for m in replies.get("messages") or []]
 
 
 def ephemeral(client: WebClient, channel: str, user: str, text: str, **extra: Any) -> None:

@@ -31,6 +31,7 @@ BOT_SCOPES: tuple[str, ...] = (
     "chat:write",  # chat.postMessage (replies), chat.postEphemeral (thanks, notes)
     "reactions:read",  # events reaction_added, reaction_removed
     "reactions:write",  # reactions.add (SEED_REACTIONS on watched bots' replies)
+    "users:read",  # users.info: a reaction by another app's bot is no vote
     "metadata.message:read",  # event message_metadata_posted (brixo_message metadata)
     "commands",  # the "Rate this conversation" message shortcut
 )

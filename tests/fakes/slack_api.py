@@ -35,6 +35,7 @@ DEFAULT_SCOPES = [
     "mpim:history",
     "reactions:read",
     "reactions:write",
+    "users:read",
 ]
 
 Responder = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
@@ -172,6 +173,8 @@ class FakeSlackAPI(LocalHTTPFake):
         self.valid_tokens: set[str] = set()
         # Block types chat.postMessage refuses with invalid_blocks (e.g. "context_actions").
         self.refused_blocks: set[str] = set()
+        # Users that users.info reports as bots (besides the app's own).
+        self.bot_users: set[str] = set()
         self.oauth_response: dict[str, Any] = {
             "ok": True,
             "app_id": app_id,
@@ -347,6 +350,13 @@ class FakeSlackAPI(LocalHTTPFake):
             "is_enterprise_install": False,
         }
 
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("user") or "")
+        if not user.startswith(("U", "W")):
+            return {"ok": False, "error": "user_not_found"}
+        bot = user == self.bot_user_id or user in self.bot_users
+        return {"ok": True, "user": {"id": user, "team_id": self.team_id, "is_bot": bot}}
+
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = args.get("channel")
         if not channel:
@@ -476,6 +486,7 @@ class FakeSlackAPI(LocalHTTPFake):
 
     _handlers: ClassVar[dict[str, Callable[[FakeSlackAPI, dict[str, Any]], dict[str, Any]]]] = {
         "auth.test": _auth_test,
+        "users.info": _users_info,
         "chat.postMessage": _post_message,
         "chat.postEphemeral": _post_ephemeral,
         "chat.update": _update,

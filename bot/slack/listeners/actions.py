@@ -20,16 +20,15 @@ from bot.slack.blocks import (
     comment_modal,
 )
 from bot.slack.feedback import (
-    SLACK_UNAVAILABLE,
     UNAVAILABLE_NOTE,
     UNMAPPED_NOTE,
     SlackFeedback,
     Vote,
     ephemeral,
-    unavailable_reason,
     workspace_of,
 )
 from bot.slack.listeners.common import act_id, dig, slack_time, text_field
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 
 log = logging.getLogger("bot.slack")
 

@@ -121,6 +121,9 @@ def reaction_act(
             ts,
         )
         return {}
+    if feedback.slack_users.is_bot(client, user):
+        log.info("reaction by bot user %s on a mapped reply: no signal", user)
+        return {}
     event_id = text_field(body, "event_id")
     vote = Vote(
         workspace,

@@ -11,13 +11,12 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import conversation_modal
 from bot.slack.feedback import (
-    SLACK_UNAVAILABLE,
     SlackFeedback,
     ephemeral,
-    unavailable_reason,
     workspace_of,
 )
 from bot.slack.listeners.common import text_field
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID
 
 log = logging.getLogger("bot.slack")

@@ -1,0 +1,133 @@
+"""Web API lookups: replies and threads with their metadata, and which users are bots."""
+
+from __future__ import annotations
+
+import logging
+from http.client import HTTPException
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+log = logging.getLogger("bot.slack")
+
+# Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
+LOOKUP_TIMEOUT = 1
+
+# What a Web API call fails with while Slack is busy or slow: a 429 or 5xx (left after any
+# retries of the client's), a timeout or a network error.
+SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
+
+
+def lookup_client(client: WebClient) -> WebClient:
+    """`client` for lookups before the ack: no retries (nor waits on Retry-After), a short
+    timeout. A 429, 5xx or timeout fails the request, and Slack redelivers the event later."""
+    return WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=LOOKUP_TIMEOUT,
+        ssl=client.ssl,
+        proxy=client.proxy,
+        headers=client.headers,
+        retry_handlers=[],
+    )
+
+
+def unavailable_reason(error: Exception) -> str:
+    """One line on why Slack couldn't be asked: its HTTP status, or the network error."""
+    if isinstance(error, SlackApiError):
+        return f"HTTP {error.response.status_code}"
+    return f"{type(error).__name__}: {error}".strip().rstrip(":")
+
+
+def raise_if_transient(error: SlackApiError) -> None:
+    """Slack's 429 and 5xx (left after the client's retries, if it makes any) fail the request,
+    so Slack redelivers the vote later instead of it being taken for one on an unknown message."""
+    if error.response.status_code == 429 or error.response.status_code >= 500:
+        raise error
+
+
+def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
+    """A message with its metadata, whether it is a thread reply or not.
+
+    conversations.replies finds thread replies (and most top-level messages); when it
+    can't, conversations.history finds a top-level one.
+    """
+    lookups = (
+        (
+            "replies",
+            lambda: client.conversations_replies(
+                channel=channel, ts=ts, inclusive=True, include_all_metadata=True
+            ),
+        ),
+        (
+            "history",
+            lambda: client.conversations_history(
+                channel=channel, latest=ts, inclusive=True, limit=1, include_all_metadata=True
+            ),
+        ),
+    )
+    for name, lookup in lookups:
+        try:
+            messages = lookup().get("messages") or []
+        except SlackApiError as error:
+            raise_if_transient(error)
+            log.info(
+                "can't fetch message %s in %s (%s): %s",
+                ts,
+                channel,
+                name,
+                error.response.get("error"),
+            )
+            continue
+        for message in messages:
+            if isinstance(message, dict) and message.get("ts") == ts:
+                return dict(message)
+    return None
+
+
+def fetch_thread(client: WebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    """A thread's messages with their metadata (first page)."""
+    try:
+        replies = client.conversations_replies(
+            channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+        )
+    except SlackApiError as error:
+        raise_if_transient(error)
+        log.info("can't fetch thread %s in %s: %s", thread_ts, channel, error.response.get("error"))
+        return []
+    return [dict(m) for m in replies.get("messages") or []]
+
+
+class SlackUsers:
+    """Which users are bots, asked of Slack (`users.info`) once per user and process.
+
+    Reactions carry no hint of who made them: a user the relay doesn't know yet is looked up
+    before the ack (fail fast, as for replies). Without the `users:read` scope, or for a user
+    Slack can't find, the reaction counts as a person's.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._bots: dict[str, bool] = {}
+
+    def is_bot(self, client: WebClient, user_id: str) -> bool:
+        """True for a bot user (or Slackbot); raises one of SLACK_UNAVAILABLE for now."""
+        known = self._bots.get(user_id)
+        if known is not None:
+            return known
+        try:
+            user = lookup_client(client).users_info(user=user_id).get("user") or {}
+        except SlackApiError as error:
+            raise_if_transient(error)
+            log.info(
+                "can't tell whether user %s is a bot (%s): counting the reaction",
+                user_id,
+                error.response.get("error"),
+            )
+            user = {}
+        bot = bool(user.get("is_bot")) or user_id == "USLACKBOT"
+        if len(self._bots) >= self.size:
+            self._bots.pop(next(iter(self._bots)), None)
+        self._bots[user_id] = bot
+        return bot
