@@ -163,6 +163,14 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("WEB_CONCURRENCY", "0"),
         ("GUNICORN_THREADS", "-1"),
         ("SLACK_APP_TOKEN", "xoxb-a-bot-token"),
+        ("BRIXO_API_KEY", "brixo-key\u200b"),  # a zero-width space pasted along
+        ("BRIXO_API_KEY", "brixo-key\nsecond-line"),
+        ("BRIXO_API_KEY", "brixo key"),
+        ("AGENT_TOKEN", "tökén"),
+        ("SLACK_BOT_TOKEN", "xoxb-1\t2"),
+        ("SLACK_SIGNING_SECRET", "abc\u00a0def"),
+        ("SLACK_APP_TOKEN", "xapp-1\u200b"),
+        ("DISCORD_TOKEN", "a\rb"),
     ],
 )
 def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -> None:
@@ -217,3 +225,12 @@ def test_secrets_never_in_repr() -> None:
         assert value not in text
     assert "brixo_api_url" in text  # the repr is still useful
     assert set(settings.secrets) == set(secrets.values())
+
+
+def test_a_key_with_a_pasted_character_is_refused_without_showing_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"BRIXO_API_KEY": "brixo-secret-part\u200b"}, dotenv=None)
+    assert "secret-part" not in str(caught.value)
+    assert load_settings({"BRIXO_API_KEY": "  brixo-key-1  "}, dotenv=None).brixo_api_key == (
+        "brixo-key-1"
+    )

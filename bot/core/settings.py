@@ -226,12 +226,25 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _token(name: str, raw: str) -> str | None:
+    """A key or token sent in an HTTP header: printable ASCII, no spaces (a character pasted
+    along with it, such as a zero-width space or a line break, would break every request)."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"[!-~]+", value):
+        what = _PURPOSE.get(name.lower(), "a key or token")
+        raise SettingsError(
+            f"{name}: expected {what}, in printable ASCII without spaces; it holds another "
+            "character, perhaps pasted along with it (value not shown)"
+        )
+    return value or None
+
+
 def _prefixed(name: str, raw: str, prefix: str, what: str) -> str | None:
     """A token that starts as Slack's tokens of its kind do."""
-    value = raw.strip()
+    value = _token(name, raw)
     if value and not value.startswith(prefix):
         raise SettingsError(f"{name}: expected {what} starting with {prefix} (value not shown)")
-    return value or None
+    return value
 
 
 def _log_level(name: str, raw: str) -> str:
@@ -256,21 +269,21 @@ def _reactions(name: str, raw: str) -> tuple[str, ...]:
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "slack_bot_token": _optional_text,
-    "slack_signing_secret": _optional_text,
+    "slack_bot_token": _token,
+    "slack_signing_secret": _token,
     "slack_app_token": lambda n, r: _prefixed(n, r, "xapp-", "an app-level token"),
     "slack_client_id": _optional_text,
-    "slack_client_secret": _optional_text,
+    "slack_client_secret": _token,
     "slack_state_secret": _optional_text,
     "slack_api_url": lambda n, r: parse_url(n, r).rstrip("/") + "/",
-    "brixo_api_key": _optional_text,
+    "brixo_api_key": _token,
     "brixo_api_url": parse_brixo_url,
     "database_url": parse_database_url,
     "port": parse_int,
     "log_level": _log_level,
     "log_format": lambda n, r: parse_choice(n, r, ("plain", "json")),
     "agent_url": lambda n, r: parse_url(n, r) if r.strip() else None,
-    "agent_token": _optional_text,
+    "agent_token": _token,
     "agent_timeout": parse_positive_duration,
     "assistant_bot_ids": _ids,
     "seed_reactions": parse_bool,
@@ -284,7 +297,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "delivery_max_age": parse_duration,
     "not_found_grace": parse_duration,
     "delivery_concurrency": lambda n, r: parse_int(n, r, 1, 256),
-    "discord_token": _optional_text,
+    "discord_token": _token,
     "web_concurrency": lambda n, r: parse_int(n, r, 1, 64),
     "gunicorn_threads": lambda n, r: parse_int(n, r, 1, 256),
 }
