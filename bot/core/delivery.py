@@ -71,7 +71,11 @@ class RetryPolicy:
         outcome = answer.outcome
         if outcome is Outcome.DELIVERED:
             row.update(state=DELIVERED, last_error=None, finished_at=now)
-        elif outcome is Outcome.TOO_LARGE and act.comment and not act.comment_cut:
+        elif (
+            outcome is Outcome.TOO_LARGE
+            and not act.comment_cut
+            and len(act.comment or "") > CUT_COMMENT_CHARS
+        ):
             row.update(comment=act.comment[:CUT_COMMENT_CHARS], comment_cut=True)
         elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
             row.update(state=DEAD, finished_at=now)
