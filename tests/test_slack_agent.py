@@ -14,6 +14,8 @@ from tests.test_slack_support import (
     ok,
     opened_view,
     outbox,
+    react,
+    reply_ts,
     settled,
     values_of,
 )
@@ -270,3 +272,23 @@ def test_answer_refused_with_both_kinds_of_buttons_gives_the_error_reply(
     assert "couldn't get an answer" in posts[2].args["text"]
     assert len(app.slack.messages("D1")) == 1  # only the error reply was posted
     assert app.relay.mappings.conversation("T1", "D1", "1700000000.002600") is None
+
+
+def test_a_vote_on_the_error_reply_sends_nothing_even_with_templates(
+    start_relay: StartRelay,
+) -> None:
+    """The templates map watched bots' replies; the bridge's own error reply is none."""
+    app = start_relay(MESSAGE_ID_TEMPLATE="tpl-{ts}", ASK_COMMENT="never")
+    app.agent.fail_next(1, status=500)
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001450")))
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    error_reply = reply_ts(app, "D1", post)
+    react(app, error_reply, "-1")
+    click(app, error_reply, "down", thread_ts="1700000000.001450")
+    app.slack.wait_for_call("chat.postEphemeral")  # the click's note: nothing recorded
+    settled(app, 0)
+    answer = ask_agent(app, "again", ts="1700000000.001460")  # a real answer still maps
+    react(app, answer, "+1")
+    settled(app, 1)
+    [(kind, message_id, value)] = values_of(app)
+    assert (kind, value) == ("messages", "thumbs_up") and message_id.startswith("msg-")

@@ -76,7 +76,7 @@ class RetryPolicy:
             and not act.comment_cut
             and len(act.comment or "") > CUT_COMMENT_CHARS
         ):
-            row.update(comment=act.comment[:CUT_COMMENT_CHARS], comment_cut=True)
+            row.update(comment=(act.comment or "")[:CUT_COMMENT_CHARS], comment_cut=True)
         elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
             row.update(state=DEAD, finished_at=now)
         elif outcome is Outcome.UNAUTHORIZED:

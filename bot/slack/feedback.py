@@ -131,6 +131,13 @@ class SlackFeedback:
         authors = {message.get("bot_id"), message.get("user")} - {None}
         return bool(authors & self.watched) or (own_bot_id is not None and own_bot_id in authors)
 
+    def is_bridge_note(self, message: dict[str, Any], own_bot_id: str | None) -> bool:
+        """True for this app's own messages that the agent bridge didn't map when it posted
+        them (its error replies): they are no assistant replies, whatever the templates say."""
+        authors = {message.get("bot_id"), message.get("user")}
+        own = own_bot_id is not None and own_bot_id in authors
+        return own and bool(self.settings.agent_url) and not authors & self.watched
+
     def learn_bot_user(self, bot_id: Any, user_id: Any) -> None:
         """A watched bot's user ID, from a message or metadata event: its reactions aren't votes."""
         if bot_id in self.watched and isinstance(user_id, str) and user_id:
@@ -152,7 +159,7 @@ class SlackFeedback:
         ids = metadata_ids(message)
         if ids:
             return self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
-        if not self.is_watched(message, own_bot_id):
+        if not self.is_watched(message, own_bot_id) or self.is_bridge_note(message, own_bot_id):
             return None
         mapping = self.relay.templates.mapping(workspace, channel, ts, thread_ts)
         if not mapping:
