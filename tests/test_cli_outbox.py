@@ -414,6 +414,14 @@ def test_outbox_retry_needs_the_brixo_key(env: Env, brixo: FakeBrixo, tmp_path: 
     assert states(url) == {"d": DEAD}
 
 
+def test_outbox_retry_with_nothing_to_retry_needs_no_key(env: Env, tmp_path: Path) -> None:
+    seed(env()["DATABASE_URL"], [("p", PENDING, None)])
+    result = retry(env, tmp_path, BRIXO_API_KEY=None)
+    assert (result.returncode, result.stdout.strip()) == (0, "no dead letters to retry")
+    named = retry(env, tmp_path, 99, BRIXO_API_KEY=None)
+    assert (named.returncode, named.stdout.strip()) == (1, "no dead letter with ID 99")
+
+
 def test_outbox_retry_records_each_outcome_as_delivery_does(
     env: Env, brixo: FakeBrixo, tmp_path: Path
 ) -> None:
