@@ -628,3 +628,38 @@ def test_a_429_on_the_key_check_while_paused_keeps_the_pause(
     brixo.set_key(BRIXO_KEY)
     accepted = brixo.wait_for_accepted(1, timeout=10)
     assert accepted[0].at - limited[0].at >= 0.9, "sent within the Retry-After of the key check"
+
+
+@pytest.mark.parametrize("started", ["before the 429", "after it (a restart)"])
+def test_a_429_holds_the_sends_of_every_process_on_the_database(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, started: str
+) -> None:
+    """Another process (its own Database and worker on the same file) honours the hold too."""
+    other = Outbox(Database(outbox.db.url))
+    second = DeliveryWorker(
+        other,
+        BrixoClient(BRIXO_KEY, brixo.url),
+        2,
+        RetryPolicy(backoff_base=0.01, backoff_cap=0.05),
+        poll_interval=0.05,
+        probe_interval=0.1,
+        hold_check_interval=0.0,
+    )
+    other.deliverer = second
+    try:
+        if started == "before the 429":
+            second.start()
+            wait_until(lambda: second.brixo_state != "unknown", timeout=5)
+        make_worker()
+        brixo.fail_next(1, status=429, retry_after="2")
+        record(outbox, "m-limited")  # the first process's act gets the 429
+        wait_until(lambda: other.held_until() > time(), timeout=5)
+        limited = [r for r in brixo.requests if r.status == 429]
+        if started != "before the 429":
+            second.start()
+        record(other, "m-other")  # the second process's own act, due at once
+        accepted = {r.id: r.at for r in brixo.wait_for_accepted(2, timeout=10)}
+        assert accepted["m-other"] - limited[0].at >= 1.8, "sent within the other's Retry-After"
+    finally:
+        second.stop(timeout=2)
+        other.db.dispose()

@@ -585,3 +585,12 @@ def test_processes_starting_together_on_a_fresh_database_all_migrate(
     for database in databases:
         database.dispose()
     assert errors == []
+
+
+def test_the_sends_hold_only_ever_grows(store: Outbox) -> None:
+    assert store.held_until() == 0.0
+    store.hold(T0 + 10)
+    store.hold(T0 + 5)  # a shorter Retry-After seen later doesn't cut the hold short
+    assert store.held_until() == T0 + 10
+    store.hold(T0 + 20)
+    assert store.held_until() == T0 + 20

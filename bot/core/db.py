@@ -482,3 +482,12 @@ bot_users = Table(
     Column("bot_id", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# Until when Brixo asked (a 429's Retry-After) that nothing be sent: one row, "brixo", which
+# every process delivering from this database honours.
+holds = Table(
+    "brixo_holds",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("until", Float, nullable=False),
+)

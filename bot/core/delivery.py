@@ -162,6 +162,7 @@ class DeliveryWorker:
         probe_interval: float = 10.0,
         clock: Callable[[], float] = time,
         acks_first: AcksFirst | None = None,
+        hold_check_interval: float = 0.5,
     ) -> None:
         self.outbox = outbox
         self.sender = sender
@@ -171,6 +172,8 @@ class DeliveryWorker:
         self.poll_interval = poll_interval
         self.batch_window = batch_window
         self.probe_interval = probe_interval
+        self.hold_check_interval = hold_check_interval
+        self._next_hold_check = 0.0
         self.clock = clock
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self.brixo_state = "unknown"  # ok, unauthorized, unreachable
@@ -253,6 +256,7 @@ class DeliveryWorker:
         self._probe()
         while not self._stopping.is_set():
             try:
+                self._learn_hold()
                 self._upkeep()
                 self._claim_more()
                 results = self._collect(self._wait_time())
@@ -304,6 +308,7 @@ class DeliveryWorker:
             self._pool.submit(self._send, act)
 
     def _send(self, act: Claimed) -> None:
+        self._learn_hold()
         if self._stopping.is_set() or self._paused or self._hold_until > self.clock():
             self._results.put((act, None))
             return
@@ -372,6 +377,30 @@ class DeliveryWorker:
     def _observe(self, answer: Answer, now: float) -> None:
         with self._lock:
             self._observe_locked(answer, now)
+        if answer.retry_after:  # every process delivering from this database holds too
+            try:
+                self.outbox.hold(now + answer.retry_after)
+            except Exception:
+                log.exception("can't tell other processes to hold their sends")
+
+    def _learn_hold(self) -> None:
+        """At most every `hold_check_interval`: a hold another process was asked for (429)."""
+        now = self.clock()
+        with self._lock:
+            if now < self._next_hold_check:
+                return
+            self._next_hold_check = now + self.hold_check_interval
+        try:
+            until = self.outbox.held_until()
+        except Exception:
+            log.exception("can't read the sends' hold; going on")
+            return
+        with self._lock:
+            if until > max(self._hold_until, now):
+                log.info(
+                    "sends held %.1f s: Brixo asked for it (429) in another process", until - now
+                )
+                self._hold_until = until
 
     def _observe_locked(self, answer: Answer, now: float) -> None:
         if answer.outcome is Outcome.UNAUTHORIZED:

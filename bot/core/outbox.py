@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Update, bindparam, delete, func, insert, or_, select, update
 
 from bot.core.acts import Act, Target, clean_comment
-from bot.core.db import Database, DriverStatement, acts, seen, upsert, votes
+from bot.core.db import Database, DriverStatement, acts, holds, seen, upsert, votes
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,22 @@ class Outbox:
         """Write one act's outcome (as `settle`); False when `owner` no longer holds its lease."""
         with self.db.write() as conn:
             return bool(conn.execute(self._settle_sql, {**outcome, "owner": owner}).rowcount)
+
+    def hold(self, until: float) -> None:
+        """Ask every deliverer on this database to send nothing before `until` (a 429)."""
+        row = upsert(self.db, holds).values(name="brixo", until=until)
+        later = row.on_conflict_do_update(
+            index_elements=[holds.c.name],
+            set_={"until": row.excluded.until},
+            where=holds.c.until < row.excluded.until,
+        )
+        with self.db.write(wait_for_disk=False) as conn:
+            conn.execute(later)
+
+    def held_until(self) -> float:
+        """Until when sends are held for every deliverer (0 when they aren't)."""
+        with self.db.read(single=True) as conn:
+            return conn.scalar(select(holds.c.until).where(holds.c.name == "brixo")) or 0.0
 
     def renew(self, owner: str, lease: float, now: float) -> None:
         """Extend every lease `owner` holds; a dead owner's leases lapse within `lease`."""
