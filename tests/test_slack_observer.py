@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from time import monotonic
 from typing import Any
@@ -398,13 +399,14 @@ def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) ->
 
 
 def test_reactions_by_other_apps_bots_are_no_votes(start_relay: StartRelay) -> None:
-    """Slack says who is a bot (users.info), asked once per user: a reacji bot's 👍 on a
-    mapped reply is no vote; a person's are, and their second reaction asks nothing."""
+    """Slack says who is a bot (users.info), asked once per user after the ack: a reacji
+    bot's 👍 on a mapped reply is no vote; a person's are, and their second asks nothing."""
     app = start_relay(**WATCH)
     app.slack.bot_users.add("UREACJI")
     ts = map_by_metadata(app, "m-bots")
     react(app, ts, "+1", user="UREACJI", channel="C1")
     react(app, ts, "+1", user="U7", channel="C1")
+    app.brixo.wait_for_accepted(1)
     react(app, ts, "-1", user="U7", channel="C1", event_ts="1700000001.000001")
     settled(app, 2)
     assert values_of(app) == [
@@ -413,19 +415,33 @@ def test_reactions_by_other_apps_bots_are_no_votes(start_relay: StartRelay) -> N
     ]
     asked = [c.args["user"] for c in app.slack.calls_to("users.info")]
     assert sorted(asked) == ["U7", "UREACJI"]
+    assert ephemerals(app, "Thanks for your feedback!")[0].args["user"] == "U7"  # not the bot
+    react(app, ts, "-1", user="UREACJI", channel="C1", event_ts="1700000001.000002")
+    settled(app, 2)  # a bot already known is turned away before anything is stored
+    assert outbox(app)["pending"] == 0 and len(app.slack.calls_to("users.info")) == 2
 
 
-def test_a_reaction_whose_user_slack_cannot_tell_yet_is_taken_on_redelivery(
+def test_a_new_users_reaction_is_acked_at_once_and_held_until_slack_says_who_it_is(
     start_relay: StartRelay,
 ) -> None:
+    """Slack is asked after the ack, never before it; the act waits for the answer."""
     app = start_relay(**WATCH)
     ts = map_by_metadata(app, "m-later")
-    app.slack.fail_next("users.info", 1, status=429, retry_after="2")
-    event = sr.reaction_added("U8", "+1", "C1", ts)
+    asked, answer = threading.Event(), threading.Event()
+
+    def users_info(args: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        answer.wait(10)
+        return {"ok": True, "user": {"id": args.get("user"), "is_bot": False}}
+
+    app.slack.respond("users.info", users_info)
     started = monotonic()
-    assert app.sender.event(event, event_id="Ev-who").status_code >= 500
-    assert monotonic() - started < 1.5  # the 429 is not waited out before the ack
-    ok(app.sender.event(event, event_id="Ev-who", retry_num=1))
+    react(app, ts, "+1", user="U8", channel="C1")
+    assert monotonic() - started < 1.0  # acked while users.info is still unanswered
+    assert asked.wait(10), "Slack was never asked who U8 is"
+    assert app.brixo.accepted == [] and outbox(app)["pending"] == 1  # stored, held
+    answer.set()
+    app.brixo.wait_for_accepted(1)
     settled(app, 1)
     assert values_of(app) == [("messages", "m-later", "thumbs_up")]
 

@@ -594,3 +594,16 @@ def test_the_sends_hold_only_ever_grows(store: Outbox) -> None:
     assert store.held_until() == T0 + 10
     store.hold(T0 + 20)
     assert store.held_until() == T0 + 20
+
+
+def test_an_act_held_for_a_check_is_released_or_discarded(store: Outbox) -> None:
+    """A reaction held while Slack is asked whether its user is a bot: not due, not leased."""
+    held = store.record(act("held-1"), T0, not_before=T0 + 10).act_id
+    bot = store.record(act("held-2", user="UBOT2"), T0, not_before=T0 + 10).act_id
+    assert held and bot
+    assert store.claim("o1", 10, 15.0, T0 + 1) == []  # neither is due yet
+    store.release_now(held, T0 + 1)
+    assert [c.id for c in store.claim("o1", 10, 15.0, T0 + 1)] == [held]
+    assert store.discard(bot)
+    assert store.counts(T0 + 1)["pending"] == 1  # only the released one, leased to o1
+    assert not store.discard(held)  # under way: it stays

@@ -150,12 +150,14 @@ class Outbox:
         *,
         comment_until: float | None = None,
         seen_key: str | None = None,
+        not_before: float | None = None,
     ) -> Recorded:
         """Store an act, unless its event was seen or it repeats the person's vote within 24 h.
 
-        With `comment_until` the act waits for a comment until then; otherwise it is due now.
+        With `comment_until` the act waits for a comment until then; with `not_before` it is
+        due then (`release_now` or `discard` may settle it first); otherwise it is due now.
         """
-        waiting = comment_until is not None
+        waiting = comment_until is not None or not_before is not None
         comment = clean_comment(act.comment)
 
         def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None]:
@@ -185,9 +187,9 @@ class Outbox:
                 "occurred_at": act.occurred_at,
                 "channel": act.channel,
                 "ts": act.ts,
-                "state": AWAITING_COMMENT if waiting else PENDING,
+                "state": AWAITING_COMMENT if comment_until is not None else PENDING,
                 "attempts": 0,
-                "next_attempt_at": comment_until if waiting else now,
+                "next_attempt_at": comment_until or not_before or now,
                 "created_at": now,
                 "lease_owner": lease[0] if lease else None,
                 "lease_until": lease[1] if lease else None,
@@ -220,6 +222,29 @@ class Outbox:
     def _wake(self) -> None:
         if self.deliverer:
             self.deliverer.wake()
+
+    def release_now(self, act_id: int, now: float) -> None:
+        """Make an act held with `not_before` due now (unless a deliverer already took it)."""
+        with self.db.write() as conn:
+            conn.execute(
+                update(acts)
+                .where(acts.c.id == act_id, acts.c.state == PENDING, acts.c.lease_owner.is_(None))
+                .values(next_attempt_at=now)
+            )
+        self._wake()
+
+    def discard(self, act_id: int) -> bool:
+        """Forget an act not sent yet (it was no vote after all); False when it is under way."""
+        with self.db.write() as conn:
+            gone = conn.execute(
+                delete(acts).where(
+                    acts.c.id == act_id,
+                    acts.c.state.in_((PENDING, AWAITING_COMMENT)),
+                    acts.c.attempts == 0,
+                    acts.c.lease_owner.is_(None),
+                )
+            ).rowcount
+        return bool(gone)
 
     def finish_comment(
         self, act_id: int, workspace: str, user_id: str, comment: str | None, now: float

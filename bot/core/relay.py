@@ -90,11 +90,22 @@ class Relay:
         ask = self.settings.ask_comment
         return ask == "always" or (ask == "negative" and value == DOWN)
 
-    def record_act(self, act: Act, *, ask_comment: bool, seen_key: str | None = None) -> Recorded:
-        """Store an act (waiting COMMENT_WAIT for its comment with `ask_comment`); log one line."""
+    def record_act(
+        self,
+        act: Act,
+        *,
+        ask_comment: bool,
+        seen_key: str | None = None,
+        hold_for: float | None = None,
+    ) -> Recorded:
+        """Store an act (waiting COMMENT_WAIT for its comment with `ask_comment`, else due in
+        `hold_for` seconds when given, else now); log one line."""
         now = time()
         until = now + self.settings.comment_wait if ask_comment else None
-        recorded = self.outbox.record(act, now, comment_until=until, seen_key=seen_key)
+        not_before = now + hold_for if hold_for is not None and until is None else None
+        recorded = self.outbox.record(
+            act, now, comment_until=until, seen_key=seen_key, not_before=not_before
+        )
         if not recorded.created:
             outcome = f"skipped ({recorded.reason})"
         else:

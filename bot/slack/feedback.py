@@ -241,8 +241,10 @@ class SlackFeedback:
         ask_comment: bool,
         seen_key: str | None = None,
         comment: str | None = None,
+        hold_for: float | None = None,
     ) -> Recorded:
-        """Store the act for a mapped vote; with `ask_comment` it waits for the comment."""
+        """Store the act for a mapped vote; with `ask_comment` it waits for the comment, with
+        `hold_for` it is due only that many seconds later (unless released sooner)."""
         act = Act(
             platform="slack",
             workspace=vote.workspace,
@@ -255,7 +257,9 @@ class SlackFeedback:
             channel=vote.channel,
             ts=vote.ts,
         )
-        return self.relay.record_act(act, ask_comment=ask_comment, seen_key=seen_key)
+        return self.relay.record_act(
+            act, ask_comment=ask_comment, seen_key=seen_key, hold_for=hold_for
+        )
 
 
 def ephemeral(client: WebClient, channel: str, user: str, text: str, **extra: Any) -> None:

@@ -102,14 +102,21 @@ def fetch_thread(client: WebClient, channel: str, thread_ts: str) -> list[dict[s
 class SlackUsers:
     """Which users are bots, asked of Slack (`users.info`) once per user and process.
 
-    Reactions carry no hint of who made them: a user the relay doesn't know yet is looked up
-    before the ack (fail fast, as for replies). Without the `users:read` scope, or for a user
-    Slack can't find, the reaction counts as a person's.
+    Reactions carry no hint of who made them. Without the `users:read` scope, or for a user
+    Slack can't find, a reaction counts as a person's.
     """
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self._bots: dict[str, bool] = {}
+
+    def knows(self, user_id: str) -> bool:
+        """True when Slack was already asked about this user."""
+        return user_id in self._bots
+
+    def is_bot_known(self, user_id: str) -> bool:
+        """True for a user Slack already said is a bot (asks nothing)."""
+        return self._bots.get(user_id, False)
 
     def is_bot(self, client: WebClient, user_id: str) -> bool:
         """True for a bot user (or Slackbot); raises one of SLACK_UNAVAILABLE for now."""
@@ -117,7 +124,7 @@ class SlackUsers:
         if known is not None:
             return known
         try:
-            user = lookup_client(client).users_info(user=user_id).get("user") or {}
+            user = client.users_info(user=user_id).get("user") or {}
         except SlackApiError as error:
             raise_if_transient(error)
             log.info(

@@ -16,6 +16,7 @@ from bot.slack.agent import AgentBridge, Question
 from bot.slack.blocks import add_comment_blocks
 from bot.slack.feedback import SlackFeedback, Vote, ephemeral, metadata_ids, workspace_of
 from bot.slack.listeners.common import dig, slack_time, text_field
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 
 log = logging.getLogger("bot.slack")
 
@@ -31,12 +32,16 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     ) -> None:
         """Ack path: a 👍/👎 reaction on a mapped reply becomes an act."""
         handoff = reaction_act(feedback, body, event, context, client)
-        if handoff.get("act_id") and (handoff.get("ask") or feedback.settings.ack_message):
+        follows = handoff.get("ask") or handoff.get("check_user") or feedback.settings.ack_message
+        if handoff.get("act_id") and follows:
             feedback.follow_ups.submit(follow_up_reaction, handoff, client)
 
     def follow_up_reaction(handoff: dict[str, Any], client: WebClient) -> None:
-        """After the ack: thanks, with an "Add a comment" button when a comment is asked for."""
+        """After the ack: whether a user not seen before is a bot (its act is then discarded),
+        then thanks, with an "Add a comment" button when a comment is asked for."""
         act_id, text = handoff["act_id"], feedback.settings.ack_message
+        if handoff.get("check_user") and not settle_unknown_user(feedback, handoff, client):
+            return
         where = {"thread_ts": handoff.get("thread_ts")}
         if handoff.get("ask"):
             ephemeral(
@@ -96,6 +101,34 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     app.event("assistant_thread_context_changed")(nothing)
 
 
+# How long a reaction by a user not seen before waits for Slack to say whether it is a bot's.
+USER_CHECK_HOLD = 10.0
+
+
+def settle_unknown_user(
+    feedback: SlackFeedback, handoff: dict[str, Any], client: WebClient
+) -> bool:
+    """After the ack: is the user of a held reaction a bot? A bot's act is discarded (False);
+    a person's is due at once, unless it waits for a comment (True)."""
+    act_id, user = handoff["act_id"], handoff["user"]
+    try:
+        bot = feedback.slack_users.is_bot(client, user)
+    except SLACK_UNAVAILABLE as error:
+        reason = unavailable_reason(error)
+        log.warning("can't ask Slack whether %s is a bot (%s): counting the reaction", user, reason)
+        bot = False
+    outbox = feedback.relay.outbox
+    if not bot:
+        if not handoff.get("ask"):
+            outbox.release_now(act_id, time())
+        return True
+    if outbox.discard(act_id):
+        log.info("reaction by bot user %s: act=%s discarded, no signal", user, act_id)
+    else:
+        log.warning("reaction by bot user %s: act=%s was already being sent", user, act_id)
+    return False
+
+
 def reaction_act(
     feedback: SlackFeedback,
     body: dict[str, Any],
@@ -110,7 +143,7 @@ def reaction_act(
     workspace = workspace_of(context)
     if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
         return {}
-    if feedback.is_bot_user(user, context.bot_user_id):
+    if feedback.is_bot_user(user, context.bot_user_id) or feedback.slack_users.is_bot_known(user):
         return {}  # a bot's reaction, the relay's own seeded ones included
     mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
     if not mapping:
@@ -120,9 +153,6 @@ def reaction_act(
             channel,
             ts,
         )
-        return {}
-    if feedback.slack_users.is_bot(client, user):
-        log.info("reaction by bot user %s on a mapped reply: no signal", user)
         return {}
     event_id = text_field(body, "event_id")
     vote = Vote(
@@ -135,14 +165,19 @@ def reaction_act(
         "reaction",
     )
     ask = feedback.wants_comment(value)
+    # A user not seen before may be another app's bot: Slack is asked after the ack, and the
+    # act is held meanwhile (due anyway after USER_CHECK_HOLD, should that answer never come).
+    check_user = not feedback.slack_users.knows(user)
     recorded = feedback.record_vote(
         vote,
         mapping,
         ask_comment=ask,
         seen_key=f"event:{workspace}:{event_id}" if event_id else None,
+        hold_for=USER_CHECK_HOLD if check_user else None,
     )
     return {
         "act_id": recorded.act_id,
+        "check_user": check_user and recorded.created,
         "ask": ask,
         "value": value,
         "channel": channel,
