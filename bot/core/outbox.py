@@ -224,8 +224,11 @@ class Outbox:
             self.deliverer.wake()
 
     def release_now(self, act_id: int, now: float) -> None:
-        """Make an act held with `not_before` due now (unless a deliverer already took it)."""
-        with self.db.write() as conn:
+        """Make an act held with `not_before` due now (unless a deliverer already took it).
+
+        Written without waiting for the disk: lost in a crash, the act is due at `not_before`.
+        """
+        with self.db.write(wait_for_disk=False) as conn:
             conn.execute(
                 update(acts)
                 .where(acts.c.id == act_id, acts.c.state == PENDING, acts.c.lease_owner.is_(None))
