@@ -35,6 +35,7 @@ from benchmarks.traffic import (
     BRIXO_KEY,
     CHANNEL,
     CLICK,
+    PEOPLE,
     REACTION,
     SIGNING_SECRET,
     TEAM,
@@ -569,7 +570,8 @@ def report(
         f"{plan.paced_rate:.0f}/s, open loop, in {LIGHT_ROUNDS} rounds with all servers up and "
         "taking turns (so the machine's drift hits them alike); under load: "
         f"{plan.burst} votes over {CONCURRENCY} keep-alive connections at full speed "
-        "(Brixo 0 ms). Half reactions, half 👍/👎 clicks, every vote on a mapped reply.",
+        "(Brixo 0 ms). Half reactions, half 👍/👎 clicks, every vote on a mapped reply, "
+        f"by {PEOPLE} people per run of traffic.",
         "",
         "| | " + " | ".join(r.name for r in rows) + " |",
         "|---|" + "---|" * len(rows),

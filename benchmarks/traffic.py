@@ -1,8 +1,9 @@
 """Signed Slack traffic (reactions and 👍/👎 clicks on pre-mapped replies) and the load generator.
 
-Vote `i` is one person's vote on reply `i`: user `U{i}`, reply ts `ts_of(i)`, mapped to the
-customer's message ID `message_id_of(ts_of(i))`, so every vote is one act and one signal, and
-Brixo's distinct IDs tell which acts arrived. Even votes are reactions, odd ones button clicks.
+Vote `i` is a vote on reply `i` by one of PEOPLE people (user `U{run}p{i % PEOPLE}`), reply ts
+`ts_of(i)`, mapped to the customer's message ID `message_id_of(ts_of(i))`, so every vote is one
+act and one signal, and Brixo's distinct IDs tell which acts arrived. Even votes are reactions,
+odd ones button clicks.
 """
 
 from __future__ import annotations
