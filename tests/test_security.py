@@ -236,6 +236,9 @@ SAFE_RAW_SQL = {
     ('conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})', "db.py"),
     ('cursor.execute("PRAGMA synchronous=FULL")', "db.py"),
     ('cursor.execute("PRAGMA busy_timeout=30000")', "db.py"),
+    ('driver.execute("SAVEPOINT job")', "db.py"),
+    ('driver.execute("ROLLBACK TO job")', "db.py"),
+    ('driver.execute("RELEASE job")', "db.py"),
 }
 RAW = re.compile(
     r"[\w.]*(?:exec_driver_sql|execute|executemany|executescript)\(\s*(?:text\()?\s*[frbu]*[\"']"

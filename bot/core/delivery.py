@@ -428,14 +428,14 @@ class DeliveryWorker:
     def _probe(self) -> None:
         """Ask Brixo whether the key works, without sending a signal.
 
-        A 429 or 5xx says nothing of the key: a pause goes on, and a 429's Retry-After holds
-        every send as it would after a signal.
+        An answer with Retry-After (a 429) says nothing of the key and asks to wait: a pause
+        goes on, and every send is held as it would be after a signal.
         """
         answer = self.sender.probe()
         now = self.clock()
         if answer.outcome is Outcome.UNAUTHORIZED:
             self._observe(answer, now)
-        elif answer.outcome is Outcome.RETRY and answer.status is not None:
+        elif answer.retry_after and answer.status is not None:
             self._observe(answer, now)
             self._next_probe = max(now + self.probe_interval, self._hold_until)
             self.brixo_state = "unauthorized" if self._paused else "ok"
