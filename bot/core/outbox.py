@@ -157,7 +157,7 @@ class Outbox:
         With `comment_until` the act waits for a comment until then; with `not_before` it is
         due then (`release_now` or `discard` may settle it first); otherwise it is due now.
         """
-        waiting = comment_until is not None or not_before is not None
+        later = comment_until is not None or not_before is not None  # not due at once
         comment = clean_comment(act.comment)
 
         def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None]:
@@ -173,7 +173,7 @@ class Outbox:
             }
             if self._vote.first(conn, vote) is None:
                 return Recorded(None, "same vote within 24 h")
-            lease = None if waiting or not self.deliverer else self.deliverer.lease_new(now)
+            lease = None if later or not self.deliverer else self.deliverer.lease_new(now)
             row = {
                 "platform": act.platform,
                 "workspace": act.workspace,
@@ -215,7 +215,7 @@ class Outbox:
                 created_at=now,
             )
             self.deliverer.take(fresh)
-        elif not waiting:
+        elif not later:
             self._wake()
         return Recorded(act_id)
 

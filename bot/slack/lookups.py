@@ -21,7 +21,8 @@ SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
 
 def lookup_client(client: WebClient) -> WebClient:
     """`client` for lookups before the ack: no retries (nor waits on Retry-After), a short
-    timeout. A 429, 5xx or timeout fails the request, and Slack redelivers the event later."""
+    timeout. A 429, 5xx or timeout fails the lookup: an event's request then fails and Slack
+    redelivers it; a click is looked up again after the ack, with `client` itself."""
     return WebClient(
         token=client.token,
         base_url=client.base_url,

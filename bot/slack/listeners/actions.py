@@ -142,7 +142,8 @@ def click_act(
         )
     except SLACK_UNAVAILABLE as error:
         reason = unavailable_reason(error)
-        log.info("can't look the clicked message up yet (%s): trying again after the ack", reason)
+        if before_ack:
+            log.info("can't look the clicked message up yet (%s): again after the ack", reason)
         return {**handoff, "own_bot_id": own_bot_id, "before_ack": before_ack, "error": reason}
     if not mapping:
         log.info(
