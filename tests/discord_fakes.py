@@ -85,14 +85,14 @@ def text_channel(channel_id: str = CHANNEL, guild_id: str = GUILD) -> dict[str, 
 
 
 def thread_channel(
-    thread_id: str = THREAD, parent_id: str = CHANNEL, guild_id: str = GUILD
+    thread_id: str = THREAD, parent_id: str = CHANNEL, guild_id: str = GUILD, owner: str = PERSON
 ) -> dict[str, Any]:
-    """A public thread object."""
+    """A public thread object, started by `owner`."""
     return {
         "id": thread_id,
         "guild_id": guild_id,
         "parent_id": parent_id,
-        "owner_id": PERSON,
+        "owner_id": owner,
         "name": "a thread",
         "type": 11,
         "last_message_id": None,
@@ -473,7 +473,8 @@ class FakeDiscordAPI(LocalHTTPFake):
             recipient = user(str(doc.get("recipient_id", PERSON)))
             return 200, {"id": DM_CHANNEL, "type": 1, "recipients": [recipient]}
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path):
-            return 200, {**thread_channel(match[2], match[1]), "name": doc.get("name", "")}
+            thread = thread_channel(match[2], match[1], owner=BOT_ID)
+            return 200, {**thread, "name": doc.get("name", "")}
         if method == "POST" and (match := re.fullmatch(r"/channels/(\d+)/messages", path)):
             guild = None if match[1] == DM_CHANNEL else GUILD
             sent = message(

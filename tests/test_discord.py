@@ -214,6 +214,21 @@ def test_thread_mentions_share_the_thread_conversation(
     assert len(agent.requests) == 2
 
 
+def test_the_threads_it_starts_need_no_mention(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    bot = start()
+    question, reply = ask(bot, api)
+    # Discord announces the thread the relay started on the question.
+    bot.feed("THREAD_CREATE", df.thread_channel(question["id"], owner=df.BOT_ID))
+    bot.feed("MESSAGE_CREATE", df.message("and then?", channel_id=question["id"]))
+    api.wait_for_sent(question["id"], 2)
+    follow_up = agent.wait_for_requests(2)[1].json or {}
+    assert (follow_up["text"], follow_up["thread_ts"]) == ("and then?", question["id"])
+    assert follow_up["conversation_id"] == f"conv-{question['id']}"
+    assert len(api.calls_to("POST", r".*/threads")) == 1
+
+
 def test_without_thread_permission_the_answer_replies_in_the_channel(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:
@@ -231,10 +246,15 @@ def test_agent_failure_gets_a_short_reply_and_records_nothing(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:
     agent.fail_next(1, status=500)
-    bot = start()
+    bot = start(MESSAGE_ID_TEMPLATE="m-{channel}-{ts}", ASK_COMMENT="never")
     _, reply = ask(bot, api)
     assert reply["content"] == AGENT_ERROR_REPLY and not reply["components"]
     assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
+    # The error reply is no assistant reply: a 👍 on it is no vote, whatever the templates say.
+    vote = df.reaction_add(reply["id"], channel_id=reply["channel_id"], author=df.BOT_ID)
+    bot.feed("MESSAGE_REACTION_ADD", vote)
+    bot.loop.settle()
+    assert bot.acts() == 0
 
 
 def test_observer_maps_seeds_and_counts_reactions(
@@ -282,6 +302,14 @@ def test_observer_maps_seeds_and_counts_reactions(
     bot.feed("INTERACTION_CREATE", submit)
     got = brixo.wait_for_accepted(2)[1]
     assert (got.attributes["value"], got.attributes["user_message"]) == ("thumbs_down", "meh")
+
+    # The relay's own DM is no assistant reply: a 👍 on it is no vote.
+    on_offer = df.reaction_add(
+        offer["id"], channel_id=df.DM_CHANNEL, guild_id=None, author=df.BOT_ID
+    )
+    bot.feed("MESSAGE_REACTION_ADD", on_offer)
+    bot.loop.settle()
+    assert bot.acts() == 2
 
 
 def test_reaction_comment_goes_without_when_dms_are_closed(
@@ -360,6 +388,18 @@ def test_rate_this_conversation_gives_one_conversation_signal(
     assert callback(api, 4)["data"]["content"] == PICK_A_RATING
     bot.loop.settle()
     assert bot.acts() == 1
+
+    # The person's question, in the channel, starts the thread: it rates the same conversation.
+    bot.feed("INTERACTION_CREATE", df.message_command(question))
+    custom_id = callback(api, 5)["data"]["custom_id"]
+    assert custom_id == f"brixo:rate:{question['id']}"
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "up"))
+    got = brixo.wait_for_accepted(2)[1]
+    assert (got.kind, got.id, got.attributes["value"]) == (
+        "conversations",
+        f"conv-{question['id']}",
+        "thumbs_up",
+    )
 
 
 def test_rate_this_conversation_is_registered_once(start: StartBot, api: FakeDiscordAPI) -> None:

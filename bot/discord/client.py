@@ -119,7 +119,8 @@ class RelayClient(discord.Client):
     # --- messages: observer and agent bridge ---------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
-        """Map and seed a watched bot's reply; send a person's DM or mention to the agent."""
+        """Map and seed a watched bot's reply; send a person's DM, mention or message in a
+        thread the relay started to the agent."""
         if self.user is None or message.author.id == self.user.id:
             return
         authors = [str(message.author.id), str(message.webhook_id or "")]
@@ -132,6 +133,10 @@ class RelayClient(discord.Client):
             return
         if place_of(message).workspace == DM or self.user in message.mentions:
             await self.answer(message)
+        elif (
+            isinstance(message.channel, discord.Thread) and message.channel.owner_id == self.user.id
+        ):
+            await self.answer(message)  # the thread it started for a question: no mention needed
 
     async def seed(self, message: discord.Message) -> None:
         """Add 👍 and 👎 so people only have to click one."""

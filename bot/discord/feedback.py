@@ -149,10 +149,24 @@ class DiscordFeedback:
         return self.relay.mappings.conversation(workspace, channel, root)
 
     def resolve_conversation(self, place: Place) -> str | None:
-        """The conversation ID of the conversation holding a message (see `Relay`)."""
+        """The conversation ID of the conversation holding a message (see `Relay`).
+
+        A channel message may also start a thread (the thread's ID is the message's): the
+        conversation the agent bridge recorded there counts as this message's too.
+        """
         return self.relay.conversation_of(
-            place.workspace, place.channel, place.message, self.root_of(place)
+            place.workspace,
+            place.channel,
+            place.message,
+            self.root_of(place),
+            discover=lambda: self.thread_started_on(place),
         )
+
+    def thread_started_on(self, place: Place) -> str | None:
+        """The conversation recorded for the thread started on a channel message, if any."""
+        if place.thread or place.workspace == DM:
+            return None
+        return self.relay.mappings.conversation(place.workspace, place.message, place.message)
 
     @staticmethod
     def root_of(place: Place) -> str:
@@ -166,9 +180,13 @@ class DiscordFeedback:
         return author is not None and author in self.watched
 
     def resolve(self, place: Place, author: str | None) -> Mapping | None:
-        """A reply's IDs: recorded, else (watched or own replies) from the templates."""
+        """A reply's IDs: recorded, else (watched bots' replies only) from the templates.
+
+        The relay's own messages that it didn't record when posting them (the agent bridge's
+        error replies, "Add a comment" DMs) are no assistant replies, whatever the templates say.
+        """
         mapping = self.relay.mappings.message(place.workspace, place.channel, place.message)
-        if mapping or not (self.is_watched(author) or (author and author == self.own_id)):
+        if mapping or not self.is_watched(author):
             return mapping
         mapping = self.relay.templates.mapping(
             place.workspace, place.channel, place.message, place.thread
