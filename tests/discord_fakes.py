@@ -33,6 +33,7 @@ DM_CHANNEL = "940000000000000001"
 PERSON = "950000000000000001"
 OTHER_PERSON = "950000000000000002"
 WATCHED_BOT = "960000000000000001"
+BOT_ROLE = "970000000000000001"  # the role Discord gives the relay's bot in a guild
 STAMP = "2026-01-01T00:00:00.000000+00:00"
 
 _counter = itertools.count(1)
@@ -126,7 +127,19 @@ def guild_create(guild_id: str = GUILD) -> dict[str, Any]:
                 "managed": False,
                 "mentionable": False,
                 "flags": 0,
-            }
+            },
+            {
+                "id": BOT_ROLE,
+                "name": "Relay",
+                "permissions": "0",
+                "position": 1,
+                "color": 0,
+                "hoist": False,
+                "managed": True,
+                "mentionable": True,
+                "flags": 0,
+                "tags": {"bot_id": BOT_ID},
+            },
         ],
         "emojis": [],
         "stickers": [],
@@ -162,6 +175,7 @@ def message(
     guild_id: str | None = GUILD,
     message_id: str | None = None,
     mentions: tuple[str, ...] = (),
+    role_mentions: tuple[str, ...] = (),
     components: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A message object (also MESSAGE_CREATE's payload)."""
@@ -175,7 +189,7 @@ def message(
         "tts": False,
         "mention_everyone": False,
         "mentions": [user(m, m == BOT_ID) for m in mentions],
-        "mention_roles": [],
+        "mention_roles": list(role_mentions),
         "attachments": [],
         "embeds": [],
         "pinned": False,

@@ -214,6 +214,19 @@ def test_thread_mentions_share_the_thread_conversation(
     assert len(agent.requests) == 2
 
 
+def test_a_mention_of_the_bots_role_asks_too(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    bot = start()
+    text = f"<@&{df.BOT_ROLE}> how?"
+    bot.feed("MESSAGE_CREATE", df.message(text, role_mentions=(df.BOT_ROLE,)))
+    assert (agent.wait_for_requests(1)[0].json or {})["text"] == "how?"
+    # Another role's mention is no question for the bot.
+    bot.feed("MESSAGE_CREATE", df.message(f"<@&{df.GUILD}> hi", role_mentions=(df.GUILD,)))
+    bot.loop.settle()
+    assert len(agent.requests) == 1
+
+
 def test_the_threads_it_starts_need_no_mention(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:

@@ -131,12 +131,22 @@ class RelayClient(discord.Client):
             return
         if message.author.bot or not self.agent:
             return
-        if place_of(message).workspace == DM or self.user in message.mentions:
+        if place_of(message).workspace == DM or self.mentions_me(message):
             await self.answer(message)
         elif (
             isinstance(message.channel, discord.Thread) and message.channel.owner_id == self.user.id
         ):
             await self.answer(message)  # the thread it started for a question: no mention needed
+
+    def own_roles(self, message: discord.Message) -> list[int]:
+        """IDs of the bot's own role mentioned in the message (Discord offers it beside the
+        bot's user when someone types "@Bot")."""
+        assert self.user
+        return [r.id for r in message.role_mentions if r.tags and r.tags.bot_id == self.user.id]
+
+    def mentions_me(self, message: discord.Message) -> bool:
+        """True when the message mentions the bot or its own role."""
+        return self.user in message.mentions or bool(self.own_roles(message))
 
     async def seed(self, message: discord.Message) -> None:
         """Add 👍 and 👎 so people only have to click one."""
@@ -153,7 +163,8 @@ class RelayClient(discord.Client):
         key = f"discord:agent:{place.workspace}:{place.channel}:{place.message}"
         if not await asyncio.to_thread(self.relay.first_time, key):
             return
-        text = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
+        mentions = [rf"<@!?{self.user.id}>", *(f"<@&{r}>" for r in self.own_roles(message))]
+        text = re.sub("|".join(mentions), "", message.content).strip()
         target, where, root, reference = await self._conversation_of(message, text)
         conversation = await asyncio.to_thread(
             self.feedback.conversation, place.workspace, where, root
