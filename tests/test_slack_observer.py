@@ -127,6 +127,24 @@ def test_vote_before_reply_seen_fetches_metadata_via_replies(start_relay: StartR
     )
 
 
+def test_vote_on_a_reply_deep_in_a_long_thread_fetches_that_reply(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH)
+    app.slack.replies_page = 15  # what some apps get from Slack
+    root = "1700000000.000001"
+    app.slack.add_message("C1", root, "question", user="U1")
+    for n in range(2, 40):
+        app.slack.add_message("C1", f"1700000000.{n:06d}", f"chat {n}", user="U1", thread_ts=root)
+    ts = "1700000000.000040"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", thread_ts=root, metadata=meta("m-40")
+    )
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-40", "thumbs_up")]
+
+
 def test_vote_before_reply_seen_fetches_metadata_via_history(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH)
     ts = "1700000000.000500"

@@ -51,14 +51,20 @@ def raise_if_transient(error: SlackApiError) -> None:
 def fetch_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
     """A message with its metadata, whether it is a thread reply or not.
 
-    conversations.replies finds thread replies (and most top-level messages); when it
-    can't, conversations.history finds a top-level one.
+    conversations.replies finds thread replies (and most top-level messages), asked for the
+    one message, since a reply's ts gives its whole thread a page at a time; when it can't,
+    conversations.history finds a top-level one.
     """
     lookups = (
         (
             "replies",
             lambda: client.conversations_replies(
-                channel=channel, ts=ts, inclusive=True, include_all_metadata=True
+                channel=channel,
+                ts=ts,
+                oldest=ts,
+                latest=ts,
+                inclusive=True,
+                include_all_metadata=True,
             ),
         ),
         (

@@ -170,6 +170,9 @@ class FakeSlackAPI(LocalHTTPFake):
         self.bot_id = bot_id
         self.app_id = app_id
         self.scopes: list[str] = list(DEFAULT_SCOPES)
+        # conversations.replies' page when no limit is asked for (Slack's is larger, but some
+        # apps get 15).
+        self.replies_page = 1000
         self.valid_tokens: set[str] = set()
         # Block types chat.postMessage refuses with invalid_blocks (e.g. "context_actions").
         self.refused_blocks: set[str] = set()
@@ -429,28 +432,42 @@ class FakeSlackAPI(LocalHTTPFake):
         return out
 
     def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Like Slack: the thread holding `ts` (a reply's ts gives its whole thread), parent
+        first, then replies between `oldest` and `latest`, at most `limit` (else a page)."""
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
         with_meta = _truthy(args.get("include_all_metadata", False))
+        inclusive = _truthy(args.get("inclusive", False))
+        oldest = _ts_key(args.get("oldest") or 0)
+        latest = _ts_key(args["latest"]) if args.get("latest") else None
         with self._lock:
+            found = [m for m in self._messages.get(channel, []) if m["ts"] == ts]
+            root = str(found[0].get("thread_ts") or ts) if found else ts
             msgs = [
                 m
                 for m in self._messages.get(channel, [])
-                if m["ts"] == ts or m.get("thread_ts") == ts
+                if m["ts"] == root or m.get("thread_ts") == root
             ]
-        if not any(m["ts"] == ts for m in msgs):
+        if not found:
             return {"ok": False, "error": "thread_not_found"}
-        msgs.sort(key=lambda m: (m["ts"] != ts, _ts_key(m["ts"])))
-        limit = int(args.get("limit") or 0) or len(msgs)
-        rendered = [self._render(m, with_meta) for m in msgs[:limit]]
-        replies = [m for m in msgs if m["ts"] != ts]
-        if replies and rendered[0]["ts"] == ts and not rendered[0].get("thread_ts"):
-            rendered[0]["thread_ts"] = ts
-        if replies and rendered[0]["ts"] == ts:
+        msgs.sort(key=lambda m: (m["ts"] != root, _ts_key(m["ts"])))
+        replies = [m for m in msgs if m["ts"] != root]
+
+        def in_range(m: dict[str, Any]) -> bool:
+            key = _ts_key(m["ts"])
+            after = key > oldest or (inclusive and key == oldest)
+            before = latest is None or key < latest or (inclusive and key == latest)
+            return after and before
+
+        picked = [m for m in msgs if in_range(m)]
+        limit = int(args.get("limit") or 0) or self.replies_page
+        rendered = [self._render(m, with_meta) for m in picked[:limit]]
+        if replies and rendered and rendered[0]["ts"] == root:
+            rendered[0].setdefault("thread_ts", root)
             rendered[0]["reply_count"] = len(replies)
         return {
             "ok": True,
             "messages": rendered,
-            "has_more": limit < len(msgs),
+            "has_more": limit < len(picked),
             "response_metadata": {"next_cursor": ""},
         }
 
