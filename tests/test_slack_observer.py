@@ -58,12 +58,32 @@ def watched_reply(
 
 
 def test_reply_mapped_from_metadata_posted_event(start_relay: StartRelay) -> None:
-    app = start_relay(**WATCH)
+    app = start_relay(**WATCH, ACK_MESSAGE="")
     ts = map_by_metadata(app, "cust-msg-1", "cust-conv-1", channel="C1")
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-1", "thumbs_up")]
     assert app.slack.calls_to("conversations.replies") == []
+
+
+def test_thanks_find_the_thread_of_a_reply_mapped_by_its_metadata_event(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH)
+    root, ts = "1700000000.000001", "1700000000.000002"
+    app.slack.add_message("C1", root, "question", user="U1")
+    reply = {"user": "UASSIST", "bot_id": "BASSIST", "thread_ts": root}
+    app.slack.add_message("C1", ts, "answer", **reply, metadata=meta("m-1", "conv-1"))
+    map_by_metadata(app, "m-1", "conv-1", channel="C1", ts=ts)  # the event has no thread
+    react(app, ts, "+1", channel="C1")
+    thanks = app.slack.wait_for_call("chat.postEphemeral", 1)[0]
+    assert thanks.args["thread_ts"] == root
+    # Slack was asked once: the thread is kept, for the next vote and the thread's conversation.
+    react(app, ts, "-1", channel="C1", user="U2")
+    second = app.slack.wait_for_call("chat.postEphemeral", 2)[1]
+    assert second.args["thread_ts"] == root
+    assert len(app.slack.calls_to("conversations.replies")) == 1
+    assert app.relay.mappings.conversation("T1", "C1", root) == "conv-1"
 
 
 def test_reply_mapped_from_message_event_metadata_and_seeded_once(

@@ -17,7 +17,14 @@ from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.bot_users import BotUsers
 from bot.slack.follow_ups import FollowUps
-from bot.slack.lookups import SlackUsers, fetch_message, fetch_thread, lookup_client
+from bot.slack.lookups import (
+    SLACK_UNAVAILABLE,
+    SlackUsers,
+    fetch_message,
+    fetch_thread,
+    lookup_client,
+    unavailable_reason,
+)
 from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
@@ -196,6 +203,28 @@ class SlackFeedback:
         if not message or not same_workspace(message, workspace):
             return None
         return self.map_message(workspace, channel, message, own_bot_id)
+
+    def thread_of(self, client: WebClient, workspace: str, channel: str, ts: str) -> str | None:
+        """The thread of a reply mapped without one (metadata events carry none), asked of
+        Slack once a day per reply and kept; None outside threads or when Slack can't say."""
+        if not self.relay.first_time(f"thread:{workspace}:{channel}:{ts}"):
+            return None
+        try:
+            message = fetch_message(client, channel, ts)
+        except SLACK_UNAVAILABLE as error:
+            log.info(
+                "can't find the thread of %s in %s: %s", ts, channel, unavailable_reason(error)
+            )
+            return None
+        if not message or not same_workspace(message, workspace):
+            return None
+        thread_ts = message.get("thread_ts")
+        if not isinstance(thread_ts, str) or thread_ts == ts:
+            return None
+        ids = metadata_ids(message)
+        if ids:
+            self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
+        return thread_ts
 
     def resolve_conversation(
         self, client: WebClient, workspace: str, channel: str, ts: str, thread_ts: str | None

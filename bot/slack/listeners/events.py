@@ -42,7 +42,12 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         act_id, text = handoff["act_id"], feedback.settings.ack_message
         if handoff.get("check_user") and not settle_unknown_user(feedback, handoff, client):
             return
-        where = {"thread_ts": handoff.get("thread_ts")}
+        if not (handoff.get("ask") or text):
+            return
+        thread_ts = handoff.get("thread_ts")
+        if handoff.get("thread_unknown"):
+            thread_ts = feedback.thread_of(client, *handoff["thread_unknown"])
+        where = {"thread_ts": thread_ts}
         if handoff.get("ask"):
             ephemeral(
                 client,
@@ -183,6 +188,10 @@ def reaction_act(
         "channel": channel,
         "user": user,
         "thread_ts": mapping.thread_ts,
+        # Mapped from metadata with no thread (its event carries none): Slack knows it.
+        "thread_unknown": (workspace, channel, ts)
+        if not mapping.thread_ts and mapping.source == METADATA
+        else None,
     }
 
 
