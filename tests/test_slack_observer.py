@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.slack.feedback import UNAVAILABLE_NOTE
-from bot.slack.listeners.shortcuts import UNAVAILABLE_THREAD
+from bot.slack.listeners.shortcuts import UNAVAILABLE_THREAD, UNMAPPED_THREAD
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -424,6 +424,26 @@ def test_a_click_slack_cannot_look_up_even_after_the_ack_gets_a_note(
     assert note[0].args["user"] == "U1"
     assert app.brixo.accepted == [] and outbox(app)["pending"] == 0
     assert any("vote click not recorded" in r.getMessage() for r in caplog.records)
+
+
+def test_the_conversation_template_rates_only_threads_an_assistant_replied_in(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**WATCH, CONVERSATION_ID_TEMPLATE="conv-{channel}-{thread_ts}")
+    people, answered = "1700000000.000100", "1700000000.000200"
+    app.slack.add_message("C1", people, "lunch?", user="U1")
+    app.slack.add_message("C1", "1700000000.000101", "sure", user="U2", thread_ts=people)
+    app.slack.add_message("C1", answered, "how?", user="U1")
+    reply = {"user": "UASSIST", "bot_id": "BASSIST", "thread_ts": answered}
+    app.slack.add_message("C1", "1700000000.000201", "like this", **reply)
+    # A thread of people only is no assistant conversation: a note, no modal.
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", people, thread_ts=people)))
+    wait_until(lambda: ephemerals(app, UNMAPPED_THREAD), message="no note")
+    assert app.slack.calls_to("views.open") == []
+    # The watched bot replied in the other thread (unseen by the relay): the template rates it.
+    _rate_conversation(app, answered, answered, 1)
+    settled(app, 1)
+    assert values_of(app) == [("conversations", f"conv-C1-{answered}", "thumbs_up")]
 
 
 def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) -> None:

@@ -67,11 +67,14 @@ class Relay:
         ts: str,
         root: str,
         discover: Callable[[], str | None] | None = None,
+        *,
+        templates: bool = True,
     ) -> str | None:
         """The conversation ID of message `ts`, whose conversation starts at `root`.
 
         Recorded for the root, else recorded with the message, else what `discover` finds (a
-        platform's own lookup), else CONVERSATION_ID_TEMPLATE; None when nothing gives one.
+        platform's own lookup), else (with `templates`) CONVERSATION_ID_TEMPLATE; None when
+        nothing gives one.
         """
         found = self.mappings.conversation(workspace, channel, root)
         if found:
@@ -80,7 +83,7 @@ class Relay:
         if mapping and mapping.conversation_id:
             return mapping.conversation_id
         discovered = discover() if discover else None
-        if discovered:
+        if discovered or not templates:
             return discovered
         from_templates = self.templates.mapping(workspace, channel, ts, root)
         return from_templates.conversation_id if from_templates else None

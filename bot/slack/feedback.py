@@ -227,12 +227,20 @@ class SlackFeedback:
         return thread_ts
 
     def resolve_conversation(
-        self, client: WebClient, workspace: str, channel: str, ts: str, thread_ts: str | None
+        self,
+        client: WebClient,
+        workspace: str,
+        channel: str,
+        ts: str,
+        thread_ts: str | None,
+        own_bot_id: str | None,
     ) -> str | None:
-        """The conversation ID of the thread holding message `ts`."""
+        """The conversation ID of the thread holding message `ts`: recorded, else from the
+        thread's metadata, else from the templates when an assistant replied in the thread."""
         root = thread_ts or ts
 
-        def from_metadata() -> str | None:
+        def from_thread() -> str | None:
+            assistant_replied = False
             for message in fetch_thread(client, channel, root):
                 if not same_workspace(message, workspace):
                     continue
@@ -243,9 +251,16 @@ class SlackFeedback:
                         workspace, channel, message["ts"], root, *ids, source=METADATA
                     )
                     return ids[1]
-            return None
+                assistant_replied = assistant_replied or (
+                    self.is_watched(message, own_bot_id)
+                    and not self.is_bridge_note(message, own_bot_id)
+                )
+            mapping = self.relay.templates.mapping(workspace, channel, ts, root)
+            return mapping.conversation_id if mapping and assistant_replied else None
 
-        return self.relay.conversation_of(workspace, channel, ts, root, from_metadata)
+        return self.relay.conversation_of(
+            workspace, channel, ts, root, from_thread, templates=False
+        )
 
     # --- votes ---------------------------------------------------------------------------
 

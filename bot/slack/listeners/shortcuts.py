@@ -33,10 +33,12 @@ def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the shortcut listener: ack at once, then find the conversation and open the modal."""
 
     def ack_shortcut(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
-        feedback.follow_ups.submit(open_rating, body, workspace_of(context), client)
+        feedback.follow_ups.submit(open_rating, body, workspace_of(context), context.bot_id, client)
         ack()
 
-    def open_rating(body: dict[str, Any], workspace: str | None, client: WebClient) -> None:
+    def open_rating(
+        body: dict[str, Any], workspace: str | None, own_bot_id: str | None, client: WebClient
+    ) -> None:
         channel = text_field(body, "channel", "id")
         ts = text_field(body, "message", "ts") or text_field(body, "message_ts")
         user = text_field(body, "user", "id")
@@ -46,7 +48,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         thread_ts = text_field(body, "message", "thread_ts") or ts
         try:
             conversation_id = feedback.resolve_conversation(
-                client, workspace, channel, ts, thread_ts
+                client, workspace, channel, ts, thread_ts, own_bot_id
             )
         except SLACK_UNAVAILABLE as error:
             log.warning(
