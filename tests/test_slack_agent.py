@@ -211,6 +211,14 @@ def test_agent_timeout_gives_error_reply(start_relay: StartRelay) -> None:
     _assert_error_reply_records_nothing(app, "1700000000.001700")
 
 
+def test_agent_timeout_bounds_the_whole_answer(start_relay: StartRelay) -> None:
+    """An answer that starts at once but takes longer than AGENT_TIMEOUT to arrive is late."""
+    app = start_relay(AGENT_TIMEOUT="500ms")
+    app.agent.trickle_next(1, seconds=3)
+    ok(app.sender.event(sr.message("D1", "U1", "slow", "1700000000.001750")))
+    _assert_error_reply_records_nothing(app, "1700000000.001750")
+
+
 def test_stalled_agent_never_delays_the_ack(start_relay: StartRelay) -> None:
     app = start_relay()
     app.agent.stall_next(2, seconds=3)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 import requests
@@ -13,6 +15,9 @@ from slack_sdk.errors import SlackApiError
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback, customer_id
 from bot.slack.follow_ups import FollowUps
+
+# An answer is posted as one Slack message (at most 40,000 characters): far more is no answer.
+MAX_ANSWER_BYTES = 1_000_000
 
 log = logging.getLogger("bot.agent")
 
@@ -113,14 +118,18 @@ class AgentBridge:
             "thread_ts": root,
             "conversation_id": conversation_id,
         }
+        deadline = monotonic() + self.timeout
         try:
-            response = self.session.post(self.url, json=payload, timeout=self.timeout)
+            with self.session.post(
+                self.url, json=payload, timeout=self.timeout, stream=True
+            ) as response:
+                if response.status_code != 200:
+                    raise AgentError(f"HTTP {response.status_code}")
+                body = read_by(response, deadline)
         except requests.RequestException as error:
             raise AgentError(type(error).__name__) from None
-        if response.status_code != 200:
-            raise AgentError(f"HTTP {response.status_code}")
         try:
-            data = response.json()
+            data = json.loads(body)
         except ValueError:
             raise AgentError("answer is not JSON") from None
         text = data.get("text") if isinstance(data, dict) else None
@@ -133,3 +142,16 @@ class AgentBridge:
             client.chat_postMessage(**message)
         except SlackApiError as error:
             log.warning("can't post to %s: %s", message["channel"], error.response.get("error"))
+
+
+def read_by(response: requests.Response, deadline: float) -> bytes:
+    """The whole body, unless it is still arriving at `deadline` (AGENT_TIMEOUT is the time
+    for the whole answer; requests' timeout bounds each read) or exceeds MAX_ANSWER_BYTES."""
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if monotonic() > deadline:
+            raise AgentError("timed out")
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AgentError("answer too large")
+    return bytes(body)

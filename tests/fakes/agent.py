@@ -29,7 +29,7 @@ class AgentRequest:
 
 @dataclass(frozen=True)
 class _Fault:
-    action: str  # "fail" | "stall"
+    action: str  # "fail" | "stall" | "trickle"
     status: int = 500
     seconds: float = 0.0
 
@@ -56,7 +56,23 @@ class _AgentHandler(QuietHandler):
             self.send_raw(fault.status, payload, "application/json")
             return
         status, reply = fake._reply(doc or {}, n)
-        self.send_raw(status, json.dumps(reply).encode(), "application/json")
+        payload = json.dumps(reply).encode()
+        if fault is not None and fault.action == "trickle":
+            self.trickle(fake, status, payload, fault.seconds)
+            return
+        self.send_raw(status, payload, "application/json")
+
+    def trickle(self, fake: FakeAgent, status: int, payload: bytes, seconds: float) -> None:
+        """Headers at once, then the body a byte at a time over `seconds`."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        for i in range(len(payload)):
+            if not fake.sleep(seconds / len(payload)):
+                return self.drop()
+            self.wfile.write(payload[i : i + 1])
+            self.wfile.flush()
 
 
 class FakeAgent(LocalHTTPFake):
@@ -109,6 +125,11 @@ class FakeAgent(LocalHTTPFake):
         """Wait ``seconds`` before answering each of the next ``n`` requests."""
         with self._lock:
             self._faults.extend([_Fault("stall", seconds=seconds)] * n)
+
+    def trickle_next(self, n: int = 1, seconds: float = 5.0) -> None:
+        """Answer each of the next ``n`` requests at once, but send the body over ``seconds``."""
+        with self._lock:
+            self._faults.extend([_Fault("trickle", seconds=seconds)] * n)
 
     def clear(self) -> None:
         """Forget recorded requests."""
