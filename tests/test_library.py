@@ -316,6 +316,19 @@ def test_watched_bot_replies_are_mapped_seeded_and_rated(
     wait_until(lambda: app.saw("hello"), message="their app.message('hello') never ran")
 
 
+def test_the_apps_own_replies_map_by_template_even_with_agent_url_set(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    """AGENT_URL (a shared `.env`) means nothing to a library app: its replies are the
+    assistant's, not the agent bridge's error replies."""
+    app = their_app(message_id_template="m-{channel}-{ts}", agent_url="http://127.0.0.1:9/")
+    ts = "1700000000.000700"
+    app.slack.add_message("C2", ts, "answer", user="UBOT", bot_id="BRELAY")
+    assert app.sender.event(sr.reaction_added("U3", "+1", "C2", ts)).ok
+    wait_until(lambda: app.settled(1), message="the vote was delivered")
+    assert [r.id for r in app.brixo.accepted] == [f"m-C2-{ts}"]
+
+
 def test_a_vote_not_stored_is_answered_500_and_taken_on_slacks_retry(
     their_app: Callable[..., TheirApp], monkeypatch: pytest.MonkeyPatch
 ) -> None:

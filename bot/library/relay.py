@@ -92,7 +92,7 @@ class FeedbackRelay:
             client = web_client(self.settings, self.settings.slack_bot_token)
         self.client: WebClient | None = client
         self.core = Relay(self.settings)
-        self.feedback = SlackFeedback(self.core)
+        self.feedback = SlackFeedback(self.core, agent_bridge=False)
         self._teams: dict[str, str] = {}
         self._attached: list[App] = []
 

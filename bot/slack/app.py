@@ -118,7 +118,7 @@ def attach(app: App, relay: Relay) -> SlackFeedback:
             "attach() needs App(process_before_response=True); "
             "for your own app use bot.FeedbackRelay(...).attach(app)"
         )
-    feedback = SlackFeedback(relay)
+    feedback = SlackFeedback(relay, agent_bridge=bool(relay.settings.agent_url))
     agent = AgentBridge(feedback) if relay.settings.agent_url else None
     register(app, feedback, agent)
     return feedback

@@ -99,9 +99,10 @@ def customer_id(value: Any) -> str | None:
 class SlackFeedback:
     """What Slack listeners share: the relay, the settings and the mapping rules."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, *, agent_bridge: bool) -> None:
         self.relay = relay
         self.settings: Settings = relay.settings
+        self.agent_bridge = agent_bridge  # the app's own messages are the bridge's
         self.watched = frozenset(relay.settings.assistant_bot_ids)
         self.bot_users = BotUsers(relay.db)
         self.slack_users = SlackUsers()
@@ -143,7 +144,7 @@ class SlackFeedback:
         them (its error replies): they are no assistant replies, whatever the templates say."""
         authors = {message.get("bot_id"), message.get("user")}
         own = own_bot_id is not None and own_bot_id in authors
-        return own and bool(self.settings.agent_url) and not authors & self.watched
+        return own and self.agent_bridge and not authors & self.watched
 
     def learn_bot_user(self, bot_id: Any, user_id: Any) -> None:
         """A watched bot's user ID, from a message or metadata event: its reactions aren't votes."""
