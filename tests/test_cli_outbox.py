@@ -205,16 +205,22 @@ def test_send_too_large_twice_or_without_a_comment_fails(
         " (comment cut to 500 characters after HTTP 413)"
     ]
     assert len(brixo.requests) == 2
-    # Nothing to cut (no comment, or one already short): the same body isn't sent again.
-    for comment in ([], ["--comment", "short"]):
-        brixo.clear()
-        brixo.fail_next(1, 413, detail="Request body too large")
-        plain = send(env, tmp_path, "--message", "m", "--value", "down", *comment)
-        assert plain.returncode == 1
-        assert plain.stdout.splitlines() == [
-            "failed (too large for Brixo): HTTP 413: Request body too large"
-        ]
-        assert len(brixo.requests) == 1
+    # A short comment is cut to half; without a comment the same body isn't sent again.
+    brixo.clear()
+    brixo.fail_next(1, 413, detail="Request body too large")
+    short = send(env, tmp_path, "--message", "m", "--value", "down", "--comment", "short!")
+    assert short.stdout.splitlines() == [
+        "delivered: HTTP 204 (comment cut to 3 characters after HTTP 413)"
+    ]
+    assert brixo.accepted[-1].attributes["user_message"] == "sho"
+    brixo.clear()
+    brixo.fail_next(1, 413, detail="Request body too large")
+    plain = send(env, tmp_path, "--message", "m", "--value", "down")
+    assert plain.returncode == 1
+    assert plain.stdout.splitlines() == [
+        "failed (too large for Brixo): HTTP 413: Request body too large"
+    ]
+    assert len(brixo.requests) == 1
 
 
 # -- the store, seeded and read directly ---------------------------------------------------

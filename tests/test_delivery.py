@@ -328,14 +328,26 @@ def test_too_large_again_after_the_cut_is_a_dead_letter(
     assert sent[1].attributes["user_message"] == "c" * CUT_COMMENT_CHARS
 
 
-@pytest.mark.parametrize("comment", [None, "short comment", "c" * CUT_COMMENT_CHARS])
-def test_too_large_with_nothing_to_cut_is_dead_at_once(
-    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, comment: str | None
+@pytest.mark.parametrize("comment", ["short comment", "c" * CUT_COMMENT_CHARS])
+def test_too_large_with_a_short_comment_is_sent_once_more_with_half(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, comment: str
 ) -> None:
-    """Without a comment longer than the cut, the same body would be sent again."""
     make_worker()
     brixo.fail_next(1, status=413, detail="Request body too large")
     act_id = record(outbox, "m1", comment=comment)
+    wait_state(outbox, act_id, DELIVERED)
+    sent = signals(brixo)
+    assert [r.status for r in sent] == [413, 204]
+    assert sent[1].attributes["user_message"] == comment[: len(comment) // 2]
+
+
+def test_too_large_without_a_comment_is_dead_at_once(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """Without a comment to cut, the same body would be sent again."""
+    make_worker()
+    brixo.fail_next(1, status=413, detail="Request body too large")
+    act_id = record(outbox, "m1")
     assert wait_state(outbox, act_id, DEAD).attempts == 1
     assert len(signals(brixo)) == 1
 

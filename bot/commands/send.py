@@ -11,7 +11,7 @@ from typing import Any
 
 from bot.core.acts import MAX_COMMENT_CHARS, VALUES, Target, TargetKind, clean_comment
 from bot.core.brixo import Answer, BrixoClient
-from bot.core.delivery import CUT_COMMENT_CHARS, RetryPolicy, Sender, signal_of
+from bot.core.delivery import RetryPolicy, Sender, signal_of
 from bot.core.outbox import DELIVERED, Claimed
 from bot.core.settings import Settings
 
@@ -94,5 +94,6 @@ def deliver_once(
 
 def cut_note(row: dict[str, Any]) -> str:
     """What an outcome line adds when the comment was cut after a 413."""
-    cut = f" (comment cut to {CUT_COMMENT_CHARS} characters after HTTP 413)"
-    return cut if row["comment_cut"] else ""
+    if not row["comment_cut"]:
+        return ""
+    return f" (comment cut to {len(row['comment'] or '')} characters after HTTP 413)"

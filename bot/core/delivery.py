@@ -20,7 +20,8 @@ from bot.core.settings import Settings
 
 log = logging.getLogger("bot.delivery")
 
-# A comment is cut to this many characters for the one retry after a 413.
+# A comment is cut to this many characters (or to half, if shorter) for the one retry after
+# a 413.
 CUT_COMMENT_CHARS = 500
 # The longest that sends are held after Brixo gave no answer (it was down, refused, timed out).
 UNREACHABLE_HOLD_CAP = 15.0
@@ -71,12 +72,8 @@ class RetryPolicy:
         outcome = answer.outcome
         if outcome is Outcome.DELIVERED:
             row.update(state=DELIVERED, last_error=None, finished_at=now)
-        elif (
-            outcome is Outcome.TOO_LARGE
-            and not act.comment_cut
-            and len(act.comment or "") > CUT_COMMENT_CHARS
-        ):
-            row.update(comment=(act.comment or "")[:CUT_COMMENT_CHARS], comment_cut=True)
+        elif outcome is Outcome.TOO_LARGE and act.comment and not act.comment_cut:
+            row.update(comment=cut_comment(act.comment), comment_cut=True)
         elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
             row.update(state=DEAD, finished_at=now)
         elif outcome is Outcome.UNAUTHORIZED:
@@ -101,6 +98,11 @@ class RetryPolicy:
         else:
             row["next_attempt_at"] = now + max(self.backoff(attempts), answer.retry_after or 0)
         return row
+
+
+def cut_comment(comment: str) -> str:
+    """A comment cut down after a 413: to CUT_COMMENT_CHARS, and at least by half."""
+    return comment[: min(CUT_COMMENT_CHARS, len(comment) // 2)]
 
 
 def signal_of(act: Claimed) -> Signal:
