@@ -47,6 +47,19 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
     assert load_settings({}, dotenv=str(tmp_path / "absent.env")).port == 3000
 
 
+def test_a_dotenv_line_that_cannot_be_read_stops_with_its_line_and_name(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text('PORT=4000\nBRIXO_API_KEY="s3cret-key\nDELIVERY_MAX_AGE=1h\n', "utf-8")
+    with pytest.raises(SettingsError) as raised:
+        load_settings({}, dotenv=str(dotenv))
+    message = str(raised.value)
+    assert message == (
+        f"{dotenv} line 2 (BRIXO_API_KEY): expected NAME=value (with matching quotes), "
+        "got a line that can't be read"
+    )
+    assert "s3cret" not in message
+
+
 def test_dotenv_in_the_working_folder_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,6 +171,9 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("COMMENT_WAIT", "0"),
         ("BRIXO_API_URL", "https://api.brixo.com/v1/"),
         ("DATABASE_URL", "sqlite:///:memory:"),
+        ("DATABASE_URL", "postgres://u:pw@db.example.com:notaport/relay"),
+        ("DATABASE_URL", "postgres://u:pw@[::1/relay"),
+        ("AGENT_TIMEOUT", "200000d"),
         ("POSITIVE_REACTIONS", "thumbs up"),
         ("WEB_CONCURRENCY", "abc"),
         ("WEB_CONCURRENCY", "0"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import string
@@ -19,12 +20,19 @@ class SettingsError(Exception):
     """A missing or malformed setting; the message is one line naming the variable."""
 
 
+# No setting needs more; far longer ones overflow timeouts and timestamps.
+MAX_DURATION = 365 * 86400.0
+
+
 def parse_duration(name: str, raw: str) -> float:
     """Seconds from `600`, `30s`, `10m`, `24h` (also `ms` and `d`)."""
     match = _DURATION.match(raw)
     if not match:
         raise SettingsError(f"{name}: expected a duration like 600, 30s, 10m or 24h, got {raw!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise SettingsError(f"{name}: expected a duration of at most 365d, got {raw!r}")
+    return seconds
 
 
 def parse_positive_duration(name: str, raw: str) -> float:
@@ -99,7 +107,20 @@ def parse_database_url(name: str, raw: str) -> str:
         return value
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
         if value.startswith(prefix) and len(value) > len(prefix):
-            return "postgresql+psycopg://" + value[len(prefix) :]
+            url = "postgresql+psycopg://" + value[len(prefix) :]
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                port = make_url(url).port
+            except (ArgumentError, ValueError):
+                port = -1
+            if port is not None and not 0 < port < 65536:
+                raise SettingsError(
+                    f"{name}: expected postgres://USER:PASSWORD@HOST:PORT/DATABASE, "
+                    f"got {_redact_url(value)!r}"
+                )
+            return url
     raise SettingsError(
         f"{name}: expected sqlite:///PATH, postgres://… or postgresql://…, "
         f"got {_redact_url(value)!r}"
@@ -309,17 +330,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None, dotenv: str | None = ".env"
 ) -> Settings:
     """Read settings from `environ` (default: os.environ) over the values in `dotenv`."""
-    values: dict[str, str] = {}
-    if dotenv and os.path.exists(dotenv):
-        from dotenv import dotenv_values
-
-        try:
-            values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        except UnicodeDecodeError as error:
-            raise SettingsError(
-                f"{dotenv}: expected UTF-8 text, got byte {error.object[error.start]:#04x} "
-                f"at offset {error.start}"
-            ) from None
+    values = read_dotenv(dotenv) if dotenv and os.path.exists(dotenv) else {}
     values.update(os.environ if environ is None else environ)
     parsed: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
@@ -330,6 +341,31 @@ def load_settings(
     settings = Settings(**parsed)
     _check_combinations(settings)
     return settings
+
+
+def read_dotenv(path: str) -> dict[str, str]:
+    """The values in a `.env` file; a line python-dotenv can't read stops the program (it
+    would skip it, and the setting on it would silently keep its default)."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except UnicodeDecodeError as error:
+        raise SettingsError(
+            f"{path}: expected UTF-8 text, got byte {error.object[error.start]:#04x} "
+            f"at offset {error.start}"
+        ) from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            name = binding.original.string.split("=", 1)[0].strip()
+            about = f" ({name})" if re.fullmatch(r"(export )?[A-Za-z_][A-Za-z0-9_]*", name) else ""
+            raise SettingsError(
+                f"{path} line {binding.original.line}{about}: expected NAME=value "
+                "(with matching quotes), got a line that can't be read"
+            )
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def _check_combinations(settings: Settings) -> None:
