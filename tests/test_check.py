@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from time import time
 
 import discord
 import pytest
 
 from bot.commands.check import run_checks
+from bot.core.db import Database
+from bot.core.outbox import Outbox
+from bot.core.settings import parse_database_url
 from tests.conftest import Env
 from tests.discord_fakes import FakeDiscordAPI
-from tests.fakes import FakeSlackAPI
+from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.procs import run_bot
 from tests.slack_harness import BOT_TOKEN
 
@@ -89,6 +94,21 @@ def test_check_fails_when_brixo_is_overloaded(
     not_brixo.answer = (503, JSONAPI, b'{"errors": [{"status": "503", "title": "Busy"}]}')
     line = brixo_line(env, tmp_path, BRIXO_API_URL=not_brixo.url)
     assert line == "brixo: Brixo answered HTTP 503: Busy; try again later", line
+
+
+def test_check_asks_brixo_nothing_while_a_429_holds_every_request(
+    env: Env, tmp_path: Path, brixo: FakeBrixo
+) -> None:
+    """A relay stored a 429's Retry-After: the key check waits it out too, and says so."""
+    database = Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"]))
+    database.migrate(time())
+    Outbox(database).hold(time() + 120)
+    database.dispose()
+    line = brixo_line(env, tmp_path)
+    assert re.fullmatch(
+        r"brixo: not asked: Brixo asked to wait \(429 Retry-After\); try again in 1[12]\d s", line
+    ), line
+    assert brixo.requests == []
 
 
 def test_check_lines_stay_one_line_each(env: Env, tmp_path: Path, not_brixo: NotBrixo) -> None:

@@ -7,6 +7,7 @@ relay shares the database); the store is seeded and inspected through bot.core d
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from collections import Counter
@@ -434,14 +435,14 @@ def test_outbox_retry_records_each_outcome_as_delivery_does(
     url = env()["DATABASE_URL"]
     names = ["throttled", "bad", "missing", "fine"]
     ids = dict(zip(names, seed(url, [(n, DEAD, "old error") for n in names]), strict=True))
-    brixo.fail_next(1, 429, retry_after="120", detail="slow down")
+    brixo.fail_next(1, 503, detail="slow down")
     brixo.fail_next(1, 400, detail="value must be one of")
     brixo.mark_missing("missing")
     before = time()
     result = retry(env, tmp_path)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"act {ids['throttled']}: pending, for the relay to retry: HTTP 429: slow down",
+        f"act {ids['throttled']}: pending, for the relay to retry: HTTP 503: slow down",
         f"act {ids['bad']}: dead: HTTP 400: value must be one of",
         f"act {ids['missing']}: pending, for the relay to retry: "
         "HTTP 404: Message 'missing' not found",
@@ -449,8 +450,8 @@ def test_outbox_retry_records_each_outcome_as_delivery_does(
     ]
     rows = stored(url)
     throttled, bad, missing, fine = (rows[n] for n in names)
-    assert (throttled.state, throttled.attempts, throttled.last_status) == (PENDING, 1, 429)
-    assert throttled.next_attempt_at >= before + 120  # Retry-After, as the worker would wait
+    assert (throttled.state, throttled.attempts, throttled.last_status) == (PENDING, 1, 503)
+    assert throttled.next_attempt_at > before  # backoff, as the worker would wait
     assert throttled.created_at >= before  # a fresh delivery window
     assert (bad.state, bad.attempts, bad.last_error) == (DEAD, 1, "HTTP 400: value must be one of")
     assert bad.finished_at >= before
@@ -458,6 +459,42 @@ def test_outbox_retry_records_each_outcome_as_delivery_does(
     assert missing.not_found_since >= before and missing.next_attempt_at > missing.not_found_since
     assert (fine.state, fine.attempts, fine.last_error) == (DELIVERED, 1, None)
     assert {row.lease_owner for row in rows.values()} == {None}
+
+
+def test_outbox_retry_holds_its_sends_and_every_relays_after_a_429(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """A 429's Retry-After holds every request to Brixo: the rest go back in line, held, and
+    the hold is stored for every relay on the database (and the next retry)."""
+    url = env()["DATABASE_URL"]
+    ids = seed(url, [(n, DEAD, "old error") for n in ("limited", "second", "third")])
+    brixo.fail_next(1, 429, retry_after="120", detail="slow down")
+    before = time()
+    result = retry(env, tmp_path)
+    assert result.returncode == 1
+    first, held = result.stdout.splitlines()
+    assert first == f"act {ids[0]}: pending, for the relay to retry: HTTP 429: slow down"
+    assert re.fullmatch(
+        r"sends held 1[12]\d s more \(Brixo answered 429 with Retry-After\): "
+        r"2 act\(s\) back in line for the relay",
+        held,
+    )
+    assert len(brixo.requests) == 1
+    rows = stored(url)
+    for name in ("second", "third"):
+        assert (rows[name].state, rows[name].attempts, rows[name].lease_owner) == (
+            PENDING,
+            0,
+            None,
+        )
+        assert rows[name].next_attempt_at >= before + 119
+    assert Outbox(open_store(url)).held_until() >= before + 119  # for every relay
+    # The next retry, still within it, sends nothing either.
+    later = seed(url, [("fourth", DEAD, "old error")])
+    again = retry(env, tmp_path, later[0])
+    assert again.returncode == 1
+    assert again.stdout.splitlines()[-1].endswith("1 act(s) back in line for the relay")
+    assert len(brixo.requests) == 1
 
 
 def test_outbox_retry_too_large_with_a_comment_sends_once_more_with_it_cut(

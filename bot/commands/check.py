@@ -11,6 +11,14 @@ from bot.core.settings import Settings
 Check = Callable[[Settings], tuple[bool, str]]
 
 
+def database_exists(settings: Settings) -> bool:
+    """False for a SQLite file not created yet (opening it would create it)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    return url.get_backend_name() != "sqlite" or bool(url.database and os.path.exists(url.database))
+
+
 def check_database(settings: Settings) -> tuple[bool, str]:
     """The database answers and its schema is current (or will be created at start)."""
     from sqlalchemy.engine import make_url
@@ -19,7 +27,7 @@ def check_database(settings: Settings) -> tuple[bool, str]:
 
     url = make_url(settings.database_url)
     path = url.database if url.get_backend_name() == "sqlite" else None
-    if path and not os.path.exists(path):  # don't leave an empty file behind
+    if path and not database_exists(settings):  # don't leave an empty file behind
         folder = os.path.dirname(os.path.abspath(path))
         if not os.access(folder, os.W_OK):
             return False, f"can't create the SQLite file {path}: {folder} is missing or read-only"
@@ -46,6 +54,9 @@ def check_brixo(settings: Settings) -> tuple[bool, str]:
 
     if not settings.brixo_api_key:
         return False, "BRIXO_API_KEY is not set"
+    held = seconds_held(settings)
+    if held > 0:
+        return False, f"not asked: Brixo asked to wait (429 Retry-After); try again in {held:.0f} s"
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
     answer = client.probe()
     client.close()
@@ -61,6 +72,25 @@ def check_brixo(settings: Settings) -> tuple[bool, str]:
             "does; is BRIXO_API_URL the API's base URL (https://api.brixo.com)?"
         )
     return True, f"ok (key accepted by {settings.brixo_api_url})"
+
+
+def seconds_held(settings: Settings) -> float:
+    """Seconds left of the hold on requests to Brixo a relay stored after a 429 (0 without
+    one, or without a database yet: the database line reports on that)."""
+    from time import time
+
+    from bot.core.db import Database
+    from bot.core.outbox import Outbox
+
+    if not database_exists(settings):
+        return 0.0
+    database = Database(settings.database_url, pool_size=1)
+    try:
+        return max(0.0, Outbox(database).held_until() - time())
+    except Exception:  # no schema yet, or unreachable
+        return 0.0
+    finally:
+        database.dispose()
 
 
 def check_slack(settings: Settings) -> tuple[bool, str]:

@@ -75,15 +75,27 @@ def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
     if not taken and not act_ids:
         print("no dead letters to retry")
     policy = RetryPolicy.from_settings(settings)
+    held = 0.0
     try:
         while taken:
+            held = outbox.held_until()
+            if held > time():
+                print(
+                    f"sends held {held - time():.0f} s more (Brixo answered 429 with Retry-After):"
+                    f" {len(taken)} act(s) back in line for the relay",
+                    flush=True,
+                )
+                ok = False
+                break
             act = taken.pop(0)  # not released if this fails: its lease lapses, as a relay's would
             outbox.renew(owner, lease, time())
             answer, row = deliver_once(client, policy, act, partial(outbox.settle_one, owner))
+            if answer.retry_after:  # every deliverer holds, this command too
+                outbox.hold(time() + answer.retry_after)
             ok = ok and row is not None and row["state"] == DELIVERED
             print(f"act {act.id}: {retried(answer, row)}", flush=True)
     finally:
-        outbox.release(owner, [act.id for act in taken])
+        outbox.release(owner, [act.id for act in taken], held if held > time() else None)
         client.close()
     return 0 if ok else 1
 

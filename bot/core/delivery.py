@@ -255,7 +255,9 @@ class DeliveryWorker:
         self._pool = None
 
     def _run(self) -> None:
-        self._probe()
+        self._learn_hold()  # a hold stored before this start (a 429) holds the key check too
+        if self._hold_until <= self.clock():
+            self._probe()
         while not self._stopping.is_set():
             try:
                 self._learn_hold()
