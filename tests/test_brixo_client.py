@@ -264,9 +264,12 @@ def test_key_never_in_repr_errors_or_logs(
     brixo.drop_next(1)
     brixo.stall_next(1, seconds=2)
     answers = [client.send(Signal(Target("message", "m"), "thumbs_up")) for _ in range(3)]
+    brixo.fail_next(1, 401, detail=f"invalid key Bearer:{BRIXO_KEY}")  # a server echoing it
+    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
     brixo.set_key("other")
     answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
     answers.append(client.probe())
+    assert answers[3].detail == "invalid key Bearer:***"
     for answer in answers:
         assert BRIXO_KEY not in answer.describe() and BRIXO_KEY not in repr(answer)
     assert BRIXO_KEY not in caplog.text

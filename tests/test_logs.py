@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.logs import Redactor
+from bot.core.logs import JsonFormatter, MaskingFormatter, Redactor
 from bot.slack.blocks import COMMENT_BLOCK, COMMENT_INPUT
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
@@ -148,6 +148,18 @@ def test_log_lines_per_act_and_outcome_without_secrets(
 )
 def test_redactor_masks_tokens_bearers_and_secrets(line: str, masked: str) -> None:
     assert Redactor(["key-4242"]).mask(line) == masked
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_a_secret_with_quotes_and_backslashes_is_masked_however_it_is_written(fmt: str) -> None:
+    key = "k3y\"Secr3t\\Aud'1t"
+    redactor = Redactor([key])
+    inner = logging.Formatter("%(message)s") if fmt == "plain" else JsonFormatter()
+    formatter = MaskingFormatter(inner, redactor)
+    for args in ((key,), (repr(key),), ({"key": key},)):
+        record = logging.LogRecord("bot", logging.INFO, __file__, 1, "got %s %r", args * 2, None)
+        line = formatter.format(record)
+        assert "Secr3t" not in line and "Aud" not in line, line
 
 
 def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from time import time
@@ -99,6 +99,7 @@ class BrixoClient:
         read_timeout: float = 15.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._key = api_key
         self.timeout = (connect_timeout, read_timeout)
         self._session = requests.Session()
         adapter = OneHostAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -147,7 +148,10 @@ class BrixoClient:
             return Answer(Outcome.RETRY, None, "timed out")
         except requests.RequestException as error:
             return Answer(Outcome.RETRY, None, _network_error(error))
-        return classify(response)
+        answer = classify(response)
+        if self._key in answer.detail:  # an error that echoes the key: stored and logged
+            return replace(answer, detail=answer.detail.replace(self._key, "***"))
+        return answer
 
     def probe(self) -> Answer:
         """Test the key without sending a signal: an empty body is refused after auth.

@@ -22,7 +22,10 @@ class Redactor(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = tuple(s for s in secrets if s and len(s) >= 4)
+        forms = {s for s in secrets if s and len(s) >= 4}
+        for _ in range(3):  # as %r and JSON write them, nested (a %r of a repr, in JSON)
+            forms |= {json.dumps(f)[1:-1] for f in forms} | {repr(f)[1:-1] for f in forms}
+        self.secrets = tuple(sorted(forms, key=len, reverse=True))
 
     def mask(self, text: str) -> str:
         """`text` with every secret, Slack token and bearer credential replaced."""
