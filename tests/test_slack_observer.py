@@ -147,6 +147,36 @@ def test_vote_before_reply_seen_fetches_metadata_via_replies(start_relay: StartR
     )
 
 
+def test_reactions_on_peoples_messages_fetch_nothing(start_relay: StartRelay) -> None:
+    """Apps post replies: a person's message (Slack says so, asked once per person) is not
+    fetched; an app's unseen reply still is."""
+    app = start_relay(**WATCH)
+    for n in (1, 2):
+        ts = f"1700000000.00010{n}"
+        app.slack.add_message("C1", ts, f"lunch {n}?", user="U5")
+        reaction = sr.reaction_added(f"U{n}", "+1", "C1", ts, item_user="U5")
+        ok(app.sender.event(reaction))
+    reply = "1700000000.000200"
+    app.slack.add_message(
+        "C1", reply, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("m-2")
+    )
+    ok(app.sender.event(sr.reaction_added("U1", "+1", "C1", reply, item_user="UASSIST")))
+    other_app = "1700000000.000300"
+    app.slack.add_message(
+        "C1", other_app, "hi", user="UOTHER", bot_id="BOTHER", metadata=meta("m-3")
+    )
+    ok(app.sender.event(sr.reaction_added("U1", "+1", "C1", other_app, item_user="UOTHER")))
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-2", "thumbs_up"),
+        ("messages", "m-3", "thumbs_up"),
+    ]
+    asked = [c.args["user"] for c in app.slack.calls_to("users.info")]
+    assert asked.count("U5") == 1
+    fetched = [c.args["ts"] for c in app.slack.calls_to("conversations.replies")]
+    assert fetched == [reply, other_app]
+
+
 def test_vote_on_a_reply_deep_in_a_long_thread_fetches_that_reply(
     start_relay: StartRelay,
 ) -> None:

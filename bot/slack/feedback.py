@@ -96,6 +96,12 @@ def customer_id(value: Any) -> str | None:
     return value
 
 
+def root_of(message: dict[str, Any], ts: str) -> str:
+    """The root of the thread message `ts` is in: a top-level message roots its own."""
+    thread_ts = message.get("thread_ts")
+    return thread_ts if isinstance(thread_ts, str) and thread_ts else ts
+
+
 class SlackFeedback:
     """What Slack listeners share: the relay, the settings and the mapping rules."""
 
@@ -163,7 +169,7 @@ class SlackFeedback:
         if not isinstance(ts, str):
             return None
         self.learn_bot_user(message.get("bot_id"), message.get("user"))
-        thread_ts = message.get("thread_ts")
+        thread_ts = root_of(message, ts)
         ids = metadata_ids(message)
         if ids:
             return self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
@@ -191,19 +197,32 @@ class SlackFeedback:
         own_bot_id: str | None,
         *,
         before_ack: bool = True,
+        author: str | None = None,
     ) -> Mapping | None:
         """A reply's IDs: recorded, else from its metadata or the templates (fetched once).
 
-        Raises one of SLACK_UNAVAILABLE when the fetch fails for now; `before_ack` fetches
-        with `lookup_client` (fail fast), else with `client` and its retries.
+        A message Slack says a person wrote (`author`, checked once per person) is no reply:
+        it isn't fetched. Raises one of SLACK_UNAVAILABLE when the fetch fails for now;
+        `before_ack` asks with `lookup_client` (fail fast), else with `client` and its retries.
         """
         mapping = self.relay.mappings.message(workspace, channel, ts)
         if mapping:
             return mapping
-        message = fetch_message(lookup_client(client) if before_ack else client, channel, ts)
+        lookups = lookup_client(client) if before_ack else client
+        if author and self.written_by_a_person(lookups, author):
+            return None
+        message = fetch_message(lookups, channel, ts)
         if not message or not same_workspace(message, workspace):
             return None
         return self.map_message(workspace, channel, message, own_bot_id)
+
+    def written_by_a_person(self, client: WebClient, author: str) -> bool:
+        """True when Slack says `author` is a person (apps post replies and their metadata);
+        False for bots, and when Slack can't say now."""
+        try:
+            return self.slack_users.is_person(client, author)
+        except SLACK_UNAVAILABLE:
+            return False
 
     def thread_of(self, client: WebClient, workspace: str, channel: str, ts: str) -> str | None:
         """The thread of a reply mapped without one (metadata events carry none), asked of
@@ -219,13 +238,11 @@ class SlackFeedback:
             return None
         if not message or not same_workspace(message, workspace):
             return None
-        thread_ts = message.get("thread_ts")
-        if not isinstance(thread_ts, str) or thread_ts == ts:
-            return None
+        thread_ts = root_of(message, ts)
         ids = metadata_ids(message)
         if ids:
             self.record_reply(workspace, channel, ts, thread_ts, *ids, source=METADATA)
-        return thread_ts
+        return thread_ts if thread_ts != ts else None
 
     def resolve_conversation(
         self,

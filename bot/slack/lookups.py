@@ -110,12 +110,12 @@ class SlackUsers:
     """Which users are bots, asked of Slack (`users.info`) once per user and process.
 
     Reactions carry no hint of who made them. Without the `users:read` scope, or for a user
-    Slack can't find, a reaction counts as a person's.
+    Slack can't find, a reaction counts as a person's, but its author is no known person.
     """
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
-        self._bots: dict[str, bool] = {}
+        self._bots: dict[str, bool | None] = {}  # None: Slack couldn't say
 
     def knows(self, user_id: str) -> bool:
         """True when Slack was already asked about this user."""
@@ -123,15 +123,21 @@ class SlackUsers:
 
     def is_bot_known(self, user_id: str) -> bool:
         """True for a user Slack already said is a bot (asks nothing)."""
-        return self._bots.get(user_id, False)
+        return self._bots.get(user_id) is True
 
     def is_bot(self, client: WebClient, user_id: str) -> bool:
         """True for a bot user (or Slackbot); raises one of SLACK_UNAVAILABLE for now."""
-        known = self._bots.get(user_id)
-        if known is not None:
-            return known
+        return self._ask(client, user_id) is True
+
+    def is_person(self, client: WebClient, user_id: str) -> bool:
+        """True only when Slack says the user is a person; raises one of SLACK_UNAVAILABLE."""
+        return self._ask(client, user_id) is False
+
+    def _ask(self, client: WebClient, user_id: str) -> bool | None:
+        if user_id in self._bots:
+            return self._bots[user_id]
         try:
-            user = client.users_info(user=user_id).get("user") or {}
+            user = client.users_info(user=user_id).get("user")
         except SlackApiError as error:
             raise_if_transient(error)
             log.info(
@@ -139,8 +145,10 @@ class SlackUsers:
                 user_id,
                 error.response.get("error"),
             )
-            user = {}
-        bot = bool(user.get("is_bot")) or user_id == "USLACKBOT"
+            user = None
+        bot = None if not isinstance(user, dict) else bool(user.get("is_bot"))
+        if user_id == "USLACKBOT":
+            bot = True
         if len(self._bots) >= self.size:
             self._bots.pop(next(iter(self._bots)), None)
         self._bots[user_id] = bot

@@ -289,6 +289,8 @@ class FakeSlackAPI(LocalHTTPFake):
                 message[key] = value
         message.update(extra)
         with self._lock:
+            if bot_id and user:
+                self.bot_users.add(user)  # an app's bot user: users.info says is_bot
             msgs = self._messages.setdefault(channel, [])
             msgs[:] = [m for m in msgs if m["ts"] != ts]
             msgs.append(message)

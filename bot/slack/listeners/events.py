@@ -150,7 +150,10 @@ def reaction_act(
         return {}
     if feedback.is_bot_user(user, context.bot_user_id) or feedback.slack_users.is_bot_known(user):
         return {}  # a bot's reaction, the relay's own seeded ones included
-    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id)
+    author = text_field(event, "item_user")
+    if author and feedback.is_bot_user(author, context.bot_user_id):
+        author = None  # the relay's or a watched bot's message: looked up in any case
+    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id, author=author)
     if not mapping:
         log.info(
             "reaction on unmapped message workspace=%s channel=%s ts=%s: no signal",
@@ -187,7 +190,7 @@ def reaction_act(
         "value": value,
         "channel": channel,
         "user": user,
-        "thread_ts": mapping.thread_ts,
+        "thread_ts": mapping.thread_ts if mapping.thread_ts != ts else None,
         # Mapped from metadata with no thread (its event carries none): Slack knows it.
         "thread_unknown": (workspace, channel, ts)
         if not mapping.thread_ts and mapping.source == METADATA
