@@ -551,7 +551,12 @@ def test_manifest_fragment_is_a_subset_of_the_standalone_manifest(
     assert set(scopes) <= set(BOT_SCOPES) and set(events) <= set(BOT_EVENTS)
     assert {"reactions:read", "metadata.message:read", "commands", "chat:write"} <= set(scopes)
     assert "assistant:write" not in scopes and "app_mention" not in events
-    assert set(events) == {"reaction_added", "reaction_removed", "message_metadata_posted"}
+    assert set(events) == {
+        "reaction_added",
+        "reaction_removed",
+        "message_metadata_posted",
+        "message_metadata_updated",
+    }
     subscriptions = fragment["settings"]["event_subscriptions"]
     assert (
         subscriptions["metadata_subscriptions"]

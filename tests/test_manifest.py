@@ -35,6 +35,7 @@ EVENT_SCOPES: dict[str, set[str]] = {
     "reaction_added": {"reactions:read"},
     "reaction_removed": {"reactions:read"},
     "message_metadata_posted": {"metadata.message:read"},
+    "message_metadata_updated": {"metadata.message:read"},
     "assistant_thread_started": set(),
     "assistant_thread_context_changed": set(),
     "app_uninstalled": set(),

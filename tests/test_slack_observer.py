@@ -298,6 +298,21 @@ def _rate_conversation(
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, up)))
 
 
+def test_metadata_added_by_an_update_maps_a_placeholder_reply(start_relay: StartRelay) -> None:
+    """An assistant posts "thinking…", then updates it with the answer and its IDs."""
+    app = start_relay(ACK_MESSAGE="")  # metadata only: no watched bots, no templates
+    ts = "1700000000.001000"
+    updated = {
+        **_metadata_event(ts, "m-final", "c-final"),
+        "type": "message_metadata_updated",
+        "previous_metadata": None,
+    }
+    ok(app.sender.event(updated))
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-final", "thumbs_up")]
+
+
 def test_metadata_replaces_a_template_mapping_and_never_the_reverse(
     start_relay: StartRelay,
 ) -> None:

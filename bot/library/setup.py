@@ -27,7 +27,12 @@ _SCOPES = {
     "commands": "the 'Rate this conversation' shortcut",
 }
 _OBSERVER_SCOPES = {"reactions:write": "seed 👍/👎 on watched bots' replies (SEED_REACTIONS)"}
-_EVENTS = ("reaction_added", "reaction_removed", "message_metadata_posted")
+_EVENTS = (
+    "reaction_added",
+    "reaction_removed",
+    "message_metadata_posted",
+    "message_metadata_updated",
+)
 _OBSERVER_EVENTS = ("message.channels", "message.groups", "message.im", "message.mpim")
 
 assert set(_SCOPES) | set(_OBSERVER_SCOPES) <= set(BOT_SCOPES)

@@ -46,6 +46,7 @@ BOT_EVENTS: tuple[str, ...] = (
     "reaction_added",
     "reaction_removed",
     "message_metadata_posted",
+    "message_metadata_updated",
     "assistant_thread_started",
     "assistant_thread_context_changed",
     "app_uninstalled",

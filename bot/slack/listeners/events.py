@@ -100,6 +100,7 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     app.event("reaction_added")(record_reaction)
     app.event("reaction_removed")(log_reaction_removed)
     app.event("message_metadata_posted")(record_metadata)
+    app.event("message_metadata_updated")(record_metadata)  # a placeholder given its IDs later
     app.event("message")(observe_message)
     app.event("app_mention")(answer_mention)
     app.event("assistant_thread_started")(nothing)
