@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,6 +185,25 @@ def test_check_discord_without_the_message_content_intent(
     discord_api.application_flags = 0
     code, lines = in_process_check(env, capsys)
     assert code == 1 and "Message Content intent" in lines["discord"], lines
+
+
+def test_a_postgres_server_that_never_answers_fails_in_seconds(
+    env: Env, tmp_path: Path, brixo: FakeBrixo
+) -> None:
+    """A host that takes the connection and says nothing: one line after the connect timeout
+    (10 s), not the OS's minutes; Brixo's key is still checked."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        environ = env.process(DATABASE_URL=f"postgres://relay:pw@127.0.0.1:{port}/relay")
+        result = run_bot("check", env=environ, cwd=tmp_path, timeout=40)
+    finally:
+        silent.close()
+    lines = result.stdout.splitlines()
+    database = next(line for line in lines if line.startswith("database: "))
+    assert database.startswith("database: cannot connect (OperationalError: "), database
+    assert "timeout" in database, database
+    assert "brixo: ok (key accepted" in result.stdout
 
 
 @pytest.mark.parametrize("command", [["outbox", "list"], ["serve"]])

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -383,8 +384,11 @@ def _make_engine(url: str, pool_size: int) -> Engine:
 
         return engine
     # Small pools: Heroku's smallest Postgres plans allow 20 connections for every dyno.
+    # A server that doesn't answer fails a connection in seconds, not the OS's minutes.
+    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
     return create_engine(
         url,
+        connect_args=timeout,
         pool_size=min(pool_size, 5),
         max_overflow=5,
         pool_pre_ping=True,
