@@ -439,6 +439,15 @@ def test_rate_this_conversation_uses_the_conversation_template(
     got = brixo.wait_for_accepted(1)[0]
     assert (got.kind, got.id) == ("conversations", f"conv-{df.GUILD}-{df.THREAD}")
     assert "user_message" not in got.attributes
+    # A person's message in that thread rates it too; a thread of people only is no
+    # assistant conversation.
+    person = df.message("thanks", channel_id=df.THREAD)
+    bot.feed("INTERACTION_CREATE", df.message_command(person, channel=thread))
+    assert callback(api, 3)["type"] == 9
+    people = df.thread_channel("930000000000000002")
+    chat = df.message("lunch?", channel_id=people["id"])
+    bot.feed("INTERACTION_CREATE", df.message_command(chat, channel=people))
+    assert callback(api, 4)["data"]["content"] == UNMAPPED_CONVERSATION
 
 
 def test_rate_this_conversation_refuses_unmapped_and_foreign_conversations(

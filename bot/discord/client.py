@@ -284,7 +284,9 @@ class RelayClient(discord.Client):
         if place is None:
             await self._note(interaction, None)
             return
-        conversation_id = await asyncio.to_thread(self.feedback.resolve_conversation, place)
+        conversation_id = await asyncio.to_thread(
+            self.feedback.resolve_conversation, place, str(message.author.id)
+        )
         if not conversation_id:
             log.info(
                 "conversation command on unmapped conversation workspace=%s channel=%s message=%s",

@@ -148,18 +148,23 @@ class DiscordFeedback:
         """The conversation ID the agent returned earlier for this root, if any."""
         return self.relay.mappings.conversation(workspace, channel, root)
 
-    def resolve_conversation(self, place: Place) -> str | None:
+    def resolve_conversation(self, place: Place, author: str | None = None) -> str | None:
         """The conversation ID of the conversation holding a message (see `Relay`).
 
         A channel message may also start a thread (the thread's ID is the message's): the
         conversation the agent bridge recorded there counts as this message's too.
+        CONVERSATION_ID_TEMPLATE maps conversations a watched bot replied in: seen replying,
+        or the message rated (`author`) is its.
         """
+        if author:
+            self.resolve(place, author)  # a watched bot's reply: mapped, conversation included
         return self.relay.conversation_of(
             place.workspace,
             place.channel,
             place.message,
             self.root_of(place),
             discover=lambda: self.thread_started_on(place),
+            templates=False,
         )
 
     def thread_started_on(self, place: Place) -> str | None:
