@@ -279,6 +279,17 @@ def test_changed_vote_gives_a_new_act(store: Outbox) -> None:
     assert values == ["thumbs_up", "thumbs_down", "thumbs_up"]
 
 
+def test_a_late_older_vote_is_sent_but_never_becomes_the_latest(store: Outbox) -> None:
+    """👍 at T0, then a 👎 acted earlier arriving late, then 👍 again: the 👎 is an act of its
+    own, but the person's latest vote stays 👍, so the last 👍 repeats it and sends nothing."""
+    assert store.record(act("m1", "thumbs_up", at=T0), T0).created
+    assert store.record(act("m1", "thumbs_down", at=T0 - 60), T0 + 1).created
+    repeat = store.record(act("m1", "thumbs_up", at=T0 + 30), T0 + 30)
+    assert not repeat.created and repeat.reason == "same vote within 24 h"
+    values = [e.value for e in store.entries((PENDING,))]
+    assert values == ["thumbs_up", "thumbs_down"]
+
+
 def test_seen_key_makes_redelivery_a_no_op(store: Outbox) -> None:
     assert store.record(act("m1"), T0, seen_key="slack:event:Ev1").created
     dup = store.record(act("m1", "thumbs_down"), T0 + 1, seen_key="slack:event:Ev1")

@@ -7,7 +7,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from bot.core.acts import Act, Target, clean_comment
 from bot.core.db import Database, DriverStatement, acts, holds, seen, upsert, votes
@@ -95,6 +106,7 @@ class Outbox:
         # Built once: composing these per vote cost ~2 ms of CPU, more than running them; and
         # the vote's statements run on the driver's cursor (see DriverStatement).
         vote = upsert(database, votes)
+        newer = vote.excluded.voted_at > votes.c.voted_at
         vote = vote.on_conflict_do_update(
             index_elements=[
                 votes.c.workspace,
@@ -102,7 +114,12 @@ class Outbox:
                 votes.c.target_kind,
                 votes.c.target_id,
             ],
-            set_={"value": vote.excluded.value, "voted_at": vote.excluded.voted_at},
+            # A vote acted before the one stored (a late delivery) is an act of its own, but
+            # the person's latest vote stays the latest.
+            set_={
+                "value": case((newer, vote.excluded.value), else_=votes.c.value),
+                "voted_at": case((newer, vote.excluded.voted_at), else_=votes.c.voted_at),
+            },
             where=or_(
                 votes.c.value != vote.excluded.value,
                 vote.excluded.voted_at - votes.c.voted_at >= SAME_VOTE_WINDOW,
