@@ -75,14 +75,18 @@ def test_thanks_find_the_thread_of_a_reply_mapped_by_its_metadata_event(
     reply = {"user": "UASSIST", "bot_id": "BASSIST", "thread_ts": root}
     app.slack.add_message("C1", ts, "answer", **reply, metadata=meta("m-1", "conv-1"))
     map_by_metadata(app, "m-1", "conv-1", channel="C1", ts=ts)  # the event has no thread
+    app.slack.fail_next("conversations.replies", 3, status=503, retry_after=None)
     react(app, ts, "+1", channel="C1")
     thanks = app.slack.wait_for_call("chat.postEphemeral", 1)[0]
-    assert thanks.args["thread_ts"] == root
-    # Slack was asked once: the thread is kept, for the next vote and the thread's conversation.
-    react(app, ts, "-1", channel="C1", user="U2")
+    assert thanks.args.get("thread_ts") is None  # Slack couldn't say: in the channel
+    react(app, ts, "+1", channel="C1", user="U2")  # asked again, and answered
     second = app.slack.wait_for_call("chat.postEphemeral", 2)[1]
     assert second.args["thread_ts"] == root
-    assert len(app.slack.calls_to("conversations.replies")) == 1
+    # The thread is kept, for the next vote and the thread's conversation.
+    react(app, ts, "-1", channel="C1", user="U3")
+    third = app.slack.wait_for_call("chat.postEphemeral", 3)[2]
+    assert third.args["thread_ts"] == root
+    assert len(app.slack.calls_to("conversations.replies")) == 3 + 1
     assert app.relay.mappings.conversation("T1", "C1", root) == "conv-1"
 
 

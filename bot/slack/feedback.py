@@ -226,9 +226,7 @@ class SlackFeedback:
 
     def thread_of(self, client: WebClient, workspace: str, channel: str, ts: str) -> str | None:
         """The thread of a reply mapped without one (metadata events carry none), asked of
-        Slack once a day per reply and kept; None outside threads or when Slack can't say."""
-        if not self.relay.first_time(f"thread:{workspace}:{channel}:{ts}"):
-            return None
+        Slack and kept (asked again next time if Slack couldn't say); None outside threads."""
         try:
             message = fetch_message(client, channel, ts)
         except SLACK_UNAVAILABLE as error:
