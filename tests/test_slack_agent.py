@@ -212,10 +212,12 @@ def test_agent_timeout_gives_error_reply(start_relay: StartRelay) -> None:
 
 
 def test_agent_timeout_bounds_the_whole_answer(start_relay: StartRelay) -> None:
-    """An answer that starts at once but takes longer than AGENT_TIMEOUT to arrive is late."""
+    """An answer that keeps arriving, a byte at a time, is late at AGENT_TIMEOUT: the error
+    reply goes then, long before the answer would have ended."""
     app = start_relay(AGENT_TIMEOUT="500ms")
-    app.agent.trickle_next(1, seconds=3)
+    app.agent.trickle_next(1, seconds=30)
     ok(app.sender.event(sr.message("D1", "U1", "slow", "1700000000.001750")))
+    app.slack.wait_for_call("chat.postMessage", timeout=10)
     _assert_error_reply_records_nothing(app, "1700000000.001750")
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import requests
 from slack_sdk import WebClient
@@ -15,6 +18,8 @@ from slack_sdk.errors import SlackApiError
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback, customer_id
 from bot.slack.follow_ups import FollowUps
+
+T = TypeVar("T")
 
 # An answer is posted as one Slack message (at most 40,000 characters): far more is no answer.
 MAX_ANSWER_BYTES = 1_000_000
@@ -119,15 +124,7 @@ class AgentBridge:
             "conversation_id": conversation_id,
         }
         deadline = monotonic() + self.timeout
-        try:
-            with self.session.post(
-                self.url, json=payload, timeout=self.timeout, stream=True
-            ) as response:
-                if response.status_code != 200:
-                    raise AgentError(f"HTTP {response.status_code}")
-                body = read_by(response, deadline)
-        except requests.RequestException as error:
-            raise AgentError(type(error).__name__) from None
+        body = within(self.timeout, lambda: self._fetch(payload, deadline))
         try:
             data = json.loads(body)
         except ValueError:
@@ -137,6 +134,18 @@ class AgentBridge:
             raise AgentError("answer has no text")
         return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
 
+    def _fetch(self, payload: dict[str, Any], deadline: float) -> bytes:
+        """The agent's 200 answer's body, or AgentError."""
+        try:
+            with self.session.post(
+                self.url, json=payload, timeout=self.timeout, stream=True
+            ) as response:
+                if response.status_code != 200:
+                    raise AgentError(f"HTTP {response.status_code}")
+                return read_by(response, deadline)
+        except requests.RequestException as error:
+            raise AgentError(type(error).__name__) from None
+
     def _post(self, client: WebClient, **message: Any) -> None:
         try:
             client.chat_postMessage(**message)
@@ -144,9 +153,31 @@ class AgentBridge:
             log.warning("can't post to %s: %s", message["channel"], error.response.get("error"))
 
 
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """`call()`'s result if it comes within `seconds`, else AgentError: AGENT_TIMEOUT is the
+    time for the whole answer, while requests' timeout bounds each read. A late call goes on
+    in its own thread until its next read, and its answer is dropped."""
+    done: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            done.put((True, call()))
+        except Exception as error:  # handed to the caller
+            done.put((False, error))
+
+    threading.Thread(target=run, name="agent-request", daemon=True).start()
+    try:
+        ok, value = done.get(timeout=seconds)
+    except queue.Empty:
+        raise AgentError("timed out") from None
+    if not ok:
+        raise value
+    return cast(T, value)
+
+
 def read_by(response: requests.Response, deadline: float) -> bytes:
-    """The whole body, unless it is still arriving at `deadline` (AGENT_TIMEOUT is the time
-    for the whole answer; requests' timeout bounds each read) or exceeds MAX_ANSWER_BYTES."""
+    """The whole body, unless it is still arriving at `deadline` or exceeds
+    MAX_ANSWER_BYTES."""
     body = bytearray()
     for chunk in response.iter_content(64 * 1024):
         body += chunk

@@ -63,15 +63,18 @@ class _AgentHandler(QuietHandler):
         self.send_raw(status, payload, "application/json")
 
     def trickle(self, fake: FakeAgent, status: int, payload: bytes, seconds: float) -> None:
-        """Headers at once, then the body a byte at a time over `seconds`."""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        for i in range(len(payload)):
-            if not fake.sleep(seconds / len(payload)):
+        """The whole answer, status line and headers included, a byte at a time over
+        `seconds`: never a pause long enough for a read timeout."""
+        head = (
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        answer = head + payload
+        self.close_connection = True
+        for i in range(len(answer)):
+            if not fake.sleep(seconds / len(answer)):
                 return self.drop()
-            self.wfile.write(payload[i : i + 1])
+            self.wfile.write(answer[i : i + 1])
             self.wfile.flush()
 
 
@@ -127,7 +130,7 @@ class FakeAgent(LocalHTTPFake):
             self._faults.extend([_Fault("stall", seconds=seconds)] * n)
 
     def trickle_next(self, n: int = 1, seconds: float = 5.0) -> None:
-        """Answer each of the next ``n`` requests at once, but send the body over ``seconds``."""
+        """Answer each of the next ``n`` requests a byte at a time over ``seconds``."""
         with self._lock:
             self._faults.extend([_Fault("trickle", seconds=seconds)] * n)
 
