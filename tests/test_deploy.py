@@ -19,7 +19,7 @@ from bot.core.settings import SETTING_NAMES, load_settings
 from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
-from tests.procs import Proc
+from tests.procs import Proc, start_bot
 from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET
 from tests.waiting import wait_until
 
@@ -244,5 +244,30 @@ def test_procfile_web_serves_health_and_slack(
         proc.wait(timeout=30)
         assert "Shutting down: Master" in proc.stdout, proc.describe()
         assert "Traceback" not in proc.stdout, proc.describe()
+    finally:
+        proc.stop()
+
+
+def test_serve_asks_slack_nothing_to_authorize_a_vote(
+    env: Env, brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """The token is checked once before serving; every worker's first vote is then acked
+    from that answer, so Slack faltering at auth.test costs no vote (Bolt's default asks
+    during the first request and answers 200 "please reinstall")."""
+    port = free_port()
+    environ = relay_env(env, fake_slack, WEB_CONCURRENCY="2", PORT=str(port))
+    proc = start_bot("serve", env=environ, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        proc.wait_healthy(f"{base}/healthz", timeout=30)
+        assert len(fake_slack.calls_to("auth.test")) == 1
+        fake_slack.fail_next("auth.test", 100, status=503, retry_after=None)
+        sender = SlackSender(base, SIGNING_SECRET)
+        targets = [f"msg-first-{n}" for n in range(6)]  # enough for both workers
+        for target in targets:
+            assert click(sender, "C1", seed_reply(fake_slack, "C1", target)).status_code == 200
+        accepted = brixo.wait_for_accepted(len(targets), timeout=15)
+        assert sorted(r.id for r in accepted) == sorted(targets)
+        assert len(fake_slack.calls_to("auth.test")) == 1
     finally:
         proc.stop()

@@ -21,3 +21,15 @@ def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
     got = app.brixo.accepted[0]
     assert got.kind == "messages" and got.id == "msg-1"
     assert got.attributes["value"] == "thumbs_up"
+
+
+def test_single_workspace_acks_the_uninstall_events_it_subscribes_to(
+    start_relay: StartRelay,
+) -> None:
+    """The manifest subscribes to them; left unanswered (404), Slack would resend them."""
+    app = start_relay()
+    for event in (
+        {"type": "app_uninstalled", "event_ts": "1700000000.000001"},
+        {"type": "tokens_revoked", "tokens": {"bot": ["UBOT"]}, "event_ts": "1700000000.000002"},
+    ):
+        assert app.sender.event(event).status_code == 200

@@ -18,11 +18,13 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.oauth.installation_store import InstallationStore
+from slack_sdk.web import SlackResponse
 from sqlalchemy.exc import DataError
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.agent import AgentBridge
+from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
 from bot.slack.manifest import BOT_SCOPES
@@ -47,8 +49,14 @@ def web_client(settings: Settings, token: str | None = None) -> WebClient:
     )
 
 
-def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
-    """The standalone relay's Bolt app with every listener attached."""
+def build_app(
+    relay: Relay, *, socket_mode: bool = False, identity: SlackResponse | None = None
+) -> App:
+    """The standalone relay's Bolt app with every listener attached.
+
+    A single-workspace app is authorized by the bot's `identity` (auth.test's answer, asked
+    now unless `preflight` already did), never by a Web API call while a vote waits.
+    """
     settings = relay.settings
     if not socket_mode:
         settings.require("slack_signing_secret")
@@ -64,15 +72,23 @@ def build_app(relay: Relay, *, socket_mode: bool = False) -> App:
         app.enable_token_revocation_listeners()
     else:
         settings.require("slack_bot_token")
+        assert settings.slack_bot_token
         app = App(
             signing_secret=settings.slack_signing_secret or "",
-            client=web_client(settings, settings.slack_bot_token),
+            client=web_client(settings),
+            authorize=SingleBotAuthorize(identity or auth_test(settings), settings.slack_bot_token),
             process_before_response=True,
-            token_verification_enabled=False,  # verified once, before serving (preflight)
         )
+        app.event("app_uninstalled")(log_removal)  # the manifest subscribes to them: acked
+        app.event("tokens_revoked")(log_removal)
     app.error(answer_malformed)
     attach(app, relay)
     return app
+
+
+def log_removal(event: dict[str, Any]) -> None:
+    """Single-workspace: the app was uninstalled or its token revoked; SLACK_BOT_TOKEN is void."""
+    log.warning("Slack says %s: SLACK_BOT_TOKEN no longer works", event.get("type"))
 
 
 # Errors that mean the request had an unexpected shape, not that the relay is unwell.
@@ -92,20 +108,20 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
     return None
 
 
-def preflight(settings: Settings) -> None:
+def preflight(settings: Settings) -> SlackResponse | None:
     """Before serving, each failing with one line: the database opens (its schema created or
-    migrated), and a single-workspace token works (SlackTokenError)."""
+    migrated), and a single-workspace token works (SlackTokenError): its auth.test answer."""
     from bot.core.db import Database
-    from bot.slack.checks import auth_test
 
     database = Database(settings.database_url, pool_size=1)
     try:
         database.migrate(time())
     finally:
         database.dispose()
-    if not settings.oauth:
-        settings.require("slack_bot_token")
-        auth_test(settings)
+    if settings.oauth:
+        return None
+    settings.require("slack_bot_token")
+    return auth_test(settings)
 
 
 def attach(app: App, relay: Relay) -> SlackFeedback:
@@ -122,6 +138,35 @@ def attach(app: App, relay: Relay) -> SlackFeedback:
     agent = AgentBridge(feedback) if relay.settings.agent_url else None
     register(app, feedback, agent)
     return feedback
+
+
+class SingleBotAuthorize(Authorize):
+    """Authorizes every request as the single workspace's bot, from one auth.test at start.
+
+    Bolt's own single-workspace authorization calls auth.test during the first request of
+    each process, and answers 200 with "please reinstall" when Slack falters there, so that
+    vote would be dropped.
+    """
+
+    def __init__(self, identity: SlackResponse, token: str) -> None:
+        self.bot = {
+            "enterprise_id": identity.get("enterprise_id"),
+            "team_id": identity.get("team_id"),
+            "bot_user_id": identity.get("user_id"),
+            "bot_id": identity.get("bot_id"),
+            "bot_token": token,
+        }
+
+    def __call__(
+        self,
+        *,
+        context: BoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        **_actor: Any,
+    ) -> AuthorizeResult:
+        return AuthorizeResult(**self.bot, user_id=user_id)
 
 
 class StoredBotAuthorize(Authorize):

@@ -14,6 +14,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.web import SlackResponse
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
@@ -148,13 +149,15 @@ def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> l
     return [data]
 
 
-def build_wsgi(settings: Settings) -> tuple[RelayWSGI, Relay]:
-    """The relay and its WSGI app, delivery started."""
+def build_wsgi(
+    settings: Settings, identity: SlackResponse | None = None
+) -> tuple[RelayWSGI, Relay]:
+    """The relay and its WSGI app, delivery started (`identity`: see `build_app`)."""
     from bot.slack.app import build_app
 
     settings.require("brixo_api_key")
     relay = Relay(settings)
-    app = build_app(relay)
+    app = build_app(relay, identity=identity)
     relay.start()
     return RelayWSGI(app, relay), relay
 
@@ -183,7 +186,7 @@ def serve(settings: Settings) -> int:
     from bot.slack.app import preflight
 
     settings.require("brixo_api_key", "slack_signing_secret")
-    preflight(settings)
+    identity = preflight(settings)  # handed to every worker: no auth.test while a vote waits
     relays: list[Relay] = []
 
     class Server(BaseApplication):
@@ -207,7 +210,7 @@ def serve(settings: Settings) -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> RelayWSGI:
-            wsgi, relay = build_wsgi(settings)
+            wsgi, relay = build_wsgi(settings, identity)
             relays.append(relay)
             log.info(
                 "serving Slack at %s and health at %s on port %s",

@@ -36,9 +36,9 @@ def run_socket_mode(settings: Settings) -> int:
     from bot.slack.app import build_app, preflight
 
     settings.require("slack_app_token", "brixo_api_key")
-    preflight(settings)
+    identity = preflight(settings)
     relay = Relay(settings)
-    app = build_app(relay, socket_mode=True)
+    app = build_app(relay, socket_mode=True, identity=identity)
     handler = SocketModeHandler(app, settings.slack_app_token)
     stop = threading.Event()
 
