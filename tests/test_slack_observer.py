@@ -177,8 +177,14 @@ def test_reactions_on_peoples_messages_fetch_nothing(start_relay: StartRelay) ->
     ]
     asked = [c.args["user"] for c in app.slack.calls_to("users.info")]
     assert asked.count("U5") == 1
+    # Another app's message without metadata (a CI bot's, say) is fetched once: no reply.
+    ci = "1700000000.000400"
+    app.slack.add_message("C1", ci, "build passed", user="UCI", bot_id="BCI")
+    for n in (1, 2):
+        ok(app.sender.event(sr.reaction_added(f"U{n}", "+1", "C1", ci, item_user="UCI")))
     fetched = [c.args["ts"] for c in app.slack.calls_to("conversations.replies")]
-    assert fetched == [reply, other_app]
+    assert fetched == [reply, other_app, ci]
+    assert outbox(app)["pending"] == 0
 
 
 def test_vote_on_a_reply_deep_in_a_long_thread_fetches_that_reply(

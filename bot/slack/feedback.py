@@ -23,11 +23,16 @@ from bot.slack.lookups import (
     fetch_message,
     fetch_thread,
     lookup_client,
+    remember,
     unavailable_reason,
 )
 from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
+
+# Messages fetched and found to be no reply, kept in memory (per process) so that more
+# reactions on them ask Slack nothing.
+NOT_REPLIES_KEPT = 10_000
 
 UNAVAILABLE_NOTE = (
     "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
@@ -115,6 +120,7 @@ class SlackFeedback:
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
         self.follow_ups = FollowUps()
+        self.not_replies: dict[tuple[str, str, str], bool] = {}  # fetched, no reply: see resolve
 
     # --- mapping -------------------------------------------------------------------------
 
@@ -202,11 +208,12 @@ class SlackFeedback:
         """A reply's IDs: recorded, else from its metadata or the templates (fetched once).
 
         A message Slack says a person wrote (`author`, checked once per person) is no reply:
-        it isn't fetched. Raises one of SLACK_UNAVAILABLE when the fetch fails for now;
+        it isn't fetched, nor is a message fetched before that turned out no reply (until it
+        gets metadata). Raises one of SLACK_UNAVAILABLE when the fetch fails for now;
         `before_ack` asks with `lookup_client` (fail fast), else with `client` and its retries.
         """
         mapping = self.relay.mappings.message(workspace, channel, ts)
-        if mapping:
+        if mapping or (workspace, channel, ts) in self.not_replies:
             return mapping
         lookups = lookup_client(client) if before_ack else client
         if author and self.written_by_a_person(lookups, author):
@@ -214,7 +221,10 @@ class SlackFeedback:
         message = fetch_message(lookups, channel, ts)
         if not message or not same_workspace(message, workspace):
             return None
-        return self.map_message(workspace, channel, message, own_bot_id)
+        mapping = self.map_message(workspace, channel, message, own_bot_id)
+        if mapping is None:
+            remember(self.not_replies, (workspace, channel, ts), True, NOT_REPLIES_KEPT)
+        return mapping
 
     def written_by_a_person(self, client: WebClient, author: str) -> bool:
         """True when Slack says `author` is a person (apps post replies and their metadata);

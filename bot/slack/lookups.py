@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from http.client import HTTPException
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 log = logging.getLogger("bot.slack")
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
 LOOKUP_TIMEOUT = 1
@@ -149,7 +152,12 @@ class SlackUsers:
         bot = None if not isinstance(user, dict) else bool(user.get("is_bot"))
         if user_id == "USLACKBOT":
             bot = True
-        if len(self._bots) >= self.size:
-            self._bots.pop(next(iter(self._bots)), None)
-        self._bots[user_id] = bot
+        remember(self._bots, user_id, bot, self.size)
         return bot
+
+
+def remember(cache: dict[K, V], key: K, value: V, size: int) -> None:
+    """Keep `value` for `key`, forgetting the oldest entry once `cache` holds `size`."""
+    if key not in cache and len(cache) >= size:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
