@@ -215,6 +215,14 @@ def test_half_an_oauth_install_is_an_error() -> None:
         load_settings({"SLACK_CLIENT_ID": "1.2", "SLACK_STATE_SECRET": "s"}, dotenv=None)
 
 
+def test_a_bot_token_beside_an_oauth_install_is_an_error() -> None:
+    """The OAuth install would silently ignore the token, and its workspace's votes with it."""
+    oauth = {"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "c", "SLACK_STATE_SECRET": "s"}
+    with pytest.raises(SettingsError, match=r"^SLACK_BOT_TOKEN: expected it unset with "):
+        load_settings({**oauth, "SLACK_BOT_TOKEN": "xoxb-1"}, dotenv=None)
+    assert load_settings(oauth, dotenv=None).oauth
+
+
 def test_database_url_error_hides_the_password() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"DATABASE_URL": "mysql://admin:hunter2secret@db/x"}, dotenv=None)

@@ -388,3 +388,9 @@ def _check_combinations(settings: Settings) -> None:
             f"{missing[0]}: required with the other SLACK_CLIENT_* settings "
             "for the multi-workspace OAuth install"
         )
+    if settings.slack_bot_token and all(oauth):
+        raise SettingsError(
+            "SLACK_BOT_TOKEN: expected it unset with SLACK_CLIENT_ID (an OAuth install keeps "
+            "each workspace's token; install this workspace through /slack/install), or the "
+            "SLACK_CLIENT_* settings unset for a single workspace"
+        )
