@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -100,6 +102,23 @@ def test_huge_comment_is_cut_to_3000(start_relay: StartRelay) -> None:
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(text))))
     settled(app, 1)
     assert app.brixo.accepted[0].attributes["user_message"] == text[:3000]
+
+
+@pytest.mark.parametrize(
+    ("typed", "sent"),
+    [
+        ("\u200b\u2060 \u200b", None),  # nothing that shows: no comment
+        ("too slow\x07\x1b[31m!\r\n\tfix it", "too slow[31m!\n\tfix it"),
+    ],
+    ids=["invisible", "control characters"],
+)
+def test_comments_keep_only_what_shows(
+    start_relay: StartRelay, typed: str, sent: str | None
+) -> None:
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(typed))))
+    settled(app, 1)
+    assert app.brixo.accepted[0].attributes.get("user_message") == sent
 
 
 def test_never_sends_a_down_click_at_once(start_relay: StartRelay) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -79,8 +80,11 @@ def rfc3339(epoch: float) -> str:
 
 
 def clean_comment(text: str | None) -> str | None:
-    """A comment without surrounding blanks, cut to MAX_COMMENT_CHARS; None when empty."""
+    """A comment without control characters (line breaks and tabs stay) or surrounding blanks,
+    cut to MAX_COMMENT_CHARS; None when nothing in it would show."""
     if text is None:
         return None
-    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8").strip()
-    return text[:MAX_COMMENT_CHARS] or None
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    visible = any(unicodedata.category(c)[0] in "LMNPS" for c in text)
+    return text[:MAX_COMMENT_CHARS] if visible else None
