@@ -18,6 +18,10 @@ from bot.core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# What a comment that comes after its vote was sent gets (every chat platform's).
+TOO_LATE = "Your vote was already sent, so this comment can't be added; thanks all the same."
+
+
 class Relay:
     """Everything a chat adapter needs to turn votes into delivered signals."""
 

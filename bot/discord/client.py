@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.core.acts import VALUES
-from bot.core.relay import Relay
+from bot.core.relay import TOO_LATE, Relay
 from bot.discord.agent import AGENT_ERROR_REPLY, AgentClient, AgentError, Question
 from bot.discord.components import (
     COMMENT_ID,
@@ -29,7 +29,6 @@ from bot.discord.components import (
 )
 from bot.discord.feedback import (
     DM,
-    TOO_LATE,
     UNMAPPED_CONVERSATION,
     UNMAPPED_NOTE,
     Click,

@@ -28,7 +28,6 @@ UNMAPPED_NOTE = (
 UNMAPPED_CONVERSATION = (
     "I can't link this conversation to one that Brixo knows, so it can't be rated here."
 )
-TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
 
 # Skin tones (U+1F3FB..U+1F3FF) and the emoji variation selector, dropped before matching.
 _MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\ufe0f"}

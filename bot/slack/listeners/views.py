@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 
 from bot.core.acts import VALUES, clean_comment
 from bot.core.mapping import POSTED, Mapping
+from bot.core.relay import TOO_LATE
 from bot.slack.blocks import (
     COMMENT_BLOCK,
     COMMENT_INPUT,
@@ -24,8 +25,6 @@ from bot.slack.feedback import SlackFeedback, Vote, ephemeral, workspace_of
 from bot.slack.listeners.common import act_id, dig, text_field
 
 log = logging.getLogger("bot.slack")
-
-TOO_LATE = "Your vote was already sent without a comment; thanks all the same."
 
 
 def private_metadata(view: dict[str, Any]) -> dict[str, Any]:
