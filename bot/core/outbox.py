@@ -106,7 +106,7 @@ class Outbox:
         # Built once: composing these per vote cost ~2 ms of CPU, more than running them; and
         # the vote's statements run on the driver's cursor (see DriverStatement).
         vote = upsert(database, votes)
-        newer = vote.excluded.voted_at > votes.c.voted_at
+        newer = vote.excluded.voted_at >= votes.c.voted_at  # a tie: the later arrival
         vote = vote.on_conflict_do_update(
             index_elements=[
                 votes.c.workspace,
