@@ -76,7 +76,9 @@ def build_app(
         app = App(
             signing_secret=settings.slack_signing_secret or "",
             client=web_client(settings),
-            authorize=SingleBotAuthorize(identity or auth_test(settings), settings.slack_bot_token),
+            authorize=SingleBotAuthorize(  # type: ignore[arg-type]
+                identity or auth_test(settings), settings.slack_bot_token
+            ),
             process_before_response=True,
         )
         app.event("app_uninstalled")(log_removal)  # the manifest subscribes to them: acked
@@ -140,46 +142,16 @@ def attach(app: App, relay: Relay) -> SlackFeedback:
     return feedback
 
 
-class SingleBotAuthorize(Authorize):
-    """Authorizes every request as the single workspace's bot, from one auth.test at start.
+class BotAuthorize(Authorize):
+    """Authorizes a request as a bot known without asking Slack; subclasses say which bot.
 
-    Bolt's own single-workspace authorization calls auth.test during the first request of
-    each process, and answers 200 with "please reinstall" when Slack falters there, so that
-    vote would be dropped.
+    Bolt's own authorization calls auth.test while the request waits for its ack, and answers
+    200 with "please reinstall" when Slack falters there, so that vote would be dropped.
     """
 
-    def __init__(self, identity: SlackResponse, token: str) -> None:
-        self.bot = {
-            "enterprise_id": identity.get("enterprise_id"),
-            "team_id": identity.get("team_id"),
-            "bot_user_id": identity.get("user_id"),
-            "bot_id": identity.get("bot_id"),
-            "bot_token": token,
-        }
-
-    def __call__(
-        self,
-        *,
-        context: BoltContext,
-        enterprise_id: str | None,
-        team_id: str | None,
-        user_id: str | None,
-        **_actor: Any,
-    ) -> AuthorizeResult:
-        return AuthorizeResult(**self.bot, user_id=user_id)
-
-
-class StoredBotAuthorize(Authorize):
-    """Authorizes a request from the bot installation kept in the database, calling no Slack.
-
-    Bolt's default calls auth.test before every request is acknowledged, and answers 200 with
-    "please reinstall" when Slack falters there, so the vote would be dropped. The stored bot
-    (deleted on app_uninstalled and tokens_revoked) holds what the listeners need; a database
-    error fails the request, so Slack sends it again.
-    """
-
-    def __init__(self, installations: InstallationStore) -> None:
-        self.installations = installations
+    def bot(self, context: BoltContext, enterprise_id: str | None, team_id: str | None) -> Any:
+        """The bot's fields as AuthorizeResult takes them, or None for no installation."""
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -190,6 +162,34 @@ class StoredBotAuthorize(Authorize):
         user_id: str | None,
         **_actor: Any,
     ) -> AuthorizeResult | None:
+        bot = self.bot(context, enterprise_id, team_id)
+        return None if bot is None else AuthorizeResult(**bot, user_id=user_id)
+
+
+class SingleBotAuthorize(BotAuthorize):
+    """The single workspace's bot, as the auth.test made before serving described it."""
+
+    def __init__(self, identity: SlackResponse, token: str) -> None:
+        self.fields = {
+            "enterprise_id": identity.get("enterprise_id"),
+            "team_id": identity.get("team_id"),
+            "bot_user_id": identity.get("user_id"),
+            "bot_id": identity.get("bot_id"),
+            "bot_token": token,
+        }
+
+    def bot(self, context: BoltContext, enterprise_id: str | None, team_id: str | None) -> Any:
+        return self.fields
+
+
+class StoredBotAuthorize(BotAuthorize):
+    """The workspace's bot installation kept in the database (deleted on app_uninstalled and
+    tokens_revoked); a database error fails the request, so Slack sends it again."""
+
+    def __init__(self, installations: InstallationStore) -> None:
+        self.installations = installations
+
+    def bot(self, context: BoltContext, enterprise_id: str | None, team_id: str | None) -> Any:
         bot = self.installations.find_bot(
             enterprise_id=enterprise_id,
             team_id=team_id,
@@ -197,15 +197,14 @@ class StoredBotAuthorize(Authorize):
         )
         if bot is None:
             return None
-        return AuthorizeResult(
-            enterprise_id=bot.enterprise_id,
-            team_id=bot.team_id,
-            bot_user_id=bot.bot_user_id,
-            bot_id=bot.bot_id,
-            bot_token=bot.bot_token,
-            bot_scopes=bot.bot_scopes,
-            user_id=user_id,
-        )
+        return {
+            "enterprise_id": bot.enterprise_id,
+            "team_id": bot.team_id,
+            "bot_user_id": bot.bot_user_id,
+            "bot_id": bot.bot_id,
+            "bot_token": bot.bot_token,
+            "bot_scopes": bot.bot_scopes,
+        }
 
 
 def oauth_settings(relay: Relay) -> OAuthSettings:
