@@ -187,6 +187,21 @@ def test_reactions_on_peoples_messages_fetch_nothing(start_relay: StartRelay) ->
     assert outbox(app)["pending"] == 0
 
 
+def test_a_message_found_no_reply_is_fetched_again_once_its_minute_is_over(
+    start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app may add its metadata in an update that an older install hears nothing of."""
+    monkeypatch.setattr("bot.slack.feedback.NOT_REPLY_FOR", 0.0)  # the minute is over at once
+    app = start_relay(ACK_MESSAGE="")
+    ts = "1700000000.000500"
+    app.slack.add_message("C1", ts, "thinking…", user="UAPP", bot_id="BAPP")
+    ok(app.sender.event(sr.reaction_added("U1", "+1", "C1", ts, item_user="UAPP")))
+    app.slack.add_message("C1", ts, "the answer", user="UAPP", bot_id="BAPP", metadata=meta("m-5"))
+    ok(app.sender.event(sr.reaction_added("U2", "+1", "C1", ts, item_user="UAPP")))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-5", "thumbs_up")]
+
+
 def test_vote_on_a_reply_deep_in_a_long_thread_fetches_that_reply(
     start_relay: StartRelay,
 ) -> None:

@@ -155,7 +155,7 @@ class DiscordFeedback:
         CONVERSATION_ID_TEMPLATE maps conversations a watched bot replied in: seen replying,
         or the message rated (`author`) is its.
         """
-        if author:
+        if self.is_watched(author):
             self.resolve(place, author)  # a watched bot's reply: mapped, conversation included
         return self.relay.conversation_of(
             place.workspace,

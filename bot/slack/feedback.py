@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from slack_sdk import WebClient
@@ -30,9 +30,11 @@ from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
 
-# Messages fetched and found to be no reply, kept in memory (per process) so that more
-# reactions on them ask Slack nothing.
+# Messages fetched and found to be no reply, kept in memory (per process) for a minute, so a
+# burst of reactions on one asks Slack once; not longer, since an app may add its metadata
+# in an update (an app made from an older manifest gets no event for that).
 NOT_REPLIES_KEPT = 10_000
+NOT_REPLY_FOR = 60.0
 
 UNAVAILABLE_NOTE = (
     "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
@@ -120,7 +122,7 @@ class SlackFeedback:
         self.positive = frozenset(relay.settings.positive_reactions)
         self.negative = frozenset(relay.settings.negative_reactions)
         self.follow_ups = FollowUps()
-        self.not_replies: dict[tuple[str, str, str], bool] = {}  # fetched, no reply: see resolve
+        self.not_replies: dict[tuple[str, str, str], float] = {}  # key -> until, see resolve
 
     # --- mapping -------------------------------------------------------------------------
 
@@ -208,12 +210,12 @@ class SlackFeedback:
         """A reply's IDs: recorded, else from its metadata or the templates (fetched once).
 
         A message Slack says a person wrote (`author`, checked once per person) is no reply:
-        it isn't fetched, nor is a message fetched before that turned out no reply (until it
-        gets metadata). Raises one of SLACK_UNAVAILABLE when the fetch fails for now;
+        it isn't fetched, nor is a message fetched within the last minute that turned out no
+        reply. Raises one of SLACK_UNAVAILABLE when the fetch fails for now;
         `before_ack` asks with `lookup_client` (fail fast), else with `client` and its retries.
         """
         mapping = self.relay.mappings.message(workspace, channel, ts)
-        if mapping or (workspace, channel, ts) in self.not_replies:
+        if mapping or self.not_replies.get((workspace, channel, ts), 0.0) > monotonic():
             return mapping
         lookups = lookup_client(client) if before_ack else client
         if author and self.written_by_a_person(lookups, author):
@@ -223,7 +225,8 @@ class SlackFeedback:
             return None
         mapping = self.map_message(workspace, channel, message, own_bot_id)
         if mapping is None:
-            remember(self.not_replies, (workspace, channel, ts), True, NOT_REPLIES_KEPT)
+            until = monotonic() + NOT_REPLY_FOR
+            remember(self.not_replies, (workspace, channel, ts), until, NOT_REPLIES_KEPT)
         return mapping
 
     def written_by_a_person(self, client: WebClient, author: str) -> bool:
