@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from time import monotonic
@@ -11,6 +12,7 @@ import pytest
 
 from bot.slack.feedback import UNAVAILABLE_NOTE
 from bot.slack.listeners.shortcuts import UNAVAILABLE_THREAD, UNMAPPED_THREAD
+from bot.slack.lookups import LOOKUP_TIMEOUT
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -411,6 +413,27 @@ def test_rate_limited_lookup_before_the_ack_fails_fast(
     ok(react(app, ts, "+1", channel="C1", event_id="Ev-limited", retry_num=1))
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-9", "thumbs_up")]
+
+
+def test_slow_lookup_before_the_ack_fails_with_a_warning_and_the_redelivery_counts(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack slower than the lookup's timeout is Slack's trouble, not the relay's: one WARNING
+    without a traceback, a 500 so that Slack redelivers, and the redelivery's one signal."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000570"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-10")
+    )
+    app.slack.delay_next("conversations.replies", LOOKUP_TIMEOUT + 0.5)
+    first = app.sender.event(sr.reaction_added("U1", "+1", "C1", ts), event_id="Ev-slow")
+    assert first.status_code >= 500, first.status_code
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "bot.slack"]
+    assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)], said
+    assert "before the ack" in said[0].getMessage()
+    ok(react(app, ts, "+1", channel="C1", event_id="Ev-slow", retry_num=1))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-10", "thumbs_up")]
 
 
 def test_watched_bots_users_are_known_to_every_process_and_the_next_start(

@@ -160,6 +160,20 @@ def _malformed(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
                 "U1", "T1", rating, {"vote": {"vote_input": {"selected_option": {"value": "up"}}}}
             )
         ),
+        # Metadata of the relay's own shape with a field mistyped (Slack echoes what it was
+        # given, so only a forged or stale view has these).
+        *(
+            _interaction(
+                sr.view_submission(
+                    "U1",
+                    "T1",
+                    {**rating, "private_metadata": json.dumps(rated | mistyped)},
+                    {"vote": {"vote_input": {"selected_option": {"value": "up"}}}},
+                )
+            )
+            for rated in [{"conversation_id": "c-1", "channel": "C1", "thread_ts": ts}]
+            for mistyped in [{"channel": {"x": 1}}, {"thread_ts": ["1.1"]}, {"conversation_id": 7}]
+        ),
         _interaction({**sr.message_shortcut("U1", "T1", "C1", ts), "message": None}),
         _interaction({**sr.message_shortcut("U1", "T1", "C1", ts), "channel": "C1"}),
         _event({**reaction, "item": None}, app),

@@ -11,7 +11,6 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -27,6 +26,7 @@ from bot.slack.agent import AgentBridge
 from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 from bot.slack.manifest import BOT_SCOPES
 
 log = logging.getLogger("bot.slack")
@@ -102,9 +102,10 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
     if isinstance(error, MALFORMED):
         log.warning("refused a malformed Slack request: %s", type(error).__name__)
         return BoltResponse(status=400, body="")
-    if isinstance(error, SlackApiError):  # a lookup before the ack: Slack sends it again later
-        status, reason = error.response.status_code, error.response.get("error")
-        log.warning("Slack answered %s (%s) before the ack; Slack will retry", status, reason)
+    if isinstance(error, SLACK_UNAVAILABLE):  # a lookup before the ack: Slack sends it again
+        log.warning(
+            "Slack failed a lookup before the ack (%s); Slack will retry", unavailable_reason(error)
+        )
         return None
     log.error("error while handling a Slack request", exc_info=error)
     return None

@@ -194,6 +194,7 @@ class FakeSlackAPI(LocalHTTPFake):
         self._calls: list[Call] = []
         self._overrides: dict[str, _Override] = {}
         self._failures: dict[str, deque[_Failure]] = {}
+        self._delays: dict[str, deque[float]] = {}
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ts_counter = itertools.count(1)
         self._view_counter = itertools.count(1)
@@ -258,6 +259,11 @@ class FakeSlackAPI(LocalHTTPFake):
         with self._lock:
             self._failures.setdefault(method, deque()).extend([_Failure(status, retry_after)] * n)
 
+    def delay_next(self, method: str, seconds: float, n: int = 1) -> None:
+        """Answer the next ``n`` calls of ``method`` only after ``seconds`` (a slow Slack)."""
+        with self._lock:
+            self._delays.setdefault(method, deque()).extend([seconds] * n)
+
     # -- message store ---------------------------------------------------------
 
     def next_ts(self) -> str:
@@ -317,6 +323,9 @@ class FakeSlackAPI(LocalHTTPFake):
             queue = self._failures.get(call.method)
             failure = queue.popleft() if queue else None
             override = self._overrides.get(call.method)
+            delays = self._delays.get(call.method)
+            delay = delays.popleft() if delays else 0.0
+        time.sleep(delay)  # the slow Slack being played, not a wait in a test
         if failure is not None:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             error = "ratelimited" if failure.status == 429 else "fatal_error"

@@ -98,8 +98,8 @@ def register(app: App, feedback: SlackFeedback) -> None:
         meta = private_metadata(view)
         values = dig(view, "state", "values") or {}
         value = VALUES.get(str(dig(values, VOTE_BLOCK, VOTE_INPUT, "selected_option", "value")))
-        conversation_id, channel = meta.get("conversation_id"), meta.get("channel")
-        thread_ts, user = meta.get("thread_ts"), text_field(body, "user", "id")
+        conversation_id, channel = text_field(meta, "conversation_id"), text_field(meta, "channel")
+        thread_ts, user = text_field(meta, "thread_ts"), text_field(body, "user", "id")
         workspace = workspace_of(context)
         if not value:
             ack(response_action="errors", errors={VOTE_BLOCK: "Pick 👍 or 👎."})
