@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bot.core.relay import TOO_LATE
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
@@ -21,6 +22,7 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
+from tests.waiting import wait_until
 
 ROOT = "1700000000.000100"
 
@@ -182,14 +184,34 @@ def test_reaction_without_comment_goes_after_comment_wait(start_relay: StartRela
     assert "user_message" not in app.brixo.accepted[0].attributes
 
 
-def test_modal_refused_by_slack_sends_without_comment(start_relay: StartRelay) -> None:
-    app = start_relay(ASK_COMMENT="negative")
+def test_modal_refused_by_slack_sends_without_comment_and_thanks(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="Thanks!")
     app.slack.respond("views.open", {"ok": False, "error": "expired_trigger_id"})
     reply = ask_agent(app, "hi", ts=ROOT)
     click(app, reply, "down", thread_ts=ROOT)
     app.brixo.wait_for_accepted(1)
     settled(app, 1)
     assert app.slack.calls_to("views.open")
+    thanks = wait_until(lambda: ephemerals(app, "Thanks!"), message="no thanks")
+    assert (thanks[0].args["user"], thanks[0].args["thread_ts"]) == ("U1", ROOT)
+
+
+def test_add_a_comment_after_the_vote_went_says_so_instead_of_opening_the_modal(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="1s")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "-1", channel="C1")
+    offer = app.slack.wait_for_call("chat.postEphemeral")[0]
+    buttons = [e for b in offer.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    app.brixo.wait_for_accepted(1)  # COMMENT_WAIT ran out: the vote went without a comment
+    settled(app, 1)
+    action = sr.button_action("brixo_add_comment", buttons[0]["value"], text="Add a comment")
+    payload = sr.block_action("U1", "T1", "C1", ts, action, trigger_id="trig-9", is_ephemeral=True)
+    ok(app.sender.interaction(payload))
+    note = wait_until(lambda: ephemerals(app, TOO_LATE), message="no note")
+    assert note[0].args["user"] == "U1"
+    assert app.slack.calls_to("views.open") == []
 
 
 def test_thanks_after_the_modal_lands_in_the_votes_thread(start_relay: StartRelay) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from bot.slack.feedback import UNAVAILABLE_NOTE
-from bot.slack.listeners.shortcuts import UNAVAILABLE_THREAD, UNMAPPED_THREAD
+from bot.slack.listeners.shortcuts import NOT_OPENED, UNAVAILABLE_THREAD, UNMAPPED_THREAD
 from bot.slack.lookups import LOOKUP_TIMEOUT
 from tests.fakes import slack_requests as sr
+from tests.fakes.slack_api import RESPONSE_URL
 from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
     ask_agent,
@@ -546,6 +547,50 @@ def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) ->
     app.slack.fail_next("conversations.replies", 10, status=503)
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", root, thread_ts=root)))
     wait_until(lambda: ephemerals(app, UNAVAILABLE_THREAD), message="no note")
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_a_shortcut_from_a_conversation_the_app_is_not_in_gets_its_note_by_response_url(
+    start_relay: StartRelay,
+) -> None:
+    """chat.postEphemeral can't reach a DM between people; the shortcut's response_url can."""
+    app = start_relay(**WATCH)
+    root = "1700000000.000710"
+    app.slack.respond("chat.postEphemeral", {"ok": False, "error": "channel_not_found"})
+    shortcut = sr.message_shortcut(
+        "U1", "T1", "DPEOPLE", root, thread_ts=root, response_url=app.slack.response_url()
+    )
+    ok(app.sender.interaction(shortcut))
+    posted = app.slack.wait_for_call(RESPONSE_URL)
+    assert posted[0].args == {
+        "text": UNMAPPED_THREAD,
+        "response_type": "ephemeral",
+        "replace_original": False,
+    }
+    assert app.slack.calls_to("views.open") == []
+
+
+def test_a_rating_slack_refuses_to_open_gets_a_note(start_relay: StartRelay) -> None:
+    app = start_relay(**WATCH)
+    root = map_by_metadata(app, "m-1", channel="C1", conversation_id="c-1")
+    app.slack.respond("views.open", {"ok": False, "error": "expired_trigger_id"})
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", root, thread_ts=root)))
+    note = wait_until(lambda: ephemerals(app, NOT_OPENED), message="no note")
+    assert note[0].args["user"] == "U1"
+
+
+def test_a_rate_limited_shortcut_lookup_is_not_waited_out(start_relay: StartRelay) -> None:
+    """The modal's trigger_id lapses 3 s after the shortcut: a 429 on the thread's lookup
+    gets the note at once instead of a modal Slack would refuse after Retry-After."""
+    app = start_relay(**WATCH)
+    root = "1700000000.000720"
+    app.slack.add_message("C1", root, "question", user="U1")
+    app.slack.fail_next("conversations.replies", 1, status=429, retry_after="5")
+    started = monotonic()
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", root, thread_ts=root)))
+    wait_until(lambda: ephemerals(app, UNAVAILABLE_THREAD), message="no note")
+    assert monotonic() - started < 3
+    assert len(app.slack.calls_to("conversations.replies")) == 1
     assert app.slack.calls_to("views.open") == []
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.core.acts import DOWN, UP, Act, Value
 from bot.core.mapping import METADATA, POSTED, Mapping
@@ -335,9 +336,41 @@ class SlackFeedback:
         )
 
 
-def ephemeral(client: WebClient, channel: str, user: str, text: str, **extra: Any) -> None:
-    """A short note only `user` sees; failures are logged, never raised."""
+def ephemeral(
+    client: WebClient,
+    channel: str,
+    user: str,
+    text: str,
+    *,
+    response_url: str | None = None,
+    **extra: Any,
+) -> None:
+    """A short note only `user` sees; failures are logged, never raised.
+
+    Where the app can't post (a conversation it isn't in, which a shortcut can come from),
+    the interaction's `response_url`, when given, still reaches the person.
+    """
     try:
         client.chat_postEphemeral(channel=channel, user=user, text=text, **extra)
-    except SlackApiError as error:
-        log.info("can't post an ephemeral note in %s: %s", channel, error.response.get("error"))
+        return
+    except SLACK_UNAVAILABLE as error:
+        reason = slack_error(error)
+    if response_url:
+        try:
+            webhook = WebhookClient(
+                response_url, timeout=client.timeout, ssl=client.ssl, proxy=client.proxy
+            )
+            sent = webhook.send(text=text, response_type="ephemeral", replace_original=False)
+            if sent.status_code == 200:
+                return
+            reason += f"; response_url: HTTP {sent.status_code}"
+        except SLACK_UNAVAILABLE as error:
+            reason += f"; response_url: {slack_error(error)}"
+    log.info("can't post an ephemeral note in %s: %s", channel, reason)
+
+
+def slack_error(error: Exception) -> str:
+    """Slack's error code (`channel_not_found`), or why Slack couldn't be asked."""
+    if isinstance(error, SlackApiError) and error.response.get("error"):
+        return str(error.response.get("error"))
+    return unavailable_reason(error)

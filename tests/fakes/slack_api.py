@@ -113,6 +113,10 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
     return args
 
 
+# The method name the calls to a response_url are recorded under.
+RESPONSE_URL = "response_url"
+
+
 class _SlackHandler(QuietHandler):
     server: Any
 
@@ -120,6 +124,15 @@ class _SlackHandler(QuietHandler):
         fake: FakeSlackAPI = self.server.owner
         body, _ = self.read_body(None)
         split = urlsplit(self.path)
+        if split.path.startswith("/response/"):  # an interaction's response_url
+            try:
+                posted = json.loads(body or b"{}")
+            except ValueError:
+                posted = {}
+            args = posted if isinstance(posted, dict) else {}
+            fake._record(Call(RESPONSE_URL, args, None, time.time(), Headers(self.headers.items())))
+            self.send_raw(200, b"ok", "text/html")
+            return
         if not split.path.startswith("/api/"):
             self.send_raw(404, b'{"ok":false,"error":"not_found"}', "application/json")
             return
@@ -203,6 +216,10 @@ class FakeSlackAPI(LocalHTTPFake):
     def url(self) -> str:
         """``http://127.0.0.1:PORT/api/`` (the WebClient ``base_url``)."""
         return f"{self.base_url}/api/"
+
+    def response_url(self, name: str = "r1") -> str:
+        """A ``response_url`` for an interaction payload; posts to it are calls of RESPONSE_URL."""
+        return f"{self.base_url}/response/{name}"
 
     # -- recording -----------------------------------------------------------
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.core.acts import VALUES
+from bot.core.outbox import AWAITING_COMMENT
+from bot.core.relay import TOO_LATE
 from bot.slack.blocks import (
     ADD_COMMENT_ACTION,
     FEEDBACK_ACTION,
@@ -25,6 +26,7 @@ from bot.slack.feedback import (
     SlackFeedback,
     Vote,
     ephemeral,
+    slack_error,
     workspace_of,
 )
 from bot.slack.listeners.common import act_id, dig, slack_time, text_field
@@ -53,6 +55,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         client's retries: Slack never sends a click twice.
         """
         follow_up, channel, user = handoff["follow_up"], handoff["channel"], handoff["user"]
+        response_url = text_field(body, "response_url")
         if follow_up == LOOK_AGAIN:
             workspace, own_bot_id = handoff["workspace"], handoff["own_bot_id"]
             handoff = click_act(feedback, body, workspace, own_bot_id, client, before_ack=False)
@@ -63,14 +66,16 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 return
         if follow_up == UNAVAILABLE:
             log.warning("vote click not recorded: Slack's lookups failed (%s)", handoff["error"])
-            ephemeral(client, channel, user, UNAVAILABLE_NOTE, thread_ts=handoff.get("thread_ts"))
+            text = UNAVAILABLE_NOTE
         elif follow_up == UNMAPPED:
-            ephemeral(client, channel, user, UNMAPPED_NOTE, thread_ts=handoff.get("thread_ts"))
+            text = UNMAPPED_NOTE
         elif follow_up == MODAL:
             open_comment_modal(feedback, client, body, handoff)
+            return
         else:
             text = feedback.settings.ack_message
-            ephemeral(client, channel, user, text, thread_ts=handoff.get("thread_ts"))
+        thread_ts = handoff.get("thread_ts")
+        ephemeral(client, channel, user, text, thread_ts=thread_ts, response_url=response_url)
 
     def add_comment(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
         """The ephemeral "Add a comment" button: after the ack, the modal for the waiting act."""
@@ -79,8 +84,19 @@ def register(app: App, feedback: SlackFeedback) -> None:
         act = act_id(raw_id)
         if act is not None:
             handoff = {"act_id": act, "value": value, "workspace": workspace_of(context)}
-            feedback.follow_ups.submit(open_comment_modal, feedback, client, body, handoff)
+            feedback.follow_ups.submit(offer_comment_modal, body, handoff, client)
         ack()
+
+    def offer_comment_modal(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
+        """The modal while the act still waits for its comment, else a note that it went."""
+        states = feedback.relay.outbox.states_of([handoff["act_id"]], time())
+        if states.get(handoff["act_id"], ("",))[0] == AWAITING_COMMENT:
+            open_comment_modal(feedback, client, body, handoff)
+            return
+        channel, user = text_field(body, "channel", "id"), text_field(body, "user", "id")
+        if channel and user:
+            response_url = text_field(body, "response_url")
+            ephemeral(client, channel, user, TOO_LATE, response_url=response_url)
 
     app.action(VOTE_ACTIONS)(record_click)
     app.action(ADD_COMMENT_ACTION)(add_comment)
@@ -185,11 +201,19 @@ def open_comment_modal(
     )
     try:
         client.views_open(trigger_id=trigger_id, view=view)
-    except SlackApiError as error:
+        return
+    except SLACK_UNAVAILABLE as error:
         log.warning(
             "can't open the comment modal for act=%s: %s; sending without comment",
             act_id,
-            error.response.get("error"),
+            slack_error(error),
         )
-        user = text_field(body, "user", "id") or ""
-        feedback.relay.outbox.finish_comment(act_id, handoff["workspace"], user, None, time())
+    user = text_field(body, "user", "id") or ""
+    released = feedback.relay.outbox.finish_comment(
+        act_id, handoff["workspace"], user, None, time()
+    )
+    channel, thanks = handoff.get("channel"), feedback.settings.ack_message
+    if released and handoff.get("thank") and channel and thanks:  # the thanks the modal would give
+        response_url = text_field(body, "response_url")
+        thread_ts = handoff.get("thread_ts")
+        ephemeral(client, channel, user, thanks, thread_ts=thread_ts, response_url=response_url)

@@ -7,16 +7,11 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import conversation_modal
-from bot.slack.feedback import (
-    SlackFeedback,
-    ephemeral,
-    workspace_of,
-)
+from bot.slack.feedback import SlackFeedback, ephemeral, slack_error, workspace_of
 from bot.slack.listeners.common import text_field
-from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
+from bot.slack.lookups import SLACK_UNAVAILABLE, lookup_client, unavailable_reason
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID
 
 log = logging.getLogger("bot.slack")
@@ -27,6 +22,7 @@ UNMAPPED_THREAD = (
 UNAVAILABLE_THREAD = (
     "Slack didn't answer in time, so the rating couldn't be opened. Please try again in a moment."
 )
+NOT_OPENED = "Slack couldn't open the rating just now. Please try again in a moment."
 
 
 def register(app: App, feedback: SlackFeedback) -> None:
@@ -46,15 +42,21 @@ def register(app: App, feedback: SlackFeedback) -> None:
             log.warning("ignored a malformed conversation shortcut")
             return
         thread_ts = text_field(body, "message", "thread_ts") or ts
+
+        def note(text: str) -> None:
+            response_url = text_field(body, "response_url")
+            ephemeral(client, channel, user, text, thread_ts=thread_ts, response_url=response_url)
+
         try:
+            # No retries nor waits on Retry-After: the modal's trigger_id lapses after 3 s.
             conversation_id = feedback.resolve_conversation(
-                client, workspace, channel, ts, thread_ts, own_bot_id
+                lookup_client(client), workspace, channel, ts, thread_ts, own_bot_id
             )
         except SLACK_UNAVAILABLE as error:
             log.warning(
                 "can't open the rating: Slack's lookups failed (%s)", unavailable_reason(error)
             )
-            ephemeral(client, channel, user, UNAVAILABLE_THREAD, thread_ts=thread_ts)
+            note(UNAVAILABLE_THREAD)
             return
         if not conversation_id:
             log.info(
@@ -63,14 +65,15 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 channel,
                 thread_ts,
             )
-            ephemeral(client, channel, user, UNMAPPED_THREAD, thread_ts=thread_ts)
+            note(UNMAPPED_THREAD)
             return
         try:
             client.views_open(
                 trigger_id=body.get("trigger_id"),
                 view=conversation_modal(channel, thread_ts, conversation_id),
             )
-        except SlackApiError as error:
-            log.warning("can't open the rating modal: %s", error.response.get("error"))
+        except SLACK_UNAVAILABLE as error:
+            log.warning("can't open the rating modal: %s", slack_error(error))
+            note(NOT_OPENED)
 
     app.shortcut(SHORTCUT_CALLBACK_ID)(ack_shortcut)
