@@ -129,8 +129,8 @@ class _SlackHandler(QuietHandler):
                 posted = json.loads(body or b"{}")
             except ValueError:
                 posted = {}
-            args = posted if isinstance(posted, dict) else {}
-            fake._record(Call(RESPONSE_URL, args, None, time.time(), Headers(self.headers.items())))
+            sent = posted if isinstance(posted, dict) else {}
+            fake._record(Call(RESPONSE_URL, sent, None, time.time(), Headers(self.headers.items())))
             self.send_raw(200, b"ok", "text/html")
             return
         if not split.path.startswith("/api/"):
