@@ -9,12 +9,12 @@ import threading
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from time import time
+from time import time, tzset
 
 import pytest
 
 from bot.core.acts import Signal, Target
-from bot.core.brixo import BrixoClient, Outcome, parse_retry_after
+from bot.core.brixo import MAX_RETRY_AFTER, BrixoClient, Outcome, parse_retry_after
 from bot.core.logs import setup_logging
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo
@@ -188,7 +188,34 @@ def test_retry_after_seconds_and_http_date(brixo: FakeBrixo, client: BrixoClient
     assert waited is not None and 100 <= waited <= 121
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
-    assert parse_retry_after("-3") == 0
+
+
+@pytest.mark.parametrize("raw", ["-3", "1.5", "1e9", "1_0", "Infinity", "NaN", "0x10", "٣"])
+def test_retry_after_other_than_digits_or_a_date_is_ignored(raw: str) -> None:
+    """RFC 9110: delay-seconds = 1*DIGIT. `Infinity` once held every send for ever."""
+    assert parse_retry_after(raw) is None
+
+
+def test_retry_after_dates_in_every_http_form_are_gmt_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_790_000_000.0  # 2026-09-21 14:13:20 GMT
+    forms = [
+        "Mon, 21 Sep 2026 14:14:20 GMT",  # IMF-fixdate
+        "Monday, 21-Sep-26 14:14:20 GMT",  # RFC 850
+        "Mon Sep 21 14:14:20 2026",  # asctime
+    ]
+    for zone in ("America/New_York", "Asia/Tokyo"):
+        monkeypatch.setenv("TZ", zone)
+        tzset()
+        assert [parse_retry_after(form, now) for form in forms] == [60.0] * 3, zone
+    monkeypatch.undo()
+    tzset()
+
+
+def test_retry_after_is_capped_at_a_day() -> None:
+    assert parse_retry_after("999999999") == MAX_RETRY_AFTER == 86400
+    assert parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") == MAX_RETRY_AFTER
 
 
 def test_client_errors_are_classified_with_brixos_detail(brixo: FakeBrixo) -> None:

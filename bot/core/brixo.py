@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from time import time
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # The message ID of the key check: an empty body to it is refused after auth, never a signal.
 KEY_CHECK_ID = "brixo-relay-key-check"
+# The longest hold a Retry-After can ask for (a longer one is taken as this).
+MAX_RETRY_AFTER = 86400.0
 
 
 class Outcome(Enum):
@@ -186,19 +189,21 @@ def classify(response: requests.Response) -> Answer:
 
 
 def parse_retry_after(raw: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` of seconds or an HTTP date; None when absent."""
+    """Seconds to wait from a `Retry-After` of seconds (digits only) or an HTTP date in any of
+    its three forms (always GMT), at most MAX_RETRY_AFTER; None when absent or malformed."""
     if not raw:
         return None
     raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
+    if raw.isascii() and raw.isdigit():
+        return min(float(raw), MAX_RETRY_AFTER)
     try:
         moment = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, moment.timestamp() - (time() if now is None else now))
+    if moment.tzinfo is None:  # asctime and "-0000" dates: HTTP dates are GMT, never local
+        moment = moment.replace(tzinfo=UTC)
+    wait = moment.timestamp() - (time() if now is None else now)
+    return min(max(0.0, wait), MAX_RETRY_AFTER)
 
 
 def _error_detail(response: requests.Response) -> tuple[str, bool]:
