@@ -107,9 +107,23 @@ def test_check_asks_brixo_nothing_while_a_429_holds_every_request(
     database.dispose()
     line = brixo_line(env, tmp_path)
     assert re.fullmatch(
-        r"brixo: not asked: Brixo asked to wait \(429 Retry-After\); try again in 1[12]\d s", line
+        r"brixo: not asked: Brixo asked to wait \(Retry-After\); try again in 1[12]\d s", line
     ), line
     assert brixo.requests == []
+
+
+def test_checks_own_429_says_when_and_holds_every_relay_on_the_database(
+    env: Env, tmp_path: Path, brixo: FakeBrixo
+) -> None:
+    database = Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"]))
+    database.migrate(time())
+    brixo.fail_next(1, status=429, retry_after="300")
+    line = brixo_line(env, tmp_path)
+    assert re.fullmatch(r"brixo: Brixo answered HTTP 429.*; try again in 300 s", line), line
+    assert 290 < Outbox(database).held_until() - time() <= 300
+    database.dispose()
+    assert "not asked" in brixo_line(env, tmp_path)
+    assert len(brixo.requests) == 1
 
 
 def test_check_lines_stay_one_line_each(env: Env, tmp_path: Path, not_brixo: NotBrixo) -> None:

@@ -6,10 +6,16 @@ import logging
 import os
 from collections.abc import Callable
 from functools import partial
+from time import time
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.core.settings import Settings
 
+if TYPE_CHECKING:
+    from bot.core.outbox import Outbox
+
 Check = Callable[[Settings], tuple[bool, str]]
+T = TypeVar("T")
 
 
 def database_exists(settings: Settings) -> bool:
@@ -58,10 +64,15 @@ def check_brixo(settings: Settings, read_hold: bool = True) -> tuple[bool, str]:
         return False, "BRIXO_API_KEY is not set"
     held = seconds_held(settings) if read_hold else 0.0
     if held > 0:
-        return False, f"not asked: Brixo asked to wait (429 Retry-After); try again in {held:.0f} s"
+        return False, f"not asked: Brixo asked to wait (Retry-After); try again in {held:.0f} s"
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
     answer = client.probe()
     client.close()
+    if answer.retry_after and answer.status is not None:
+        if read_hold:  # the relays on this database hold their sends too
+            hold_sends(settings, time() + answer.retry_after)
+        wait = f"try again in {answer.retry_after:.0f} s"
+        return False, f"Brixo answered {answer.describe()}; {wait}"
     if answer.outcome is Outcome.UNAUTHORIZED:
         return False, f"unauthorized: Brixo refused BRIXO_API_KEY ({answer.describe()})"
     if answer.status is None:
@@ -79,18 +90,27 @@ def check_brixo(settings: Settings, read_hold: bool = True) -> tuple[bool, str]:
 def seconds_held(settings: Settings) -> float:
     """Seconds left of the hold on requests to Brixo a relay stored after a 429 (0 without
     one, or without a database yet: the database line reports on that)."""
-    from time import time
+    until = _with_outbox(settings, lambda outbox: outbox.held_until())
+    return max(0.0, (until or 0.0) - time())
 
+
+def hold_sends(settings: Settings, until: float) -> None:
+    """Store a hold on requests to Brixo, as a relay does after a 429 (where a database is)."""
+    _with_outbox(settings, lambda outbox: outbox.hold(until))
+
+
+def _with_outbox(settings: Settings, use: Callable[[Outbox], T]) -> T | None:
+    """`use` on the outbox of an existing database; None without one or on its errors."""
     from bot.core.db import Database
     from bot.core.outbox import Outbox
 
     if not database_exists(settings):
-        return 0.0
+        return None
     database = Database(settings.database_url, pool_size=1)
     try:
-        return max(0.0, Outbox(database).held_until() - time())
+        return use(Outbox(database))
     except Exception:  # no schema yet, or unreachable
-        return 0.0
+        return None
     finally:
         database.dispose()
 
