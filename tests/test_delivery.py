@@ -278,6 +278,13 @@ def test_unauthorized_pauses_keeps_everything_and_resumes_after_a_probe(
     counts = outbox.counts(time())
     assert (counts[PENDING], counts[DEAD], counts[DELIVERED]) == (6, 0, 1)
 
+    # Brixo failing (503) says nothing of the key: still paused, no signal sent.
+    brixo.fail_next(1, status=503)
+    wait_until(lambda: any(r.status == 503 for r in brixo.requests), timeout=5)
+    seen = probes()
+    wait_until(lambda: probes() >= seen + 1, timeout=5)
+    assert worker.paused and len([r for r in signals(brixo) if r.status == 401]) == refused
+
     brixo.set_key(BRIXO_KEY)  # the key works again
     brixo.wait_for_accepted(7)
     for act_id in ids:
@@ -440,6 +447,8 @@ def test_relay_built_from_settings_delivers_and_reports_health(env: Env, brixo: 
         ok, report = relay.health()
         assert ok and report["brixo"] == "ok" and report["outbox"][DELIVERED] == 1
         assert BRIXO_KEY not in repr(relay)
+        # SPEC: a paused relay tries again at least every 15 s (tests use shorter intervals).
+        assert relay.worker is not None and relay.worker.probe_interval <= 15
     finally:
         relay.stop(timeout=2)
         relay.db.dispose()

@@ -432,15 +432,16 @@ class DeliveryWorker:
     def _probe(self) -> None:
         """Ask Brixo whether the key works, without sending a signal.
 
-        An answer with Retry-After (a 429) says nothing of the key and asks to wait: a pause
-        goes on, and every send is held as it would be after a signal.
+        A busy or failing Brixo (408, 429, 5xx) says nothing of the key: a pause goes on until
+        a later probe gets past auth, and a Retry-After holds every send as after a signal.
         """
         answer = self.sender.probe()
         now = self.clock()
         if answer.outcome is Outcome.UNAUTHORIZED:
             self._observe(answer, now)
-        elif answer.retry_after and answer.status is not None:
-            self._observe(answer, now)
+        elif answer.outcome is Outcome.RETRY and answer.status is not None:
+            if answer.retry_after:
+                self._observe(answer, now)
             self._next_probe = max(now + self.probe_interval, self._hold_until)
             self.brixo_state = "unauthorized" if self._paused else "ok"
         elif answer.status is not None:
