@@ -427,7 +427,6 @@ def _revive(now: float, act_ids: Sequence[int]) -> Update:
         attempts=0,
         not_found_since=None,
         finished_at=None,
-        comment_cut=False,
     )
 
 
