@@ -176,3 +176,16 @@ def test_votes_need_no_slack_call_before_the_ack(oauth_relay: RunningRelay) -> N
     assert app.sender.event(reaction, team_id="T9").status_code == 200
     assert app.brixo.wait_for_accepted(1)[0].id == "m-oauth"
     assert app.slack.calls_to("auth.test") == []
+
+
+def test_empty_oauth_variables_in_the_environment_leave_a_single_workspace_app(
+    start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An env file with `SLACK_CLIENT_ID=` lines (as .env.example has) means unset: Bolt, which
+    reads these variables itself, must not turn on its own install pages and file stores."""
+    monkeypatch.setenv("SLACK_CLIENT_ID", "")
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", "")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-the-environment")
+    app = start_relay(ASK_COMMENT="never")
+    assert requests.get(f"{app.url}/slack/install", timeout=10).status_code == 404
+    assert not [r for r in caplog.records if r.name.startswith("slack_bolt")], caplog.text

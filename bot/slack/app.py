@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from time import time
 from typing import Any
 
@@ -49,6 +52,22 @@ def web_client(settings: Settings, token: str | None = None) -> WebClient:
     )
 
 
+# What Bolt reads from the environment by itself when an App is built. The relay's settings
+# (`.env` included, an empty value meaning unset) decide instead: an empty `SLACK_CLIENT_ID=`
+# line would turn on Bolt's own install pages and file stores.
+BOLT_READS = ("SLACK_BOT_TOKEN", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")
+
+
+@contextmanager
+def hidden_from_bolt() -> Iterator[None]:
+    """While an App is built, the variables of BOLT_READS are out of Bolt's sight."""
+    saved = {name: os.environ.pop(name) for name in BOLT_READS if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def build_app(
     relay: Relay, *, socket_mode: bool = False, identity: SlackResponse | None = None
 ) -> App:
@@ -60,6 +79,15 @@ def build_app(
     settings = relay.settings
     if not socket_mode:
         settings.require("slack_signing_secret")
+    with hidden_from_bolt():
+        app = _bolt_app(relay, settings, identity)
+    app.error(answer_malformed)
+    attach(app, relay)
+    return app
+
+
+def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) -> App:
+    """The App for OAuth (installations in the database) or for the one workspace's token."""
     if settings.oauth:
         oauth = oauth_settings(relay)
         app = App(
@@ -83,8 +111,6 @@ def build_app(
         )
         app.event("app_uninstalled")(log_removal)  # the manifest subscribes to them: acked
         app.event("tokens_revoked")(log_removal)
-    app.error(answer_malformed)
-    attach(app, relay)
     return app
 
 
