@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.logs import JsonFormatter, MaskingFormatter, Redactor
+from bot.core.logs import JsonFormatter, MaskingFormatter, Redactor, setup_logging
 from bot.slack.blocks import COMMENT_BLOCK, COMMENT_INPUT
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
@@ -172,3 +172,37 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
     assert redactor.filter(from_slack) and redactor.filter(ours)
     assert from_slack.getMessage() == "body: (not logged)"
     assert ours.getMessage() == "body: comment"
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_a_line_break_from_outside_cannot_forge_a_log_line(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    forged = "m1\n2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 outcome=delivered"
+    try:
+        setup_logging("INFO", fmt)
+        logging.getLogger("bot.delivery").info("delivery target=message:%s outcome=dead", forged)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("bot").exception("failed")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    if fmt == "json":
+        entries = [json.loads(line) for line in lines]
+        assert [e["message"] for e in entries] == [
+            f"delivery target=message:{forged} outcome=dead",
+            "failed",
+        ]
+        return
+    starts = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    assert len(starts) == 2, lines
+    assert starts[0].endswith(
+        "m1\\n2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 "
+        "outcome=delivered outcome=dead"
+    ), starts[0]
+    assert lines[-1] == "ValueError: boom"  # the traceback keeps its lines

@@ -62,6 +62,19 @@ class MaskingFormatter(logging.Formatter):
         return self.redactor.mask(self.inner.format(record))
 
 
+class PlainFormatter(logging.Formatter):
+    """`time LEVEL logger message`, the message's line breaks written as `\\n`: a value from
+    outside (a customer's ID, a Slack field) can't start a line that passes for a log line.
+    A traceback still follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """`{"time", "level", "logger", "message"}` and the exception text, one object a line."""
 
@@ -81,11 +94,7 @@ def setup_logging(level: str = "INFO", fmt: str = "plain", secrets: Iterable[str
     """Send the relay's logs to stderr in the chosen format, secrets masked."""
     handler = logging.StreamHandler(sys.stderr)
     redactor = Redactor(secrets)
-    inner = (
-        JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    inner = JsonFormatter() if fmt == "json" else PlainFormatter()
     handler.setFormatter(MaskingFormatter(inner, redactor))
     handler.addFilter(redactor)
     root = logging.getLogger()
