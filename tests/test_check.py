@@ -243,7 +243,18 @@ def test_socket_mode_with_a_refused_app_token_is_one_line(
     )
     result = run_bot("socket", env=environ, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert result.stderr.strip().splitlines() == [
         "error: SLACK_APP_TOKEN: Slack refused the token: invalid_auth"
+    ]
+
+
+@pytest.mark.parametrize("command", ["serve", "socket"])
+def test_slack_unreachable_at_start_is_one_line(env: Env, tmp_path: Path, command: str) -> None:
+    environ = env.process(  # SLACK_API_URL: a closed port (the env fixture)
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET="s", SLACK_APP_TOKEN="xapp-1-A1-x"
     )
-    assert "Traceback" not in result.stderr
+    result = run_bot(command, env=environ, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: SLACK_API_URL: Slack unreachable at {environ['SLACK_API_URL']} (URLError)"
+    ]

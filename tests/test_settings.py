@@ -183,6 +183,14 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("BRIXO_API_KEY", "brixo-key\nsecond-line"),
         ("BRIXO_API_KEY", "brixo key"),
         ("AGENT_TOKEN", "tökén"),
+        ("BRIXO_API_URL", "http://127.0.0.1:47001?x=1"),
+        ("SLACK_API_URL", "https://slack.com/api/#x"),
+        ("AGENT_URL", "http://a b"),
+        ("AGENT_URL", "https://?x=1"),
+        ("PORT", "٣٠٠٠"),  # Arabic-Indic digits
+        ("PORT", "3_000"),
+        ("SLACK_STATE_SECRET", "my secret\u200b"),
+        ("SLACK_CLIENT_ID", "12\u200b3"),
         ("SLACK_BOT_TOKEN", "xoxb-1\t2"),
         ("SLACK_SIGNING_SECRET", "abc\u00a0def"),
         ("SLACK_APP_TOKEN", "xapp-1\u200b"),
@@ -208,6 +216,9 @@ def test_a_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
 def test_a_reaction_in_both_sets_is_an_error() -> None:
     with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* 'heart' in both"):
         load_settings({"POSITIVE_REACTIONS": "heart", "NEGATIVE_REACTIONS": "-1,heart"}, None)
+    # Only the positive set given: it is the one named.
+    with pytest.raises(SettingsError, match=r"^POSITIVE_REACTIONS: expected .* '-1' in both"):
+        load_settings({"POSITIVE_REACTIONS": "+1,-1"}, None)
 
 
 def test_half_an_oauth_install_is_an_error() -> None:

@@ -59,11 +59,9 @@ def parse_list(name: str, raw: str) -> tuple[str, ...]:
 
 
 def parse_int(name: str, raw: str, low: int = 1, high: int = 65535) -> int:
-    """A whole number within [low, high]."""
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = low - 1
+    """A whole number within [low, high], in ASCII digits."""
+    digits = raw.strip()
+    value = int(digits) if digits.isascii() and digits.isdigit() else low - 1
     if not low <= value <= high:
         raise SettingsError(f"{name}: expected a whole number from {low} to {high}, got {raw!r}")
     return value
@@ -78,16 +76,24 @@ def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 
 def parse_url(name: str, raw: str) -> str:
-    """An http(s) URL."""
+    """An http(s) URL with a host and nothing blank in it."""
     value = raw.strip()
-    if not re.match(r"^https?://[^\s/]+", value):
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
         raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
+    return value
+
+
+def parse_base_url(name: str, raw: str) -> str:
+    """An API's base URL, which paths are added to: no query or fragment."""
+    value = parse_url(name, raw)
+    if "?" in value or "#" in value:
+        raise SettingsError(f"{name}: expected an API base URL without ? or #, got {raw!r}")
     return value
 
 
 def parse_brixo_url(name: str, raw: str) -> str:
     """Brixo's API base: an http(s) URL without the `/v1` that every path adds."""
-    value = parse_url(name, raw).rstrip("/")
+    value = parse_base_url(name, raw).rstrip("/")
     if value.endswith("/v1"):
         raise SettingsError(
             f"{name}: expected the API base without /v1 (like https://api.brixo.com), got {raw!r}"
@@ -243,10 +249,6 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-def _optional_text(name: str, raw: str) -> str | None:
-    return raw.strip() or None
-
-
 def _token(name: str, raw: str) -> str | None:
     """A key or token sent in an HTTP header: printable ASCII, no spaces (a character pasted
     along with it, such as a zero-width space or a line break, would break every request)."""
@@ -293,10 +295,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "slack_bot_token": _token,
     "slack_signing_secret": _token,
     "slack_app_token": lambda n, r: _prefixed(n, r, "xapp-", "an app-level token"),
-    "slack_client_id": _optional_text,
+    "slack_client_id": _token,
     "slack_client_secret": _token,
-    "slack_state_secret": _optional_text,
-    "slack_api_url": lambda n, r: parse_url(n, r).rstrip("/") + "/",
+    "slack_state_secret": _token,
+    "slack_api_url": lambda n, r: parse_base_url(n, r).rstrip("/") + "/",
     "brixo_api_key": _token,
     "brixo_api_url": parse_brixo_url,
     "database_url": parse_database_url,
@@ -371,8 +373,12 @@ def read_dotenv(path: str) -> dict[str, str]:
 def _check_combinations(settings: Settings) -> None:
     both = set(settings.positive_reactions) & set(settings.negative_reactions)
     if both:
+        # Name the set that was changed (the default one can't be at fault).
+        changed, other = "NEGATIVE_REACTIONS", "POSITIVE_REACTIONS"
+        if settings.negative_reactions == Settings.negative_reactions:
+            changed, other = other, changed
         raise SettingsError(
-            "NEGATIVE_REACTIONS: expected reactions that are not in POSITIVE_REACTIONS too, "
+            f"{changed}: expected reactions that are not in {other} too, "
             f"got {sorted(both)[0]!r} in both"
         )
     oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
+from bot.core.logs import quiet
 from bot.core.settings import Settings
 from bot.slack.manifest import BOT_SCOPES
+
+# The logger of slack-sdk's Web API client (it logs each failed try as an ERROR).
+SLACK_CLIENT_LOGGER = "slack_sdk.web.base_client"
 
 
 class SlackTokenError(Exception):
@@ -25,13 +29,18 @@ def auth_test(settings: Settings) -> SlackResponse:
 
     client = web_client(settings, settings.slack_bot_token)
     try:
-        return client.auth_test()
+        with quiet(SLACK_CLIENT_LOGGER):  # its retries' errors: the one line says it all
+            return client.auth_test()
     except SlackApiError as error:
         raise SlackTokenError(f"Slack refused the token: {error.response.get('error')}") from None
     except Exception as error:  # network trouble: one line, no traceback
-        raise SlackTokenError(
-            f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
-        ) from None
+        raise unreachable(settings, error) from None
+
+
+def unreachable(settings: Settings, error: Exception) -> SlackTokenError:
+    """The one line for a Slack that couldn't be reached (naming SLACK_API_URL)."""
+    where = f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
+    return SlackTokenError(where, "SLACK_API_URL")
 
 
 def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) -> tuple[bool, str]:

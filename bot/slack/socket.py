@@ -10,9 +10,10 @@ from types import FrameType
 from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
 from slack_sdk.errors import SlackApiError
 
+from bot.core.logs import quiet
 from bot.core.relay import Relay
 from bot.core.settings import Settings
-from bot.slack.checks import SlackTokenError
+from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackTokenError, unreachable
 
 log = logging.getLogger("bot.socket")
 
@@ -20,15 +21,13 @@ log = logging.getLogger("bot.socket")
 def connect(handler: SocketModeHandler, settings: Settings) -> None:
     """Open the socket; SlackTokenError (one line) when Slack refuses the app token or is down."""
     try:
-        handler.connect()
+        with quiet(SLACK_CLIENT_LOGGER, handler.app.logger.name):  # the one line says it all
+            handler.connect()
     except SlackApiError as error:
         reason = error.response.get("error")
         raise SlackTokenError(f"Slack refused the token: {reason}", "SLACK_APP_TOKEN") from None
     except Exception as error:  # network trouble: one line, no traceback
-        raise SlackTokenError(
-            f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})",
-            "SLACK_APP_TOKEN",
-        ) from None
+        raise unreachable(settings, error) from None
 
 
 def run_socket_mode(settings: Settings) -> int:
