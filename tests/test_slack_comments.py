@@ -250,3 +250,23 @@ def test_skipping_the_modal_thanks_nobody_when_ack_message_is_empty(
     note = app.slack.wait_for_call("chat.postEphemeral")[0]
     assert note.args["text"].startswith("I can't link this message")
     assert len(ephemerals(app)) == 1
+
+
+def test_a_changed_vote_sends_the_one_waiting_for_its_comment_at_once(
+    start_relay: StartRelay,
+) -> None:
+    """👎 by reaction (waiting up to COMMENT_WAIT for a comment), then 👍: the 👎 goes now,
+    without a comment, not ten minutes after the person's latest vote."""
+    app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="10m")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "-1", channel="C1", event_ts="1700000001.000000")
+    app.slack.wait_for_call("chat.postEphemeral")
+    assert outbox(app)["awaiting_comment"] == 1
+    react(app, ts, "+1", channel="C1", event_ts="1700000002.000000")
+    app.brixo.wait_for_accepted(2)
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-1", "thumbs_down"),
+        ("messages", "m-1", "thumbs_up"),
+    ]
+    assert all("user_message" not in r.attributes for r in app.brixo.accepted)

@@ -129,6 +129,21 @@ class Outbox:
         self._insert_act = DriverStatement(
             database, insert(acts).returning(acts.c.id), _ACT_COLUMNS
         )
+        # The person's earlier vote on the target that still waits for its comment goes now,
+        # without one: a changed vote is no reason to send the old one minutes after the new.
+        release_waiting = (
+            update(acts)
+            .where(
+                acts.c.state == AWAITING_COMMENT,
+                acts.c.workspace == bindparam("workspace"),
+                acts.c.user_id == bindparam("user_id"),
+                acts.c.target_kind == bindparam("target_kind"),
+                acts.c.target_id == bindparam("target_id"),
+            )
+            .values(state=PENDING, next_attempt_at=bindparam("now"))
+            .returning(acts.c.id)
+        )
+        self._release_waiting = DriverStatement(database, release_waiting)
         settle = (
             update(acts)
             .where(acts.c.id == bindparam("act_id"), acts.c.lease_owner == bindparam("owner"))
@@ -177,7 +192,7 @@ class Outbox:
         later = comment_until is not None or not_before is not None  # not due at once
         comment = clean_comment(act.comment)
 
-        def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None]:
+        def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None, bool]:
             if seen_key and not mark_seen(self.db, conn, seen_key, now):
                 return Recorded(None, "event already handled")
             vote = {
@@ -190,6 +205,12 @@ class Outbox:
             }
             if self._vote.first(conn, vote) is None:
                 return Recorded(None, "same vote within 24 h")
+            person_on_target = {
+                k: vote[k] for k in ("workspace", "user_id", "target_kind", "target_id")
+            }
+            released = (
+                self._release_waiting.first(conn, {**person_on_target, "now": now}) is not None
+            )
             lease = None if later or not self.deliverer else self.deliverer.lease_new(now)
             row = {
                 "platform": act.platform,
@@ -212,12 +233,14 @@ class Outbox:
                 "lease_until": lease[1] if lease else None,
             }
             (act_id,) = self._insert_act.first(conn, row)
-            return act_id, lease
+            return act_id, lease, released
 
         stored = self.db.write_together(store)
         if isinstance(stored, Recorded):
             return stored
-        act_id, lease = stored
+        act_id, lease, released = stored
+        if released:
+            self._wake()
         if lease and self.deliverer:
             fresh = Claimed(
                 act_id,
