@@ -69,6 +69,18 @@ def test_reply_mapped_from_metadata_posted_event(start_relay: StartRelay) -> Non
     assert app.slack.calls_to("conversations.replies") == []
 
 
+def test_an_unusable_message_id_is_logged_and_the_reply_rates_its_conversation(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = start_relay(ACK_MESSAGE="")
+    ts = map_by_metadata(app, "x" * 1025, "conv-long")
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("conversations", "conv-long", "thumbs_up")]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("ignored the message_id of brixo_message metadata" in m for m in warned), warned
+
+
 def test_thanks_find_the_thread_of_a_reply_mapped_by_its_metadata_event(
     start_relay: StartRelay,
 ) -> None:

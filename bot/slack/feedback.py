@@ -73,8 +73,17 @@ def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | Non
     payload = metadata.get("event_payload")
     if not isinstance(payload, dict):
         return None
-    message_id = customer_id(payload.get("message_id"))
-    conversation_id = customer_id(payload.get("conversation_id"))
+    ids = []
+    for field in ("message_id", "conversation_id"):
+        raw = payload.get(field)
+        ids.append(customer_id(raw))
+        if raw is not None and ids[-1] is None:
+            log.warning(
+                "ignored the %s of brixo_message metadata on %s: not text of 1 to 1024 characters",
+                field,
+                message.get("ts"),
+            )
+    message_id, conversation_id = ids
     if not message_id and not conversation_id:
         return None
     return message_id, conversation_id
