@@ -321,11 +321,15 @@ def test_outbox_list_escapes_control_characters_in_fields(env: Env, tmp_path: Pa
     assert fields[7] == "HTTP 400: bad\\tvalue\\r\\nC:\\\\x \\u2028end"
 
 
-def test_outbox_list_limit(env: Env, tmp_path: Path) -> None:
-    seed(env()["DATABASE_URL"], [("a", PENDING, None), ("b", PENDING, None)])
+def test_outbox_list_limit_says_how_many_more_there_are(env: Env, tmp_path: Path) -> None:
+    seed(env()["DATABASE_URL"], [("a", PENDING, None), ("b", PENDING, None), ("c", DEAD, "x")])
     result = run_bot("outbox", "list", "--limit", "1", env=env.process(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 2  # header and one row
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3  # header, one row, and what's left
+    assert lines[2] == "… and 2 more not shown: --limit 3 shows them (dead letters alone: --dead)"
+    every = run_bot("outbox", "list", "--limit", "3", env=env.process(), cwd=tmp_path)
+    assert len(every.stdout.splitlines()) == 4 and "more" not in every.stdout
 
 
 @pytest.mark.parametrize("database_url", database_params(), indirect=True)

@@ -34,10 +34,13 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{count} signal(s) deleted")
         return 0
     states = (DEAD,) if getattr(args, "dead", False) else (PENDING, AWAITING_COMMENT, DEAD)
-    entries = outbox.entries(states, limit=getattr(args, "limit", 100))
+    limit = getattr(args, "limit", 100)
+    entries = outbox.entries(states, limit=limit)
     if not entries:
         print("outbox empty: nothing pending, no dead letters")
         return 0
+    counts = outbox.counts(time())
+    left = sum(counts[state] for state in states) - len(entries)
     print("ID\tSTATE\tWORKSPACE\tTARGET\tVALUE\tATTEMPTS\tCREATED\tLAST ERROR")
     for entry in entries:
         created = datetime.fromtimestamp(entry.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -47,6 +50,9 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
             f"{entry.id}\t{entry.state}\t{workspace}\t{target}\t{value}\t{entry.attempts}"
             f"\t{created}\t{field(entry.last_error or '-')}"
         )
+    if left > 0:
+        more = "" if getattr(args, "dead", False) else " (dead letters alone: --dead)"
+        print(f"… and {left} more not shown: --limit {limit + left} shows them{more}")
     return 0
 
 
