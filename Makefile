@@ -40,4 +40,4 @@ bench: install-dev
 	$(BIN)/python -m benchmarks.run
 
 manifest: install
-	$(BIN)/python -m bot manifest --url $(URL)
+	$(BIN)/python -m bot manifest $(if $(URL),--url $(URL))

@@ -173,6 +173,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _manifest(args: argparse.Namespace) -> int:
     from bot.slack.manifest import build_manifest, render
 
+    if args.socket and args.url is not None:
+        print("error: --url: a Socket Mode manifest has no URLs; leave --url out", file=sys.stderr)
+        return 2
     try:
         print(render(build_manifest(args.url, socket=args.socket)), end="")
     except ValueError as error:

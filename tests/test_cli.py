@@ -183,6 +183,15 @@ def test_check_with_an_unreachable_database(
     assert "secretpw" not in result.stdout
 
 
+def test_manifest_refuses_a_url_for_socket_mode(tmp_path: Path) -> None:
+    env = Env({}).process()
+    result = run_bot("manifest", "--socket", "--url", "https://x.example", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == "error: --url: a Socket Mode manifest has no URLs; leave --url out"
+    )
+
+
 def test_manifest_needs_no_settings(tmp_path: Path) -> None:
     """`manifest` works with no settings at all (and even with bad ones)."""
     env = Env({"DELIVERY_MAX_AGE": "banana"}).process()

@@ -125,7 +125,14 @@ def test_render_is_json_in_built_order_with_trailing_newline() -> None:
     assert text.startswith('{\n  "display_information"')
 
 
-@pytest.mark.parametrize("url", ["https://relay.example.com", "https://relay.example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://relay.example.com",
+        "https://relay.example.com/",
+        "https://relay.example.com/slack/events",  # the events URL itself: its base is taken
+    ],
+)
 def test_http_urls_built_from_given_url(url: str) -> None:
     manifest = build_manifest(url=url)
     settings = manifest["settings"]
@@ -148,7 +155,14 @@ def test_http_placeholder_when_no_url() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["relay.example.com", "http://relay.example.com", "https://a b", "https://h?x=1", "https://"],
+    [
+        "relay.example.com",
+        "http://relay.example.com",
+        "https://a b",
+        "https://h?x=1",
+        "https://",
+        "",
+    ],
 )
 def test_rejects_what_slack_cannot_send_events_to(url: str) -> None:
     with pytest.raises(ValueError, match="expected the relay's public https:// base URL"):

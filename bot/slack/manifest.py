@@ -58,8 +58,10 @@ ASSISTANT_DESCRIPTION = "Ask me anything, then rate each answer with 👍 or �
 
 
 def _base_url(url: str | None) -> str:
-    """Return the public base URL without a trailing slash (placeholder when None)."""
-    base = (url or PLACEHOLDER_URL).strip().rstrip("/")
+    """Return the public base URL without a trailing slash (placeholder when None); the events
+    URL itself (`…/slack/events`) is taken for its base."""
+    base = (PLACEHOLDER_URL if url is None else url).strip().rstrip("/")
+    base = base.removesuffix(EVENTS_PATH)
     parts = urlsplit(base)
     extra = parts.query or parts.fragment or " " in base
     if parts.scheme != "https" or not parts.hostname or extra:
