@@ -213,6 +213,13 @@ def test_a_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     assert str(caught.value) == f"{dotenv}: expected UTF-8 text, got byte 0xe9 at offset 18"
 
 
+def test_a_dotenv_that_is_a_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").mkdir()
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, dotenv=str(tmp_path / ".env"))
+    assert str(caught.value) == f"{tmp_path / '.env'}: expected a readable file, got Is a directory"
+
+
 def test_a_reaction_in_both_sets_is_an_error() -> None:
     with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* 'heart' in both"):
         load_settings({"POSITIVE_REACTIONS": "heart", "NEGATIVE_REACTIONS": "-1,heart"}, None)

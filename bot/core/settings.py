@@ -359,6 +359,8 @@ def read_dotenv(path: str) -> dict[str, str]:
             f"{path}: expected UTF-8 text, got byte {error.object[error.start]:#04x} "
             f"at offset {error.start}"
         ) from None
+    except OSError as error:  # a folder, or a file it may not read
+        raise SettingsError(f"{path}: expected a readable file, got {error.strerror}") from None
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             name = binding.original.string.split("=", 1)[0].strip()
