@@ -69,3 +69,22 @@ def test_check_library_needs_only_library_scopes(env: Env, fake_slack: FakeSlack
     fake_slack.scopes = [s for s in fake_slack.scopes if s != "reactions:read"]
     missing = _check(env, fake_slack, "--library")
     assert "reactions:read" in _slack_line(missing) and missing.returncode == 1
+
+
+def test_check_tries_the_app_token_for_socket_mode(env: Env, fake_slack: FakeSlackAPI) -> None:
+    """SLACK_APP_TOKEN is checked as `socket` uses it: Slack must open a connection for it."""
+    environ = env.process(
+        SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-1-A1-bad"
+    )
+    fake_slack.respond("apps.connections.open", {"ok": False, "error": "invalid_auth"})
+    refused = subprocess.run(
+        [sys.executable, "-m", "bot", "check"], env=environ, capture_output=True, text=True
+    )
+    assert _slack_line(refused).endswith(", but Slack refused SLACK_APP_TOKEN: invalid_auth")
+    assert refused.returncode == 1
+    fake_slack.respond("apps.connections.open", {"ok": True, "url": "wss://127.0.0.1:9/link"})
+    accepted = subprocess.run(
+        [sys.executable, "-m", "bot", "check"], env=environ, capture_output=True, text=True
+    )
+    assert _slack_line(accepted).startswith("slack: ok (team T1"), accepted.stdout
+    assert [c.token for c in fake_slack.calls_to("apps.connections.open")] == ["xapp-1-A1-bad"] * 2

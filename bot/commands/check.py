@@ -124,7 +124,27 @@ def check_slack(settings: Settings) -> tuple[bool, str]:
         return False, (
             f"{line}, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket) is set"
         )
+    if ok and settings.slack_app_token:
+        refused = check_app_token(settings)
+        if refused:
+            return False, f"{line}, but Slack refused SLACK_APP_TOKEN: {refused}"
     return ok, line
+
+
+def check_app_token(settings: Settings) -> str | None:
+    """Why Slack won't open a Socket Mode connection with SLACK_APP_TOKEN, or None when it
+    will (it hands out a connection URL, which is left unused)."""
+    from slack_sdk.errors import SlackApiError
+
+    from bot.slack.app import web_client
+
+    try:
+        web_client(settings).apps_connections_open(app_token=settings.slack_app_token or "")
+    except SlackApiError as error:
+        return str(error.response.get("error"))
+    except Exception as error:  # network trouble
+        return type(error).__name__
+    return None
 
 
 def check_slack_library(settings: Settings) -> tuple[bool, str]:
