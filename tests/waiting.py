@@ -1,4 +1,5 @@
-"""Polling helper: the only place in the tests that waits for time to pass."""
+"""Polling helper: tests wait for a condition with a deadline, never for time alone (the chaos
+harness keeps two loops of its own, which pump its fakes or stretch the deadline as they wait)."""
 
 from __future__ import annotations
 
