@@ -62,6 +62,7 @@ class Row:
     owner: str | None = None
     until: float | None = None
     comment: str | None = None
+    target: str = ""
 
 
 def machine_for(url: str) -> type[RuleBasedStateMachine]:
@@ -124,8 +125,12 @@ def machine_for(url: str) -> type[RuleBasedStateMachine]:
             if expected:
                 assert got.act_id is not None and got.act_id not in self.rows
                 self.votes[(user, target)] = (value, self.now)
+                # The person's vote on the target still waiting for its comment goes now.
+                for row in self.rows.values():
+                    if (row.user, row.target, row.state) == (user, target, AWAITING_COMMENT):
+                        row.state, row.next_at = PENDING, self.now
                 self.rows[got.act_id] = Row(
-                    user, AWAITING_COMMENT if wait else PENDING, until or self.now
+                    user, AWAITING_COMMENT if wait else PENDING, until or self.now, target=target
                 )
 
         @rule(owner=st.sampled_from(OWNERS), limit=st.integers(1, 4), lease=st.integers(1, 20))

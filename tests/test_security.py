@@ -382,6 +382,7 @@ def test_secrets_and_comments_never_appear_in_output(
     port = _free_port()
     outputs: list[str] = []
     brixo.fail_next(1, status=401)  # the start-up probe: "unauthorized" in logs and /healthz
+    brixo.stall_next(1, seconds=0)  # the next probe gets past auth: delivery resumes
     brixo.fail_next(3, status=500, detail=f"echo {BRIXO_KEY}")  # Brixo echoing the key back
     fake_slack.fail_next("views.open", 1, status=500)
     proc = start_bot("serve", env={**environ, "PORT": str(port)}, cwd=tmp_path)

@@ -82,7 +82,6 @@ def test_check_tries_the_app_token_for_socket_mode(env: Env, fake_slack: FakeSla
     )
     assert _slack_line(refused).endswith(", but Slack refused SLACK_APP_TOKEN: invalid_auth")
     assert refused.returncode == 1
-    fake_slack.respond("apps.connections.open", {"ok": True, "url": "wss://127.0.0.1:9/link"})
     accepted = subprocess.run(
         [sys.executable, "-m", "bot", "check"], env=environ, capture_output=True, text=True
     )

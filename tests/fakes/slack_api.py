@@ -418,6 +418,10 @@ class FakeSlackAPI(LocalHTTPFake):
         )
         return {"ok": True, "channel": channel, "ts": ts, "message": dict(message)}
 
+    def _connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        # A Socket Mode URL nothing listens on (the Socket Mode tests serve their own).
+        return {"ok": True, "url": "wss://127.0.0.1:9/link"}
+
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "message_ts": self.next_ts()}
 
@@ -531,6 +535,7 @@ class FakeSlackAPI(LocalHTTPFake):
 
     _handlers: ClassVar[dict[str, Callable[[FakeSlackAPI, dict[str, Any]], dict[str, Any]]]] = {
         "auth.test": _auth_test,
+        "apps.connections.open": _connections_open,
         "users.info": _users_info,
         "chat.postMessage": _post_message,
         "chat.postEphemeral": _post_ephemeral,
