@@ -54,13 +54,15 @@ def _headers(body: bytes, content_type: str, how: str) -> dict[str, str]:
         headers = sr.sign(body, SIGNING_SECRET, timestamp=int(time.time()) + 6 * 60)
     elif how == "tampered":
         headers = sr.sign(body + b" ", SIGNING_SECRET)
+    elif how == "no number":
+        headers = {**sr.sign(body, SIGNING_SECRET), "X-Slack-Request-Timestamp": "17e8"}
     else:  # missing
         headers = {}
     headers["Content-Type"] = content_type
     return headers
 
 
-@pytest.mark.parametrize("how", ["forged", "stale", "future", "tampered", "missing"])
+@pytest.mark.parametrize("how", ["forged", "stale", "future", "tampered", "no number", "missing"])
 def test_bad_signatures_are_refused_and_record_nothing(start_relay: StartRelay, how: str) -> None:
     app = start_relay(**NEVER)
     ts = map_by_metadata(app, "m-1")

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import glogging
@@ -74,6 +75,9 @@ class RelayWSGI:
             answer = _json(start_response, 200 if ok else 503, report)
             return [] if method == "HEAD" else answer  # HEAD: the headers alone
         if path == EVENTS_PATH and method == "POST":
+            stamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+            if stamp and not (stamp.isascii() and stamp.isdigit()):  # can't be signed by Slack
+                return _json(start_response, 401, {"error": "invalid request"})
             body = read_body(environ)
             if body is None:
                 return _json(start_response, 413, {"error": "request body too large"})
@@ -135,15 +139,8 @@ class SentThen:
 
 def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
     data = json.dumps(body).encode()
-    reason = {
-        200: "OK",
-        400: "Bad Request",
-        404: "Not Found",
-        413: "Payload Too Large",
-        503: "Service Unavailable",
-    }
     start_response(
-        f"{status} {reason[status]}",
+        f"{status} {HTTPStatus(status).phrase}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
     )
     return [data]
