@@ -15,8 +15,8 @@ from typing import Any
 import discord
 import pytest
 
+from bot.core.agent import AGENT_ERROR_REPLY
 from bot.core.relay import TOO_LATE, Relay
-from bot.discord.agent import AGENT_ERROR_REPLY
 from bot.discord.client import PICK_A_RATING
 from bot.discord.feedback import UNMAPPED_CONVERSATION, UNMAPPED_NOTE
 from tests import discord_fakes as df

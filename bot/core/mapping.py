@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 
 from bot.core.acts import Target
 from bot.core.db import Database, DriverStatement, mappings, threads, upsert
@@ -15,6 +15,17 @@ from bot.core.db import Database, DriverStatement, mappings, threads, upsert
 POSTED = "posted"
 METADATA = "metadata"
 TEMPLATE = "template"
+
+
+def customer_id(value: Any) -> str | None:
+    """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 1024 or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def _rank(source: Any) -> ColumnElement[int]:
@@ -90,13 +101,17 @@ def _record_message(database: Database) -> Any:
 
 def _record_thread(database: Database) -> Any:
     """Upsert a thread's conversation: only a higher-ranked source replaces it (the first of a
-    rank stays)."""
+    rank stays), but for replies posted through the relay, where the latest answer's says
+    which conversation the thread is in now."""
     row = upsert(database, threads)
     new = row.excluded
     return row.on_conflict_do_update(
         index_elements=[threads.c.workspace, threads.c.channel, threads.c.thread_ts],
         set_={"conversation_id": new.conversation_id, "source": new.source},
-        where=_rank(new.source) > _rank(threads.c.source),
+        where=or_(
+            _rank(new.source) > _rank(threads.c.source),
+            and_(new.source == POSTED, threads.c.source == POSTED),
+        ),
     )
 
 
@@ -156,13 +171,16 @@ class Mappings:
             row = self._message.first(conn, key)
         return Mapping(*row) if row else None
 
-    def conversation(self, workspace: str, channel: str, thread_ts: str) -> str | None:
-        """The conversation ID recorded for a thread, if any."""
+    def conversation(
+        self, workspace: str, channel: str, thread_ts: str, source: str | None = None
+    ) -> str | None:
+        """The conversation ID recorded for a thread (from `source` alone, if given), if any."""
+        query = select(threads.c.conversation_id).where(
+            threads.c.workspace == workspace,
+            threads.c.channel == channel,
+            threads.c.thread_ts == thread_ts,
+        )
+        if source is not None:
+            query = query.where(threads.c.source == source)
         with self.db.read(single=True) as conn:
-            return conn.scalar(
-                select(threads.c.conversation_id).where(
-                    threads.c.workspace == workspace,
-                    threads.c.channel == channel,
-                    threads.c.thread_ts == thread_ts,
-                )
-            )
+            return conn.scalar(query)

@@ -8,11 +8,10 @@ from typing import Any
 
 import aiohttp
 
+from bot.core.agent import MAX_ANSWER_BYTES, AgentError, parse_answer, redirected
 from bot.core.settings import Settings
 
 log = logging.getLogger("bot.agent")
-
-AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,6 @@ class Answer:
     conversation_id: str | None
 
 
-class AgentError(Exception):
-    """The agent failed, timed out, or answered something unusable."""
-
-
 class AgentClient:
     """POSTs questions to AGENT_URL over one keep-alive session."""
 
@@ -75,27 +70,22 @@ class AgentClient:
                 self.url,
                 json=question.payload(),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,  # followed, the question would be lost in a GET
             ) as response:
+                if 300 <= response.status < 400:
+                    raise redirected(response.status, response.headers.get("Location", ""))
                 if response.status != 200:
                     raise AgentError(f"HTTP {response.status}")
-                try:
-                    data = await response.json(content_type=None)
-                except ValueError:
-                    raise AgentError("answer is not JSON") from None
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise AgentError("answer too large")
         except (TimeoutError, aiohttp.ClientError) as error:
             raise AgentError(type(error).__name__) from None
-        text = data.get("text") if isinstance(data, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise AgentError("answer has no text")
-        return Answer(
-            text, _optional_id(data.get("message_id")), _optional_id(data.get("conversation_id"))
-        )
+        return Answer(*parse_answer(bytes(body)))
 
     async def close(self) -> None:
         """Close the session."""
         if self._session is not None:
             await self._session.close()
-
-
-def _optional_id(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() and len(value) <= 1024 else None

@@ -12,8 +12,9 @@ import discord
 from discord import app_commands
 
 from bot.core.acts import VALUES
+from bot.core.agent import AGENT_ERROR_REPLY, AgentError
 from bot.core.relay import TOO_LATE, Relay
-from bot.discord.agent import AGENT_ERROR_REPLY, AgentClient, AgentError, Question
+from bot.discord.agent import AgentClient, Question
 from bot.discord.components import (
     COMMENT_ID,
     COMMENT_INPUT,

@@ -144,8 +144,8 @@ class DiscordFeedback:
         )
 
     def conversation(self, workspace: str, channel: str, root: str) -> str | None:
-        """The conversation ID the agent returned earlier for this root, if any."""
-        return self.relay.mappings.conversation(workspace, channel, root)
+        """The conversation ID the agent returned last for this root, if any."""
+        return self.relay.mappings.conversation(workspace, channel, root, source=POSTED)
 
     def resolve_conversation(self, place: Place, author: str | None = None) -> str | None:
         """The conversation ID of the conversation holding a message (see `Relay`).

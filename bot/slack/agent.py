@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -15,18 +14,21 @@ import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.core.agent import (
+    AGENT_ERROR_REPLY,
+    MAX_ANSWER_BYTES,
+    AgentError,
+    parse_answer,
+    redirected,
+)
+from bot.core.mapping import POSTED
 from bot.slack.blocks import brixo_metadata, post_with_feedback
-from bot.slack.feedback import SlackFeedback, customer_id
+from bot.slack.feedback import SlackFeedback
 from bot.slack.follow_ups import FollowUps
 
 T = TypeVar("T")
 
-# An answer is posted as one Slack message (at most 40,000 characters): far more is no answer.
-MAX_ANSWER_BYTES = 1_000_000
-
 log = logging.getLogger("bot.agent")
-
-AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,6 @@ class Question:
     text: str
     ts: str
     thread_ts: str | None
-
-
-class AgentError(Exception):
-    """The agent failed, timed out, or answered something unusable."""
 
 
 class AgentBridge:
@@ -65,16 +63,21 @@ class AgentBridge:
 
     def answer_later(self, client: WebClient, question: Question) -> None:
         """Ask and answer after the ack, on the bridge's own threads."""
-        self.follow_ups.submit(self.handle, client, question)
+        self.follow_ups.submit(self.handle, client, question, monotonic())
 
-    def handle(self, client: WebClient, question: Question) -> None:
-        """Ask once per message (however many events carry it) and post the answer."""
+    def handle(self, client: WebClient, question: Question, asked_at: float | None = None) -> None:
+        """Ask once per message (however many events carry it) and post the answer.
+
+        AGENT_TIMEOUT counts from `asked_at` (when the message came): time spent waiting for
+        one of the bridge's threads counts too, so a busy agent can't make anyone wait longer.
+        """
         key = f"agent:{question.workspace}:{question.channel}:{question.ts}"
         if not self.feedback.relay.first_time(key):
             return
         root = question.thread_ts or question.ts
+        deadline = (monotonic() if asked_at is None else asked_at) + self.timeout
         try:
-            answer = self.ask(question, root)
+            answer = self.ask(question, root, deadline)
         except AgentError as error:
             log.warning(
                 "agent failed for workspace=%s channel=%s: %s",
@@ -85,8 +88,11 @@ class AgentBridge:
             self._post(client, channel=question.channel, thread_ts=root, text=AGENT_ERROR_REPLY)
             return
         text, message_id, conversation_id = answer
-        if not message_id:
-            log.warning("agent answered without message_id: reply posted without feedback")
+        if not (message_id or conversation_id):
+            log.warning(
+                "agent answered without a usable message_id or conversation_id (text of 1 to "
+                "1024 characters): reply posted without feedback"
+            )
             self._post(client, channel=question.channel, thread_ts=root, text=text)
             return
         try:
@@ -110,10 +116,14 @@ class AgentBridge:
             conversation_id,
         )
 
-    def ask(self, question: Question, root: str) -> tuple[str, str | None, str | None]:
-        """POST the question; (text, message_id, conversation_id) from a 200 answer."""
+    def ask(
+        self, question: Question, root: str, deadline: float
+    ) -> tuple[str, str | None, str | None]:
+        """POST the question; (text, message_id, conversation_id) from a 200 answer by
+        `deadline` (monotonic)."""
+        # The conversation the agent itself returned last in this thread (not another app's).
         conversation_id = self.feedback.relay.mappings.conversation(
-            question.workspace, question.channel, root
+            question.workspace, question.channel, root, source=POSTED
         )
         payload = {
             "text": question.text,
@@ -123,23 +133,19 @@ class AgentBridge:
             "thread_ts": root,
             "conversation_id": conversation_id,
         }
-        deadline = monotonic() + self.timeout
-        body = within(self.timeout, lambda: self._fetch(payload, deadline))
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise AgentError("answer is not JSON") from None
-        text = data.get("text") if isinstance(data, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            raise AgentError("answer has no text")
-        return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
+        left = deadline - monotonic()
+        if left <= 0:
+            raise AgentError("timed out waiting for a free agent call (the agent is busy)")
+        return parse_answer(within(left, lambda: self._fetch(payload, deadline)))
 
     def _fetch(self, payload: dict[str, Any], deadline: float) -> bytes:
         """The agent's 200 answer's body, or AgentError."""
         try:
             with self.session.post(
-                self.url, json=payload, timeout=self.timeout, stream=True
+                self.url, json=payload, timeout=self.timeout, stream=True, allow_redirects=False
             ) as response:
+                if response.is_redirect:
+                    raise redirected(response.status_code, response.headers.get("Location", ""))
                 if response.status_code != 200:
                     raise AgentError(f"HTTP {response.status_code}")
                 return read_by(response, deadline)

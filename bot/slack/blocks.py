@@ -12,6 +12,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
     ContextActionsBlock,
+    ContextBlock,
     FeedbackButtonObject,
     FeedbackButtonsElement,
     InputBlock,
@@ -70,11 +71,34 @@ def feedback_blocks(classic: bool = False) -> list[dict[str, Any]]:
     ]
 
 
+# Slack's limits on a message's blocks: 3,000 characters of text per section, and about
+# 12,000 in all (msg_blocks_too_long; undocumented), with room left for the note and buttons.
+SECTION_CHARS = 3000
+BLOCKS_TEXT_CHARS = 11_000
+
+
 def reply_blocks(text: str, classic: bool = False) -> list[dict[str, Any]]:
-    """A reply's text (in sections of Slack's 3000 characters at most) and its feedback buttons."""
-    chunks = [text[i : i + 3000] for i in range(0, len(text), 3000)][:45] or [" "]
-    sections = [SectionBlock(text=MarkdownTextObject(text=chunk)).to_dict() for chunk in chunks]
-    return [*sections, *feedback_blocks(classic)]
+    """A reply's text in sections (cut at a line break or space where one is near) and its
+    feedback buttons; what Slack can't show in one message is cut, and a note says so."""
+    chunks: list[str] = []
+    rest, shown = text, 0
+    while rest and shown < BLOCKS_TEXT_CHARS:
+        room = min(SECTION_CHARS, BLOCKS_TEXT_CHARS - shown)
+        chunk = rest[:room]
+        if len(rest) > room:  # not mid-word or mid-link where a break is near
+            near = max(0, room - 500)
+            cut = max(chunk.rfind("\n", near), chunk.rfind(" ", near))
+            chunk = chunk[: cut + 1] if cut > 0 else chunk
+        chunks.append(chunk)
+        shown += len(chunk)
+        rest = rest[len(chunk) :]
+    blocks = [SectionBlock(text=MarkdownTextObject(text=c)).to_dict() for c in chunks or [" "]]
+    if rest:
+        note = (
+            f"_(The answer goes on for {len(rest):,} more characters than a Slack message shows.)_"
+        )
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]).to_dict())
+    return [*blocks, *feedback_blocks(classic)]
 
 
 def post_with_feedback(

@@ -12,7 +12,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.core.acts import DOWN, UP, Act, Value
-from bot.core.mapping import METADATA, POSTED, Mapping
+from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
 from bot.core.settings import Settings
@@ -100,17 +100,6 @@ def same_workspace(message: dict[str, Any], workspace: str) -> bool:
         return True
     log.info("vote from workspace %s on a message of workspace %s: no signal", workspace, team)
     return False
-
-
-def customer_id(value: Any) -> str | None:
-    """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8."""
-    if not isinstance(value, str) or not value.strip() or len(value) > 1024 or "\x00" in value:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
 
 
 def root_of(message: dict[str, Any], ts: str) -> str:

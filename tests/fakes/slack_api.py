@@ -80,6 +80,16 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+def _block_text(block: Any) -> str:
+    """A block's own text (a section's or a context's), '' for others."""
+    if not isinstance(block, dict):
+        return ""
+    text = block.get("text")
+    parts = [text] if isinstance(text, dict) else []
+    parts += [e for e in block.get("elements") or [] if isinstance(e, dict) and "text" in e]
+    return "".join(str(p.get("text") or "") for p in parts)
+
+
 def _ts_key(ts: Any) -> Decimal:
     try:
         return Decimal(str(ts))
@@ -399,6 +409,12 @@ class FakeSlackAPI(LocalHTTPFake):
             isinstance(b, dict) and b.get("type") in self.refused_blocks for b in blocks
         ):
             return {"ok": False, "error": "invalid_blocks"}
+        if isinstance(blocks, list):  # Slack's limits: 3,000 a section, about 12,000 in all
+            texts = [_block_text(b) for b in blocks]
+            if any(len(t) > 3000 for t in texts):
+                return {"ok": False, "error": "invalid_blocks"}
+            if sum(map(len, texts)) > 12_000:
+                return {"ok": False, "error": "msg_blocks_too_long"}
         ts = self.next_ts()
         extra: dict[str, Any] = {"app_id": self.app_id}
         for key in ("blocks", "attachments"):

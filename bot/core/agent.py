@@ -1,0 +1,35 @@
+"""What the agent bridge is on every chat platform: the answer it takes and how asking fails."""
+
+from __future__ import annotations
+
+import json
+
+from bot.core.mapping import customer_id
+
+# An answer is posted as one chat message: far more than a megabyte is no answer.
+MAX_ANSWER_BYTES = 1_000_000
+
+AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
+
+
+class AgentError(Exception):
+    """The agent failed, timed out, or answered something unusable."""
+
+
+def redirected(status: int, location: str) -> AgentError:
+    """The error for a redirect, which isn't followed: followed, it would lose the question
+    (a 301 or 302 turns the POST into a GET without its body)."""
+    return AgentError(f"HTTP {status}, a redirect to {location!r}: set AGENT_URL to where it leads")
+
+
+def parse_answer(body: bytes) -> tuple[str, str | None, str | None]:
+    """(text, message_id, conversation_id) of a 200 answer's body; the IDs None where they
+    aren't usable customer IDs; AgentError without text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise AgentError("answer is not JSON") from None
+    text = data.get("text") if isinstance(data, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise AgentError("answer has no text")
+    return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
