@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from tests.fakes import LocalHTTPFake, QuietHandler
@@ -11,6 +12,7 @@ from tests.test_slack_support import (
     ask_agent,
     click,
     ephemerals,
+    map_by_metadata,
     ok,
     opened_view,
     outbox,
@@ -302,3 +304,92 @@ def test_a_vote_on_the_error_reply_sends_nothing_even_with_templates(
     settled(app, 1)
     [(kind, message_id, value)] = values_of(app)
     assert (kind, value) == ("messages", "thumbs_up") and message_id.startswith("msg-")
+
+
+def test_a_redirecting_agent_gets_the_error_reply_not_a_get(start_relay: StartRelay) -> None:
+    """Followed, a 302 would turn the question into a GET without it, and post that answer."""
+    app = start_relay()
+    app.agent.redirect_next(1, status=302)
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.002600")))
+    _assert_error_reply_records_nothing(app, "1700000000.002600")
+    assert [r.path for r in app.agent.requests] == ["/"]
+
+
+def test_the_conversation_sent_is_the_one_the_agent_returned_last_in_the_thread(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay()
+    root = "1700000000.002700"
+    answers = iter(["conv-A", "conv-B", "conv-C"])
+    app.agent.reply_with(
+        lambda doc: {
+            "text": "a",
+            "message_id": f"m-{doc['text']}",
+            "conversation_id": next(answers),
+        }
+    )
+    ask_agent(app, "1", ts=root)
+    ask_agent(app, "2", ts="1700000000.002701", thread_ts=root)
+    ask_agent(app, "3", ts="1700000000.002702", thread_ts=root)
+    sent = [r.json["conversation_id"] for r in app.agent.requests if r.json]
+    assert sent == [None, "conv-A", "conv-B"]
+
+
+def test_another_apps_conversation_in_the_thread_is_not_sent_to_the_agent(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay()
+    root = map_by_metadata(app, "other-msg", "conv-OTHER-APP", channel="C1")
+    mention = sr.app_mention("C1", "U1", "<@UBOT> hi", "1700000000.002801", thread_ts=root)
+    ok(app.sender.event(mention))
+    assert app.agent.wait_for_requests(1)[0].json["conversation_id"] is None
+
+
+def test_an_answer_with_only_a_conversation_id_is_rated_as_that_conversation(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    root = "1700000000.002900"
+    app.agent.reply_with({"text": "an answer", "conversation_id": "conv-only"})
+    reply = ask_agent(app, "q", ts=root)
+    post = app.slack.calls_to("chat.postMessage")[0]
+    assert any(b["type"] == "context_actions" for b in post.args["blocks"])
+    ask_agent(app, "again", ts="1700000000.002901", thread_ts=root)
+    assert app.agent.requests[1].json["conversation_id"] == "conv-only"
+    click(app, reply, "up", thread_ts=root)
+    settled(app, 1)
+    assert values_of(app) == [("conversations", "conv-only", "thumbs_up")]
+
+
+def test_a_busy_agent_makes_nobody_wait_past_agent_timeout(start_relay: StartRelay) -> None:
+    """More questions than the bridge has threads: AGENT_TIMEOUT counts from each message, so
+    those queued behind a stalled agent get the error reply when theirs runs out, not later."""
+    app = start_relay(AGENT_TIMEOUT="1s")
+    app.agent.stall_next(12, seconds=5)
+    sent = time.time()
+    for n in range(12):
+        ok(app.sender.event(sr.message(f"D{n}", "U1", "q", f"1700000000.0030{n:02d}")))
+    app.slack.wait_for_call("chat.postMessage", 12, timeout=10)
+    waited = max(c.at for c in app.slack.calls_to("chat.postMessage")) - sent
+    assert waited < 1.8, waited  # was 2 × AGENT_TIMEOUT for the 11th and 12th
+
+
+def test_an_answer_too_long_for_one_slack_message_is_posted_cut_with_a_note(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    app.agent.reply_with({"text": "word " * 4000, "message_id": "m-long"})
+    reply = ask_agent(app, "tell me everything", ts="1700000000.003100")
+    blocks = app.slack.calls_to("chat.postMessage")[0].args["blocks"]
+    shown = sum(len(b["text"]["text"]) for b in blocks if b["type"] == "section")
+    assert 10_000 < shown <= 11_000
+    assert "9,000 more characters" in blocks[-2]["elements"][0]["text"]
+    click(app, reply, "up", thread_ts="1700000000.003100")
+    settled(app, 1)
+
+
+def test_a_me_message_in_a_dm_goes_to_the_agent(start_relay: StartRelay) -> None:
+    app = start_relay()
+    event = {**sr.message("D1", "U1", "waves", "1700000000.003200"), "subtype": "me_message"}
+    ok(app.sender.event(event))
+    assert app.agent.wait_for_requests(1)[0].json["text"] == "waves"

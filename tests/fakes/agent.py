@@ -29,7 +29,7 @@ class AgentRequest:
 
 @dataclass(frozen=True)
 class _Fault:
-    action: str  # "fail" | "stall" | "trickle"
+    action: str  # "fail" | "stall" | "trickle" | "redirect"
     status: int = 500
     seconds: float = 0.0
 
@@ -54,6 +54,10 @@ class _AgentHandler(QuietHandler):
         if fault is not None and fault.action == "fail":
             payload = json.dumps({"error": "injected failure"}).encode()
             self.send_raw(fault.status, payload, "application/json")
+            return
+        if fault is not None and fault.action == "redirect":  # to this fake, under /moved
+            location = {"Location": f"{fake.base_url}/moved"}
+            self.send_raw(fault.status, b"", "text/plain", location)
             return
         status, reply = fake._reply(doc or {}, n)
         payload = json.dumps(reply).encode()
@@ -123,6 +127,11 @@ class FakeAgent(LocalHTTPFake):
         """Answer the next ``n`` requests with HTTP ``status``."""
         with self._lock:
             self._faults.extend([_Fault("fail", status=status)] * n)
+
+    def redirect_next(self, n: int = 1, status: int = 302) -> None:
+        """Answer the next ``n`` requests with a redirect to this fake's ``/moved``."""
+        with self._lock:
+            self._faults.extend([_Fault("redirect", status=status)] * n)
 
     def stall_next(self, n: int = 1, seconds: float = 5.0) -> None:
         """Wait ``seconds`` before answering each of the next ``n`` requests."""

@@ -21,7 +21,7 @@ from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 log = logging.getLogger("bot.slack")
 
 # Message subtypes a person's message to the agent may carry.
-PERSON_SUBTYPES = (None, "file_share", "thread_broadcast")
+PERSON_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
 
 
 def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> None:
