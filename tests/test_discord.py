@@ -270,6 +270,30 @@ def test_agent_failure_gets_a_short_reply_and_records_nothing(
     assert bot.acts() == 0
 
 
+def test_a_redirecting_agent_gets_the_error_reply_not_a_get(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.redirect_next(1, status=301)
+    bot = start()
+    _, reply = ask(bot, api)
+    assert reply["content"] == AGENT_ERROR_REPLY
+    assert [r.path for r in agent.requests] == ["/"]
+
+
+def test_an_answer_with_only_a_conversation_id_gets_buttons_for_that_conversation(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.reply_with({"text": "an answer", "conversation_id": "conv-only"})
+    bot = start(ASK_COMMENT="never")
+    _, reply = ask(bot, api)
+    assert reply["components"]
+    mapping = bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"])
+    assert mapping is not None and (mapping.message_id, mapping.conversation_id) == (
+        None,
+        "conv-only",
+    )
+
+
 def test_observer_maps_seeds_and_counts_reactions(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:

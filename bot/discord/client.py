@@ -180,11 +180,15 @@ class RelayClient(discord.Client):
             )
             await self._post(target, AGENT_ERROR_REPLY, None, reference)
             return
-        if not answer.message_id:
-            log.warning("agent answered without message_id: reply posted without feedback")
-        view = reply_view() if answer.message_id else None
+        rated = bool(answer.message_id or answer.conversation_id)  # a reply, or its conversation
+        if not rated:
+            log.warning(
+                "agent answered without a usable message_id or conversation_id: reply posted "
+                "without feedback"
+            )
+        view = reply_view() if rated else None
         sent = await self._post(target, answer.text, view, reference)
-        if sent and answer.message_id:
+        if sent and rated:
             thread = where if isinstance(target, discord.Thread) else None
             reply = Place(place.workspace, where, str(sent.id), thread)
             await asyncio.to_thread(
