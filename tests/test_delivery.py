@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import monotonic, time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.core.acts import Act, Target
 from bot.core.brixo import KEY_CHECK_ID, BrixoClient
@@ -687,3 +689,42 @@ def test_a_429_holds_the_sends_of_every_process_on_the_database(
     finally:
         second.stop(timeout=2)
         other.db.dispose()
+
+
+def test_a_database_outage_longer_than_the_lease_sends_nothing_twice(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Brixo accepted the signals, then the database went away for longer than their leases:
+    their outcomes wait in memory, and no claim may take (and send) them again before the
+    outcomes are written. The worker's clock stands still but where the test moves it."""
+    worker = make_worker(lease=3.0)
+    clock = [time()]
+    worker.clock = lambda: clock[0]
+    down = threading.Event()
+    renewals = [0]
+
+    def unless_down(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if name == "renew":
+                renewals[0] += 1
+            if down.is_set():
+                raise OperationalError("database", {}, ConnectionError("server closed"))
+            return method(*args)
+
+        return call
+
+    for name in ("settle", "renew", "claim", "release"):
+        monkeypatch.setattr(outbox, name, unless_down(name, getattr(outbox, name)))
+    down.set()  # recording still works (its own transaction); handed over, the acts are sent
+    ids = [record(outbox, f"outage-{n}") for n in range(4)]
+    brixo.wait_for_accepted(4)
+    wait_until(lambda: worker._unsettled, message="outcomes were written despite the outage")
+    clock[0] += 10.0  # the outage outlasts the leases
+    tried = renewals[0]
+    wait_until(lambda: renewals[0] > tried, message="no lease renewal tried")
+    assert not any(leased for _, leased in outbox.states_of(ids, clock[0]).values())
+    down.clear()
+    for act_id in ids:
+        wait_state(outbox, act_id, DELIVERED)
+    wait_until(lambda: worker._in_flight == 0, message="sends still in flight")  # any resend
+    assert sorted(r.id for r in brixo.accepted) == [f"outage-{n}" for n in range(4)]

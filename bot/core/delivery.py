@@ -272,14 +272,15 @@ class DeliveryWorker:
         self._finish_in_flight(deadline=monotonic() + self._stop_timeout)
 
     def _upkeep(self) -> None:
-        """Every few seconds: renew the leases in flight; now and then, forget old events."""
+        """Every few seconds: renew the leases in flight and write the outcomes not written yet
+        (each round until they are); now and then, forget old events."""
         now = self.clock()
         if now < self._next_upkeep:
             return
-        self._next_upkeep = now + self.lease / 3
         if self._in_flight or self._unsettled:
-            self.outbox.renew(self.owner, self.lease, now)
+            self.outbox.renew(self.owner, self.lease, now)  # raising: tried again next round
         self._flush()
+        self._next_upkeep = now if self._unsettled else now + self.lease / 3
         if random.random() < 0.01:
             forget_expired(self.outbox.db, now)
 
@@ -303,6 +304,8 @@ class DeliveryWorker:
         room = 2 * self.concurrency - self._in_flight
         if room <= 0 or now < self._claim_at:
             return
+        if self._unsettled:  # after a database outage: their leases may have lapsed, and a
+            return  # claim would take (and send) them again before their outcome is written
         self.acks_first.wait()
         claimed = self.outbox.claim(self.owner, room, self.lease, now)
         self._claim_at = now if len(claimed) == room else now + self.poll_interval
