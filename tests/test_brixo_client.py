@@ -316,3 +316,13 @@ def test_log_redactor_masks_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert BRIXO_KEY not in err
     assert err.count("***") == 2
+
+
+def test_brixos_error_detail_is_stored_without_control_characters(
+    brixo: FakeBrixo, client: BrixoClient
+) -> None:
+    """A NUL in Brixo's detail would make PostgreSQL refuse the outcome, and every one written
+    with it, for good."""
+    brixo.fail_next(1, status=400, detail="bad\x00 value\x07\x1b[31m here")
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    assert answer.detail == "bad value[31m here"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # The message ID of the key check: an empty body to it is refused after auth, never a signal.
 KEY_CHECK_ID = "brixo-relay-key-check"
+# Left out of Brixo's error details.
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # The longest hold a Retry-After can ask for (a longer one is taken as this).
 MAX_RETRY_AFTER = 86400.0
 
@@ -220,7 +223,9 @@ def _error_detail(response: requests.Response) -> tuple[str, bool]:
         detail = "; ".join(p for p in parts if p)
     else:
         detail = response.text.strip()
-    return " ".join((detail or response.reason or "").split())[:500], jsonapi  # one line
+    # One line, without control characters: it is logged and stored (PostgreSQL refuses NUL).
+    text = CONTROL_CHARS.sub("", " ".join((detail or response.reason or "").split()))
+    return text[:500], jsonapi
 
 
 def _network_error(error: requests.RequestException) -> str:
