@@ -8,7 +8,6 @@ from time import monotonic, time
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from bot.core.acts import DOWN, UP, Act, Value
@@ -352,7 +351,7 @@ def ephemeral(
         client.chat_postEphemeral(channel=channel, user=user, text=text, **extra)
         return
     except SLACK_UNAVAILABLE as error:
-        reason = slack_error(error)
+        reason = unavailable_reason(error)
     if response_url:
         try:
             webhook = WebhookClient(
@@ -363,12 +362,5 @@ def ephemeral(
                 return
             reason += f"; response_url: HTTP {sent.status_code}"
         except SLACK_UNAVAILABLE as error:
-            reason += f"; response_url: {slack_error(error)}"
+            reason += f"; response_url: {unavailable_reason(error)}"
     log.info("can't post an ephemeral note in %s: %s", channel, reason)
-
-
-def slack_error(error: Exception) -> str:
-    """Slack's error code (`channel_not_found`), or why Slack couldn't be asked."""
-    if isinstance(error, SlackApiError) and error.response.get("error"):
-        return str(error.response.get("error"))
-    return unavailable_reason(error)

@@ -38,9 +38,11 @@ def lookup_client(client: WebClient) -> WebClient:
 
 
 def unavailable_reason(error: Exception) -> str:
-    """One line on why Slack couldn't be asked: its HTTP status, or the network error."""
+    """One line on why Slack said no or couldn't be asked: its HTTP status and error code
+    (`HTTP 200: channel_not_found`), or the network error."""
     if isinstance(error, SlackApiError):
-        return f"HTTP {error.response.status_code}"
+        code = error.response.get("error")
+        return f"HTTP {error.response.status_code}" + (f": {code}" if code else "")
     return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
 

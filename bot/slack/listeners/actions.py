@@ -26,7 +26,6 @@ from bot.slack.feedback import (
     SlackFeedback,
     Vote,
     ephemeral,
-    slack_error,
     workspace_of,
 )
 from bot.slack.listeners.common import act_id, dig, slack_time, text_field
@@ -206,7 +205,7 @@ def open_comment_modal(
         log.warning(
             "can't open the comment modal for act=%s: %s; sending without comment",
             act_id,
-            slack_error(error),
+            unavailable_reason(error),
         )
     user = text_field(body, "user", "id") or ""
     released = feedback.relay.outbox.finish_comment(

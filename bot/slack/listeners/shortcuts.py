@@ -9,7 +9,7 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.slack.blocks import conversation_modal
-from bot.slack.feedback import SlackFeedback, ephemeral, slack_error, workspace_of
+from bot.slack.feedback import SlackFeedback, ephemeral, workspace_of
 from bot.slack.listeners.common import text_field
 from bot.slack.lookups import SLACK_UNAVAILABLE, lookup_client, unavailable_reason
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID
@@ -73,7 +73,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 view=conversation_modal(channel, thread_ts, conversation_id),
             )
         except SLACK_UNAVAILABLE as error:
-            log.warning("can't open the rating modal: %s", slack_error(error))
+            log.warning("can't open the rating modal: %s", unavailable_reason(error))
             note(NOT_OPENED)
 
     app.shortcut(SHORTCUT_CALLBACK_ID)(ack_shortcut)
