@@ -166,6 +166,7 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("BRIXO_API_URL", "api.brixo.com"),
         ("DELIVERY_CONCURRENCY", "0"),
         ("MESSAGE_ID_TEMPLATE", "{team}-{nope}"),
+        ("CONVERSATION_ID_TEMPLATE", "c" * 1025 + "{ts}"),
         ("ASSISTANT_BOT_IDS", "B1, not an id"),
         ("AGENT_TIMEOUT", "0s"),
         ("COMMENT_WAIT", "0"),
@@ -226,6 +227,11 @@ def test_a_reaction_in_both_sets_is_an_error() -> None:
     # Only the positive set given: it is the one named.
     with pytest.raises(SettingsError, match=r"^POSITIVE_REACTIONS: expected .* '-1' in both"):
         load_settings({"POSITIVE_REACTIONS": "+1,-1"}, None)
+
+
+def test_a_reaction_in_both_sets_in_another_tone_is_an_error() -> None:
+    with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* '\+1' in both"):
+        load_settings({"NEGATIVE_REACTIONS": "+1::skin-tone-2"}, None)
 
 
 def test_half_an_oauth_install_is_an_error() -> None:

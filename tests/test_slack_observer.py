@@ -278,6 +278,38 @@ def test_unwatched_bot_is_not_mapped_by_templates(start_relay: StartRelay) -> No
     assert [c.args["timestamp"] for c in app.slack.wait_for_call("reactions.add", 2)] == [ts, ts]
 
 
+def test_a_template_giving_an_id_over_1024_characters_maps_nothing(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = start_relay(**WATCH, MESSAGE_ID_TEMPLATE="x" * 1010 + "-{channel}-{ts}")
+    ts = "1700000000.000650"
+    ok(app.sender.event(watched_reply(ts)))
+    react(app, ts, "+1", channel="C1")  # acked with 200 (not a 400 Slack would resend)
+    click(app, ts, channel="C1", user="U2")
+    note = wait_until(lambda: ephemerals(app), message="no note for the click")[0]
+    assert note.args["user"] == "U2" and note.args["text"].startswith("I can't link")
+    sentinel = map_by_metadata(app, "m-1", channel="C1")
+    react(app, sentinel, "+1", user="U3", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-1", "thumbs_up")]
+    assert any("MESSAGE_ID_TEMPLATE gave" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reaction_set_with_a_skin_tone_is_seeded_as_given_and_counts(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(
+        **WATCH, POSITIVE_REACTIONS="thumbsup::skin-tone-2,+1", NEGATIVE_REACTIONS="-1"
+    )
+    ts = "1700000000.000660"
+    ok(app.sender.event(watched_reply(ts, meta("cust-msg-66"))))
+    seeded = app.slack.wait_for_call("reactions.add", 2)
+    assert [c.args["name"] for c in seeded] == ["thumbsup::skin-tone-2", "-1"]
+    react(app, ts, "thumbsup::skin-tone-2", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-66", "thumbs_up")]
+
+
 def test_seed_reactions_off_adds_none(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH, SEED_REACTIONS="off")
     ts = "1700000000.000900"

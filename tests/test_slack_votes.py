@@ -131,6 +131,36 @@ def test_custom_reaction_sets_replace_the_defaults(start_relay: StartRelay) -> N
     ]
 
 
+def test_a_reaction_set_with_a_skin_tone_counts_that_reaction_in_every_tone(
+    start_relay: StartRelay,
+) -> None:
+    app = start_relay(**NEVER, POSITIVE_REACTIONS="+1::skin-tone-3", NEGATIVE_REACTIONS="-1")
+    one, two = map_by_metadata(app, "m-1"), map_by_metadata(app, "m-2")
+    react(app, one, "+1::skin-tone-3", channel="C1")  # the reaction exactly as configured
+    react(app, two, "+1", channel="C1")
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-1", "thumbs_up"),
+        ("messages", "m-2", "thumbs_up"),
+    ]
+
+
+def test_a_conversation_id_of_1024_emoji_is_rated_through_the_shortcut(
+    start_relay: StartRelay,
+) -> None:
+    """The modal keeps the ID in private_metadata; escaped, it would pass Slack's 3000."""
+    app = start_relay(**NEVER)
+    root, conversation = "1700000000.000210", "💬" * 1024
+    app.slack.add_message("C1", root, "question", user="U1")
+    ts = map_by_metadata(app, "m-1", conversation, channel="C1")
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts, thread_ts=root)))
+    view = opened_view(app)
+    values = {"vote": {"vote_input": _radio("up")}}
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, values)))
+    settled(app, 1)
+    assert values_of(app) == [("conversations", conversation, "thumbs_up")]
+
+
 def _radio(value: str) -> dict[str, Any]:
     return {"type": "radio_buttons", "selected_option": {"value": value}}
 

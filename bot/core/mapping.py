@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,8 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 
 from bot.core.acts import Target
 from bot.core.db import Database, DriverStatement, mappings, threads, upsert
+
+log = logging.getLogger(__name__)
 
 # Where a mapping came from, highest rank first (first match wins): posted through the relay,
 # the message's metadata, the templates. A higher-ranked source replaces a lower-ranked one.
@@ -58,17 +61,27 @@ class Templates:
     conversation: str | None = None
 
     def mapping(self, team: str, channel: str, ts: str, thread_ts: str | None) -> Mapping | None:
-        """IDs from the templates, or None when neither is set."""
+        """IDs from the templates, or None when neither is set; an ID longer than 1024
+        characters is left out, with a warning, as in metadata."""
         if not self.message and not self.conversation:
             return None
         root = thread_ts or ts
         fields = {"team": team, "channel": channel, "ts": ts, "thread_ts": root}
-        return Mapping(
-            self.message.format(**fields) if self.message else None,
-            self.conversation.format(**fields) if self.conversation else None,
-            thread_ts,
-            TEMPLATE,
-        )
+        ids = []
+        for name, template in (("MESSAGE", self.message), ("CONVERSATION", self.conversation)):
+            value = customer_id(template.format(**fields)) if template else None
+            if template and value is None:
+                log.warning(
+                    "ignored the ID %s_ID_TEMPLATE gave for %s in %s: "
+                    "not text of 1 to 1024 characters",
+                    name,
+                    ts,
+                    channel,
+                )
+            ids.append(value)
+        if not any(ids):
+            return None
+        return Mapping(ids[0], ids[1], thread_ts, TEMPLATE)
 
 
 # Built once (composing a SELECT costs more CPU than running it).

@@ -141,18 +141,25 @@ def parse_template(name: str, raw: str) -> str:
     """An ID template using only {team}, {channel}, {ts} and {thread_ts}."""
     allowed = {"team", "channel", "ts", "thread_ts"}
     try:
+        parts = list(string.Formatter().parse(raw))
         fields = [
             field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-            for _, field, spec, conversion in string.Formatter().parse(raw)
+            for _, field, spec, conversion in parts
             if field is not None
         ]
     except ValueError as error:
-        fields = [f"({error})"]
+        parts, fields = [], [f"({error})"]
     wrong = [field for field in fields if field not in allowed]
     if wrong:
         raise SettingsError(
             f"{name}: expected a template using {{team}}, {{channel}}, {{ts}}, {{thread_ts}}, "
             f"got {raw!r} (unknown field {wrong[0]!r})"
+        )
+    fixed = sum(len(text) for text, *_ in parts)
+    if fixed > 1024:
+        raise SettingsError(
+            f"{name}: expected a template for IDs of at most 1024 characters, "
+            f"got {fixed} characters besides its fields"
         )
     return raw
 
@@ -282,6 +289,11 @@ def _ids(name: str, raw: str) -> tuple[str, ...]:
     return ids
 
 
+def without_skin_tone(reaction: str) -> str:
+    """A reaction's name without its skin tone: `+1::skin-tone-3` → `+1`."""
+    return reaction.split("::", 1)[0]
+
+
 def _reactions(name: str, raw: str) -> tuple[str, ...]:
     names = tuple(item.strip(":") for item in parse_list(name, raw))
     if not names or any(not n or re.search(r"\s", n) for n in names):
@@ -373,7 +385,9 @@ def read_dotenv(path: str) -> dict[str, str]:
 
 
 def _check_combinations(settings: Settings) -> None:
-    both = set(settings.positive_reactions) & set(settings.negative_reactions)
+    both = {without_skin_tone(n) for n in settings.positive_reactions} & {
+        without_skin_tone(n) for n in settings.negative_reactions
+    }
     if both:
         # Name the set that was changed (the default one can't be at fault).
         changed, other = "NEGATIVE_REACTIONS", "POSITIVE_REACTIONS"

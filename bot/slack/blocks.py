@@ -162,7 +162,7 @@ def comment_modal(
     return View(
         type="modal",
         callback_id=COMMENT_VIEW,
-        private_metadata=json.dumps(where),
+        private_metadata=json.dumps(where, ensure_ascii=False),
         notify_on_close=True,
         title=PlainTextObject(text="Your feedback"),
         submit=PlainTextObject(text="Send"),
@@ -179,8 +179,10 @@ def conversation_modal(channel: str, thread_ts: str, conversation_id: str) -> di
     return View(
         type="modal",
         callback_id=CONVERSATION_VIEW,
+        # As text: escaped, 1024 non-ASCII characters would pass Slack's 3000-character limit.
         private_metadata=json.dumps(
-            {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id}
+            {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id},
+            ensure_ascii=False,
         ),
         title=PlainTextObject(text="Rate this conversation"),
         submit=PlainTextObject(text="Send"),

@@ -14,7 +14,7 @@ from bot.core.acts import DOWN, UP, Act, Value
 from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
-from bot.core.settings import Settings
+from bot.core.settings import Settings, without_skin_tone
 from bot.slack.bot_users import BotUsers
 from bot.slack.follow_ups import FollowUps
 from bot.slack.lookups import (
@@ -117,8 +117,9 @@ class SlackFeedback:
         self.watched = frozenset(relay.settings.assistant_bot_ids)
         self.bot_users = BotUsers(relay.db)
         self.slack_users = SlackUsers()
-        self.positive = frozenset(relay.settings.positive_reactions)
-        self.negative = frozenset(relay.settings.negative_reactions)
+        # Every skin tone counts, also of a name configured with one (seeded as given).
+        self.positive = frozenset(map(without_skin_tone, relay.settings.positive_reactions))
+        self.negative = frozenset(map(without_skin_tone, relay.settings.negative_reactions))
         self.follow_ups = FollowUps()
         self.not_replies: dict[tuple[str, str, str], float] = {}  # key -> until, see resolve
 
@@ -293,7 +294,7 @@ class SlackFeedback:
 
     def reaction_value(self, reaction: str) -> Value | None:
         """thumbs_up / thumbs_down for a reaction name (skin tones ignored), else None."""
-        name = reaction.split("::", 1)[0]
+        name = without_skin_tone(reaction)
         if name in self.positive:
             return UP
         if name in self.negative:
