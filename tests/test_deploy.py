@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import requests
 
+from bot.core.db import POSTGRES_MAX_OVERFLOW, POSTGRES_POOL_SIZE
 from bot.core.settings import SETTING_NAMES, load_settings
 from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
@@ -154,6 +155,15 @@ def test_app_json_defaults_are_valid_settings() -> None:
     for name in values:
         field = name.lower()
         assert getattr(settings, field) == getattr(defaults, field), f"{name}: not the default"
+
+
+def test_the_deploy_button_leaves_room_on_the_smallest_postgres_plan() -> None:
+    """Every web worker may hold its pool; `heroku run python -m bot check` needs one more."""
+    doc = load_app_json()
+    processes = doc["formation"]["web"]["quantity"] * int(doc["env"]["WEB_CONCURRENCY"]["value"])
+    per_process = POSTGRES_POOL_SIZE + POSTGRES_MAX_OVERFLOW
+    assert "heroku-postgresql:essential-0" in [a["plan"] for a in doc["addons"]]
+    assert processes * per_process + 1 <= 20  # essential-0's connection limit
 
 
 def test_python_version_is_pinned_and_matches_pyproject() -> None:

@@ -362,6 +362,10 @@ def _identity(path: str) -> tuple[int, int]:
 # PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
 _MIGRATION_LOCK = 0x627269786F
 
+# Small pools: Heroku's smallest Postgres plans allow 20 connections for every dyno together.
+POSTGRES_POOL_SIZE = 5
+POSTGRES_MAX_OVERFLOW = 5
+
 _SQLITE_SYNC = {True: "PRAGMA synchronous=FULL", False: "PRAGMA synchronous=NORMAL"}
 
 
@@ -383,14 +387,13 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             cursor.close()
 
         return engine
-    # Small pools: Heroku's smallest Postgres plans allow 20 connections for every dyno.
     # A server that doesn't answer fails a connection in seconds, not the OS's minutes.
     timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
     return create_engine(
         url,
         connect_args=timeout,
-        pool_size=min(pool_size, 5),
-        max_overflow=5,
+        pool_size=min(pool_size, POSTGRES_POOL_SIZE),
+        max_overflow=POSTGRES_MAX_OVERFLOW,
         pool_pre_ping=True,
         pool_recycle=300,
     )
