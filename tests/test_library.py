@@ -498,7 +498,9 @@ def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:
 def test_start_stop_and_context_manager(
     brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
 ) -> None:
-    """Votes are stored whether or not delivery runs; `with relay:` delivers, then stops."""
+    """Votes are stored whether or not delivery runs; `with relay:` delivers, then stops;
+    `close()` leaves none of the relay's threads behind."""
+    earlier = set(threading.enumerate())
     client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
     app = App(signing_secret=SIGNING_SECRET, client=client)
     relay = relay_for(brixo, tmp_path).attach(app)
@@ -514,10 +516,15 @@ def test_start_stop_and_context_manager(
             wait_until(lambda: relay.core.outbox.counts(time())["delivered"] == 1)
         assert not any(t.name == "brixo-delivery" for t in threading.enumerate())
         assert [r.id for r in brixo.accepted] == ["m-life"]
+        slack_api.wait_for_call("chat.postEphemeral")  # the thanks, from a follow-up thread
     finally:
         stop()
         sender.close()
         relay.close()
+    wait_until(
+        lambda: not [t for t in set(threading.enumerate()) - earlier if t.name.startswith("slack")],
+        message="the relay's follow-up threads outlived close()",
+    )
 
 
 def test_workspace_of_a_reply_without_team_comes_from_auth_test(

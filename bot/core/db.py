@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from bot.core.forks import at_fork
 from bot.core.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,30 @@ class Database:
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._queue_lock = threading.Lock()
         self._queued: list[_QueuedWrite[Any]] = []
+        self._held_for_fork = False
+        at_fork(
+            before=self._hold_for_fork, in_parent=self._release_after_fork, in_child=self._renew
+        )
+
+    def _hold_for_fork(self) -> None:
+        """Before a fork, let a write of this process's threads end (a child would inherit
+        SQLite's own mutexes as a thread inside it held them); at most 2 s."""
+        if self._write_lock is not None:
+            self._held_for_fork = self._write_lock.acquire(timeout=2.0)
+
+    def _release_after_fork(self) -> None:
+        if self._write_lock is not None and self._held_for_fork:
+            self._write_lock.release()
+        self._held_for_fork = False
+
+    def _renew(self) -> None:
+        """In a forked child: its own connections (the parent's stay open for the parent)
+        and its own locks, free (a thread of the parent may have held one)."""
+        self.engine.dispose(close=False)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._queue_lock = threading.Lock()
+        self._queued = []
+        self._held_for_fork = False
 
     def migrate(self, now: float) -> int:
         """Create or upgrade the schema; returns the version in force.

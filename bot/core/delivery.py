@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bot.core.acts import Signal
 from bot.core.brixo import Answer, Outcome
+from bot.core.forks import at_fork
 from bot.core.outbox import DEAD, DELIVERED, PENDING, Claimed, Outbox, forget_expired
 from bot.core.settings import Settings
 
@@ -122,6 +123,11 @@ class AcksFirst:
 
     def __init__(self, max_wait: float = 0.2) -> None:
         self.max_wait = max_wait
+        self._renew()
+        at_fork(in_child=self._renew)
+
+    def _renew(self) -> None:
+        """None answered yet; in a forked child, the parent's requests aren't its own."""
         self._answering = 0
         self._quiet = threading.Condition()
 
@@ -200,6 +206,11 @@ class DeliveryWorker:
     def paused(self) -> bool:
         """True while Brixo refuses the key."""
         return self._paused
+
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._thread is not None
 
     def wake(self) -> None:
         """Look for due acts now (a new act was recorded)."""

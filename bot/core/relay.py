@@ -11,6 +11,7 @@ from bot.core.acts import DOWN, Act, Value
 from bot.core.brixo import BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import AcksFirst, DeliveryWorker, RetryPolicy
+from bot.core.forks import at_fork
 from bot.core.mapping import Mappings, Templates
 from bot.core.outbox import Outbox, Recorded, mark_seen
 from bot.core.settings import Settings
@@ -32,24 +33,36 @@ class Relay:
         self.mappings = Mappings(self.db)
         self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
         self.outbox = Outbox(self.db)
-        self.worker: DeliveryWorker | None = None
         # `relay.acks_first.begin()`/`end()` around each chat request: delivery makes way for it.
         self.acks_first = AcksFirst()
-        if settings.brixo_api_key:
-            client = BrixoClient(
-                settings.brixo_api_key,
-                settings.brixo_api_url,
-                pool_size=settings.delivery_concurrency,
-            )
-            policy = RetryPolicy.from_settings(settings)
-            self.worker = DeliveryWorker(
-                self.outbox,
-                client,
-                settings.delivery_concurrency,
-                policy,
-                acks_first=self.acks_first,
-            )
-            self.outbox.deliverer = self.worker
+        self.worker = self._new_worker()
+        at_fork(in_child=self._renew)
+
+    def _new_worker(self) -> DeliveryWorker | None:
+        """Delivery with a Brixo session of its own (None without BRIXO_API_KEY)."""
+        settings = self.settings
+        if not settings.brixo_api_key:
+            return None
+        client = BrixoClient(
+            settings.brixo_api_key, settings.brixo_api_url, pool_size=settings.delivery_concurrency
+        )
+        worker = DeliveryWorker(
+            self.outbox,
+            client,
+            settings.delivery_concurrency,
+            RetryPolicy.from_settings(settings),
+            acks_first=self.acks_first,
+        )
+        self.outbox.deliverer = worker
+        return worker
+
+    def _renew(self) -> None:
+        """In a forked child: a delivery of its own (its own lease owner, threads and Brixo
+        connections), started when the parent's was; the parent's goes on in the parent."""
+        running = bool(self.worker and self.worker.running)
+        self.worker = self._new_worker()
+        if running:
+            self.start()
 
     def __repr__(self) -> str:
         return f"Relay(database={self.db.engine.url!r})"

@@ -128,8 +128,9 @@ class FeedbackRelay:
         self.core.stop(timeout)
 
     def close(self) -> None:
-        """Stop delivering and release the database connections."""
+        """Stop delivering, end the follow-up threads and release the database connections."""
         self.stop()
+        self.feedback.follow_ups.shutdown()
         self.core.db.dispose()
 
     def __enter__(self) -> Self:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bot.core.forks import at_fork
+
 log = logging.getLogger("bot.slack")
 
 
@@ -18,7 +20,17 @@ class FollowUps:
     """
 
     def __init__(self, workers: int = 10) -> None:  # as many as Bolt's own listener threads
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slack-follow-up")
+        self.workers = workers
+        self._renew()
+        at_fork(in_child=self._renew)
+
+    def _renew(self) -> None:
+        """Threads of its own (in a forked child, the parent's are gone)."""
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slack-follow-up")
+
+    def shutdown(self) -> None:
+        """Let the follow-ups already handed over finish, then end the threads; take no more."""
+        self._pool.shutdown(wait=False)
 
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         """Run `function(*args)` soon; a failure is logged, never raised."""
