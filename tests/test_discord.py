@@ -362,6 +362,22 @@ def test_reaction_comment_goes_without_when_dms_are_closed(
     assert not api.calls_to("PUT", REACTION_PUT)
 
 
+def test_add_comment_pressed_after_the_vote_went_gets_a_note_not_the_modal(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false", COMMENT_WAIT="1s")
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    offer = api.wait_for_sent(df.DM_CHANNEL)[0]
+    brixo.wait_for_accepted(1)  # COMMENT_WAIT ran out: the vote went without a comment
+    button = offer["components"][0]["components"][0]
+    bot.feed("INTERACTION_CREATE", df.click(offer, button["custom_id"], guild_id=None))
+    answer = callback(api, 1)
+    assert answer["type"] == 4 and answer["data"]["content"] == TOO_LATE
+    assert answer["data"]["flags"] == 64  # ephemeral
+
+
 def test_slack_reaction_names_mean_the_same_emoji_on_discord(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:

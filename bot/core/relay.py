@@ -13,7 +13,7 @@ from bot.core.db import Database
 from bot.core.delivery import AcksFirst, DeliveryWorker, RetryPolicy
 from bot.core.forks import at_fork
 from bot.core.mapping import Mappings, Templates
-from bot.core.outbox import Outbox, Recorded, mark_seen
+from bot.core.outbox import AWAITING_COMMENT, Outbox, Recorded, mark_seen
 from bot.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,11 @@ class Relay:
             outcome,
         )
         return recorded
+
+    def awaits_comment(self, act_id: int) -> bool:
+        """True while the act still waits for its comment (not yet sent without one)."""
+        state = self.outbox.states_of([act_id], time()).get(act_id)
+        return state is not None and state[0] == AWAITING_COMMENT
 
     def first_time(self, key: str) -> bool:
         """True the first time `key` is seen (within a day), across every process."""

@@ -27,7 +27,7 @@ class Handlers(Protocol):
 
     async def vote_clicked(self, interaction: discord.Interaction[Any], value: str) -> None: ...
 
-    async def open_comment(
+    async def add_comment_pressed(
         self, interaction: discord.Interaction[Any], workspace: str, act_id: int
     ) -> None: ...
 
@@ -79,7 +79,7 @@ class AddCommentButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         client = interaction.client
         if isinstance(client, Handlers):
-            await client.open_comment(interaction, self.workspace, self.act_id)
+            await client.add_comment_pressed(interaction, self.workspace, self.act_id)
 
 
 class CommentModal(discord.ui.Modal):

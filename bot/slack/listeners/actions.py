@@ -11,7 +11,6 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.core.acts import VALUES
-from bot.core.outbox import AWAITING_COMMENT
 from bot.core.relay import TOO_LATE
 from bot.slack.blocks import (
     ADD_COMMENT_ACTION,
@@ -88,8 +87,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
 
     def offer_comment_modal(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
         """The modal while the act still waits for its comment, else a note that it went."""
-        states = feedback.relay.outbox.states_of([handoff["act_id"]], time())
-        if states.get(handoff["act_id"], ("",))[0] == AWAITING_COMMENT:
+        if feedback.relay.awaits_comment(handoff["act_id"]):
             open_comment_modal(feedback, client, body, handoff)
             return
         channel, user = text_field(body, "channel", "id"), text_field(body, "user", "id")
