@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import re
+import time
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,7 +13,7 @@ import pytest
 import requests
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
-from sqlalchemy import inspect
+from sqlalchemy import MetaData, Table, func, insert, inspect, select
 
 from bot.slack.manifest import BOT_SCOPES
 from tests.fakes import FakeSlackAPI
@@ -48,6 +51,18 @@ def oauth_relay(
 def install(app: RunningRelay | str, code: str = "c0de") -> requests.Response:
     """Walk Slack's OAuth flow: the install page, Slack's authorize URL, then the redirect."""
     base = app if isinstance(app, str) else app.url
+    session, state = install_page(base)
+    return session.get(
+        f"{base}/slack/oauth_redirect",
+        params={"code": code, "state": state},
+        headers={"Cookie": f"slack-app-oauth-state={state}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+
+
+def install_page(base: str) -> tuple[requests.Session, str]:
+    """Open the install page as a browser would; returns the session and the OAuth state."""
     session = requests.Session()
     page = session.get(f"{base}/slack/install", allow_redirects=False, timeout=10)
     assert page.status_code in (200, 302), page.text
@@ -65,13 +80,7 @@ def install(app: RunningRelay | str, code: str = "c0de") -> requests.Response:
     # The browser gets the state in a Secure cookie too; send it back as a browser would.
     cookie = page.headers.get("Set-Cookie", "")
     assert f"slack-app-oauth-state={state}" in cookie and "Secure" in cookie, cookie
-    return session.get(
-        f"{base}/slack/oauth_redirect",
-        params={"code": code, "state": state},
-        headers={"Cookie": f"slack-app-oauth-state={state}"},
-        allow_redirects=False,
-        timeout=10,
-    )
+    return session, state
 
 
 def stored_bot(app: RunningRelay, team: str = "T9") -> Bot | None:
@@ -154,6 +163,57 @@ def test_uninstall_and_revocation_forget_the_workspace(
     unmapped_click(app, "T9")
     assert INSTALLED_TOKEN not in tokens_used(app.slack, "conversations.replies")
     assert app.slack.calls_to("chat.postEphemeral") == []
+
+
+def test_a_late_uninstall_redelivered_after_a_reinstall_keeps_the_new_install(
+    oauth_relay: RunningRelay,
+) -> None:
+    """Slack redelivers an app_uninstalled whose first delivery failed, after the workspace
+    installed the app again: the new installation stays."""
+    app = oauth_relay
+    assert install(app).status_code == 200
+    before = int(time.time()) - 60  # when the workspace uninstalled the app, before this install
+    for event in (
+        {"type": "app_uninstalled"},
+        {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOT9"]}},
+    ):
+        late = app.sender.event(event, team_id="T9", event_time=before, retry_num=1)
+        assert late.status_code == 200
+        assert stored_bot(app) is not None, event["type"]
+    assert app.sender.event({"type": "app_uninstalled"}, team_id="T9").status_code == 200
+    assert stored_bot(app) is None
+
+
+def test_oauth_states_are_signed_with_the_state_secret(oauth_relay: RunningRelay) -> None:
+    app = oauth_relay
+    session, state = install_page(app.url)
+    nonce, _, signature = state.rpartition(".")
+    assert signature == hmac.new(STATE_SECRET.encode(), nonce.encode(), "sha256").hexdigest()
+    forged = f"{nonce}.{hmac.new(b'another-secret', nonce.encode(), 'sha256').hexdigest()}"
+    refused = session.get(
+        f"{app.url}/slack/oauth_redirect",
+        params={"code": "c0de", "state": forged},
+        headers={"Cookie": f"slack-app-oauth-state={forged}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert refused.status_code >= 400
+    assert app.slack.calls_to("oauth.v2.access") == [] and stored_bot(app) is None
+
+
+def test_expired_oauth_states_are_deleted_as_new_ones_are_issued(
+    oauth_relay: RunningRelay,
+) -> None:
+    app = oauth_relay
+    states = Table("slack_oauth_states", MetaData(), autoload_with=app.relay.db.engine)
+    expired = datetime.now(tz=UTC).replace(tzinfo=None) - timedelta(minutes=11)
+    with app.relay.db.engine.begin() as conn:
+        conn.execute(
+            insert(states), [{"state": f"old-{n}", "expire_at": expired} for n in range(50)]
+        )
+    assert install(app).status_code == 200  # issues one state, uses it
+    with app.relay.db.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(states)) == 0
 
 
 def test_votes_need_no_slack_call_before_the_ack(oauth_relay: RunningRelay) -> None:

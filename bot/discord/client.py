@@ -268,8 +268,8 @@ class RelayClient(discord.Client):
     async def add_comment_pressed(
         self, interaction: discord.Interaction[Any], workspace: str, act_id: int
     ) -> None:
-        """"Add a comment": the modal while the act still waits for its comment, else a note
-        that it went (a comment typed into the modal would be refused)."""
+        """The "Add a comment" button: the modal while the act still waits for its comment,
+        else a note that it went (a comment typed into the modal would be refused)."""
         if await asyncio.to_thread(self.relay.awaits_comment, act_id):
             await self.open_comment(interaction, workspace, act_id)
         else:

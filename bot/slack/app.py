@@ -12,7 +12,6 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
-from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -30,12 +29,9 @@ from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
-from bot.slack.manifest import BOT_SCOPES
+from bot.slack.oauth import forget_on_uninstall, oauth_settings
 
 log = logging.getLogger("bot.slack")
-
-INSTALL_PATH = "/slack/install"
-REDIRECT_PATH = "/slack/oauth_redirect"
 
 
 def web_client(settings: Settings, token: str | None = None) -> WebClient:
@@ -97,7 +93,7 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
             authorize=StoredBotAuthorize(oauth.installation_store),  # type: ignore[arg-type]
             process_before_response=True,
         )
-        app.enable_token_revocation_listeners()
+        forget_on_uninstall(app, oauth.installation_store)
     else:
         settings.require("slack_bot_token")
         assert settings.slack_bot_token
@@ -232,33 +228,3 @@ class StoredBotAuthorize(BotAuthorize):
             "bot_token": bot.bot_token,
             "bot_scopes": bot.bot_scopes,
         }
-
-
-def oauth_settings(relay: Relay) -> OAuthSettings:
-    """Bolt's OAuth flow with installations and state kept in the relay's database."""
-    from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
-    from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
-
-    settings = relay.settings
-    assert settings.slack_client_id and settings.slack_client_secret
-    installations = SQLAlchemyInstallationStore(
-        client_id=settings.slack_client_id, engine=relay.db.engine, logger=log
-    )
-    states = SQLAlchemyOAuthStateStore(expiration_seconds=600, engine=relay.db.engine, logger=log)
-    for store in (installations, states):
-        try:
-            store.create_tables()
-        except Exception:  # another process created them first
-            log.debug("OAuth tables already exist")
-    return OAuthSettings(
-        client_id=settings.slack_client_id,
-        client_secret=settings.slack_client_secret,
-        scopes=list(BOT_SCOPES),
-        installation_store=installations,
-        # Bot tokens only: tokens_revoked deletes the bot, and a deleted bot is never used again
-        # (the default also reads the installation row, which keeps the revoked token).
-        installation_store_bot_only=True,
-        state_store=states,
-        install_path=INSTALL_PATH,
-        redirect_uri_path=REDIRECT_PATH,
-    )
