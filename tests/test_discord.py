@@ -490,6 +490,20 @@ def test_rate_this_conversation_uses_the_conversation_template(
     assert callback(api, 4)["data"]["content"] == UNMAPPED_CONVERSATION
 
 
+def test_rate_this_conversation_on_an_answer_without_a_conversation_uses_the_template(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent, brixo: FakeBrixo
+) -> None:
+    bot = start(CONVERSATION_ID_TEMPLATE="conv-{team}-{thread_ts}")
+    agent.reply_with({"text": "An answer", "message_id": "msg-A"})
+    question, reply = ask(bot, api)
+    thread = in_thread(reply)
+    bot.feed("INTERACTION_CREATE", df.message_command(reply, channel=thread))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "up", channel=thread))
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id) == ("conversations", f"conv-{df.GUILD}-{question['id']}")
+
+
 def test_rate_this_conversation_refuses_unmapped_and_foreign_conversations(
     start: StartBot, api: FakeDiscordAPI
 ) -> None:

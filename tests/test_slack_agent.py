@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from bot.slack.listeners.shortcuts import UNMAPPED_THREAD
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
@@ -21,6 +22,7 @@ from tests.test_slack_support import (
     settled,
     values_of,
 )
+from tests.waiting import wait_until
 
 AGENT_KEYS = {"text", "user_id", "team_id", "channel_id", "thread_ts", "conversation_id"}
 
@@ -304,6 +306,34 @@ def test_a_vote_on_the_error_reply_sends_nothing_even_with_templates(
     settled(app, 1)
     [(kind, message_id, value)] = values_of(app)
     assert (kind, value) == ("messages", "thumbs_up") and message_id.startswith("msg-")
+
+
+def test_the_conversation_template_rates_a_thread_the_agent_answered_without_one(
+    start_relay: StartRelay,
+) -> None:
+    """An agent that traced the conversation as the template says returns only message IDs."""
+    app = start_relay(ASK_COMMENT="never", CONVERSATION_ID_TEMPLATE="conv-{channel}-{thread_ts}")
+    app.agent.reply_with({"text": "An answer", "message_id": "msg-A"})
+    root = "1700000000.002700"
+    ask_agent(app, "hi", ts=root)
+    up = {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "up"}}}}
+    # On the person's question, the thread's root: the relay answered in this thread.
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "D1", root, thread_ts=root)))
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app), up)))
+    settled(app, 1)
+    assert values_of(app) == [("conversations", f"conv-D1-{root}", "thumbs_up")]
+    # The agent is still sent only the conversation IDs it returned itself.
+    ask_agent(app, "and then?", ts="1700000000.002710", thread_ts=root)
+    assert [(r.json or {})["conversation_id"] for r in app.agent.requests] == [None, None]
+    # A thread where the bridge posted only its error reply is no assistant conversation.
+    app.agent.fail_next(1, status=500)
+    failed = "1700000000.002800"
+    app.slack.add_message("D1", failed, "q", user="U1")
+    ok(app.sender.event(sr.message("D1", "U1", "q", failed)))
+    app.slack.wait_for_call("chat.postMessage", 3)  # the error reply
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "D1", failed, thread_ts=failed)))
+    wait_until(lambda: ephemerals(app, UNMAPPED_THREAD), message="no note")
+    assert len(app.slack.calls_to("views.open")) == 1
 
 
 def test_a_redirecting_agent_gets_the_error_reply_not_a_get(start_relay: StartRelay) -> None:

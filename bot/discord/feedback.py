@@ -153,18 +153,20 @@ class DiscordFeedback:
 
         A channel message may also start a thread (the thread's ID is the message's): the
         conversation the agent bridge recorded there counts as this message's too.
-        CONVERSATION_ID_TEMPLATE maps conversations a watched bot replied in: seen replying,
-        or the message rated (`author`) is its.
+        CONVERSATION_ID_TEMPLATE maps conversations a watched bot replied in (seen replying,
+        or the message rated, `author`, is its), and the agent bridge's answer rated (recorded
+        as it was posted, so never an error reply).
         """
         if self.is_watched(author):
             self.resolve(place, author)  # a watched bot's reply: mapped, conversation included
+        recorded = self.relay.mappings.message(place.workspace, place.channel, place.message)
         return self.relay.conversation_of(
             place.workspace,
             place.channel,
             place.message,
             self.root_of(place),
             discover=lambda: self.thread_started_on(place),
-            templates=False,
+            templates=recorded is not None and recorded.source == POSTED,
         )
 
     def thread_started_on(self, place: Place) -> str | None:

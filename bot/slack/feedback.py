@@ -159,6 +159,20 @@ class SlackFeedback:
         own = own_bot_id is not None and own_bot_id in authors
         return own and self.agent_bridge and not authors & self.watched
 
+    def answered(
+        self, workspace: str, channel: str, message: dict[str, Any], own_bot_id: str | None
+    ) -> bool:
+        """True for an assistant's reply: a watched bot's, or this app's own (with the agent
+        bridge, only an answer it recorded as it posted it, never an error reply)."""
+        if not self.is_watched(message, own_bot_id):
+            return False
+        if not self.is_bridge_note(message, own_bot_id):
+            return True
+        ts = message.get("ts")
+        return (
+            isinstance(ts, str) and self.relay.mappings.message(workspace, channel, ts) is not None
+        )
+
     def learn_bot_user(self, bot_id: Any, user_id: Any) -> None:
         """A watched bot's user ID, from a message or metadata event: its reactions aren't votes."""
         if bot_id in self.watched and isinstance(user_id, str) and user_id:
@@ -279,9 +293,8 @@ class SlackFeedback:
                         workspace, channel, message["ts"], root, *ids, source=METADATA
                     )
                     return ids[1]
-                assistant_replied = assistant_replied or (
-                    self.is_watched(message, own_bot_id)
-                    and not self.is_bridge_note(message, own_bot_id)
+                assistant_replied = assistant_replied or self.answered(
+                    workspace, channel, message, own_bot_id
                 )
             mapping = self.relay.templates.mapping(workspace, channel, ts, root)
             return mapping.conversation_id if mapping and assistant_replied else None
