@@ -175,12 +175,19 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])
+@pytest.mark.parametrize(
+    "separator",
+    ["\n", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\x1b[2K\x1b[1G"],  # last: a terminal's
+    ids=["LF", "CR", "VT", "FF", "NEL", "LS", "ESC"],
+)
 def test_a_line_break_from_outside_cannot_forge_a_log_line(
-    fmt: str, capsys: pytest.CaptureFixture[str]
+    fmt: str, separator: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    forged = "m1\n2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 outcome=delivered"
+    forged = (
+        f"m1{separator}2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 outcome=delivered"
+    )
     try:
         setup_logging("INFO", fmt)
         logging.getLogger("bot.delivery").info("delivery target=message:%s outcome=dead", forged)
@@ -201,8 +208,10 @@ def test_a_line_break_from_outside_cannot_forge_a_log_line(
         return
     starts = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d ", line)]
     assert len(starts) == 2, lines
+    escaped = separator.encode("unicode_escape").decode("ascii")
     assert starts[0].endswith(
-        "m1\\n2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 "
+        f"m1{escaped}2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 "
         "outcome=delivered outcome=dead"
     ), starts[0]
+    assert "\x1b" not in starts[0]
     assert lines[-1] == "ValueError: boom"  # the traceback keeps its lines

@@ -247,10 +247,27 @@ def test_a_bot_token_beside_an_oauth_install_is_an_error() -> None:
     assert load_settings(oauth, dotenv=None).oauth
 
 
-def test_database_url_error_hides_the_password() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://admin:hunter2secret@db/x",
+        "postgres://:hunter2secret@db:99999/x",  # no user name
+        "postgres://u@db:99999/x?password=hunter2secret",  # libpq's query parameter
+        "postgis://:hunter2secret@db/x",
+        "postgresq://u:hunter2@secret@db/x",  # an @ in the password, unencoded
+    ],
+)
+def test_database_url_error_hides_the_password(url: str) -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings({"DATABASE_URL": "mysql://admin:hunter2secret@db/x"}, dotenv=None)
-    assert "hunter2secret" not in str(caught.value)
+        load_settings({"DATABASE_URL": url}, dotenv=None)
+    assert "hunter2" not in str(caught.value) and "secret" not in str(caught.value)
+    assert str(caught.value).startswith("DATABASE_URL: expected")
+
+
+def test_the_database_password_is_masked_in_logs_too() -> None:
+    url = "postgres://u:pw-in-url@db/x?sslpassword=k&password=pw-in-query"
+    settings = load_settings({"DATABASE_URL": url}, dotenv=None)
+    assert {"pw-in-url", "pw-in-query"} <= set(settings.secrets)
 
 
 def test_require_names_a_missing_setting() -> None:

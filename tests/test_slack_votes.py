@@ -197,6 +197,24 @@ def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
     assert app.brixo.accepted[1].id == f"conv-{root}"
 
 
+def test_a_replayed_rating_submission_gives_no_second_signal(start_relay: StartRelay) -> None:
+    app = start_relay()
+    root = "1700000000.000250"
+    reply = ask_agent(app, "hi", ts=root)
+    shortcut = sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)
+    ok(app.sender.interaction(shortcut))
+    down = sr.view_submission(
+        "U1", "T1", opened_view(app), {"vote": {"vote_input": _radio("down")}}
+    )
+    ok(app.sender.interaction(down))
+    ok(app.sender.interaction(shortcut))  # changed their mind, in a new modal
+    up = {"vote": {"vote_input": _radio("up")}}
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), up)))
+    ok(app.sender.interaction(down))  # the first submission once more, as captured
+    settled(app, 2)
+    assert [v for _, _, v in values_of(app)] == ["thumbs_down", "thumbs_up"]
+
+
 def test_shortcut_without_a_vote_is_asked_again(start_relay: StartRelay) -> None:
     app = start_relay()
     root = "1700000000.000300"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import uuid
 from datetime import UTC, datetime
 from functools import partial
@@ -14,11 +13,9 @@ from bot.commands.send import cut_note, deliver_once
 from bot.core.brixo import Answer, BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import RetryPolicy
+from bot.core.logs import one_line
 from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
 from bot.core.settings import Settings
-
-# What `outbox list` shows escaped: control characters, line separators and the backslash.
-UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 
 
 def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -45,20 +42,15 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
     for entry in entries:
         created = datetime.fromtimestamp(entry.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         fields = (entry.workspace, f"{entry.target.kind}:{entry.target.id}", entry.value)
-        workspace, target, value = (field(f) for f in fields)
+        workspace, target, value = (one_line(f, column=True) for f in fields)
         print(
             f"{entry.id}\t{entry.state}\t{workspace}\t{target}\t{value}\t{entry.attempts}"
-            f"\t{created}\t{field(entry.last_error or '-')}"
+            f"\t{created}\t{one_line(entry.last_error or '-', column=True)}"
         )
     if left > 0:
         more = "" if getattr(args, "dead", False) else " (dead letters alone: --dead)"
         print(f"… and {left} more not shown: --limit {limit + left} shows them{more}")
     return 0
-
-
-def field(text: str) -> str:
-    """`text` on one line of one column: control characters and backslashes escaped."""
-    return UNSAFE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -154,10 +154,7 @@ class BrixoClient:
             return Answer(Outcome.RETRY, None, "timed out")
         except requests.RequestException as error:
             return Answer(Outcome.RETRY, None, _network_error(error))
-        answer = classify(response)
-        if self._key in answer.detail:  # an error that echoes the key: stored and logged
-            return replace(answer, detail=answer.detail.replace(self._key, "***"))
-        return answer
+        return classify(response, self._key)
 
     def probe(self) -> Answer:
         """Test the key without sending a signal: an empty body is refused after auth.
@@ -173,12 +170,13 @@ class BrixoClient:
         self._session.close()
 
 
-def classify(response: requests.Response) -> Answer:
-    """Map an HTTP answer to an Outcome, keeping JSON:API `detail` and `Retry-After`."""
+def classify(response: requests.Response, key: str = "") -> Answer:
+    """Map an HTTP answer to an Outcome, keeping JSON:API `detail` (without `key`, should it
+    echo the key: it is stored and logged) and `Retry-After`."""
     status = response.status_code
     if 200 <= status < 300:
         return Answer(Outcome.DELIVERED, status)
-    detail, jsonapi = _error_detail(response)
+    detail, jsonapi = _error_detail(response, key)
     if status == 401:
         return Answer(Outcome.UNAUTHORIZED, status, detail, jsonapi=jsonapi)
     if status == 404:
@@ -209,8 +207,9 @@ def parse_retry_after(raw: str | None, now: float | None = None) -> float | None
     return min(max(0.0, wait), MAX_RETRY_AFTER)
 
 
-def _error_detail(response: requests.Response) -> tuple[str, bool]:
-    """The JSON:API errors' details (else the body's text), and whether it was JSON:API."""
+def _error_detail(response: requests.Response, key: str) -> tuple[str, bool]:
+    """The JSON:API errors' details (else the body's text) with `key` masked, cut to 500
+    characters (after masking: a cut key would show in part), and whether it was JSON:API."""
     try:
         errors = response.json().get("errors")
     except (ValueError, AttributeError):
@@ -225,6 +224,8 @@ def _error_detail(response: requests.Response) -> tuple[str, bool]:
         detail = response.text.strip()
     # One line, without control characters: it is logged and stored (PostgreSQL refuses NUL).
     text = CONTROL_CHARS.sub("", " ".join((detail or response.reason or "").split()))
+    if key:
+        text = text.replace(key, "***")
     return text[:500], jsonapi
 
 

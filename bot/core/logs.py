@@ -63,17 +63,34 @@ class MaskingFormatter(logging.Formatter):
         return self.redactor.mask(self.inner.format(record))
 
 
+# Escaped where text from outside is shown on one line: control characters (line breaks,
+# terminal escapes) and Unicode's line separators; in columns, the backslash too.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNSAFE_IN_COLUMNS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def one_line(text: str, *, column: bool = False) -> str:
+    """`text` on one line, unsafe characters escaped (`\\n`, `\\x1b`, `\\u2028`); a `column`
+    escapes backslashes too, so every escape in it is one."""
+    unsafe = _UNSAFE_IN_COLUMNS if column else _UNSAFE
+    return unsafe.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 class PlainFormatter(logging.Formatter):
-    """`time LEVEL logger message`, the message's line breaks written as `\\n`: a value from
-    outside (a customer's ID, a Slack field) can't start a line that passes for a log line.
-    A traceback still follows on lines of its own."""
+    """`time LEVEL logger message`, the message on one line (`one_line`): a value from outside
+    (a customer's ID, a Slack field) can't start a line that passes for a log line, nor hide
+    one behind terminal escapes. A traceback still follows on lines of its own."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        record.message = record.message.replace("\r", "\\r").replace("\n", "\\n")
+        record.message = one_line(record.message)
         return super().formatMessage(record)
+
+
+# Valid in JSON text, but line breaks to Unicode-aware readers: escaped, one object a line.
+_JSON_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -88,7 +105,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False).translate(_JSON_LINE_BREAKS)
 
 
 @contextmanager

@@ -134,7 +134,10 @@ def parse_database_url(name: str, raw: str) -> str:
 
 
 def _redact_url(value: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", value)
+    """The URL without what may hold a password: its user and password (up to the last `@`,
+    which a password may hold too) and its query (libpq takes `password=` there)."""
+    value = re.sub(r"//.*@", "//***@", value, flags=re.DOTALL)
+    return re.sub(r"\?.*", "?***", value, flags=re.DOTALL)
 
 
 def parse_template(name: str, raw: str) -> str:
@@ -224,8 +227,13 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value set, for log redaction."""
-        values = (getattr(self, name) for name in _SECRETS)
-        return tuple(v for v in values if v)
+        values = [getattr(self, name) for name in _SECRETS]
+        if not self.database_url.startswith("sqlite"):
+            from sqlalchemy.engine import make_url
+
+            url = make_url(self.database_url)
+            values += [url.password, url.query.get("password")]
+        return tuple(v for v in values if v and isinstance(v, str))
 
 
 _SECRETS = {

@@ -423,8 +423,10 @@ def message_shortcut(
 
 
 def _full_view(team: str, view: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The view as Slack sends it back: each modal has an ID of its own (unless `view` has one)."""
+    view_id = f"V{uuid.uuid4().hex[:10].upper()}"
     full: dict[str, Any] = {
-        "id": "V00000001",
+        "id": view_id,
         "team_id": team,
         "type": "modal",
         "blocks": [],
@@ -437,7 +439,7 @@ def _full_view(team: str, view: dict[str, Any], values: dict[str, Any]) -> dict[
         "close": None,
         "submit": None,
         "previous_view_id": None,
-        "root_view_id": "V00000001",
+        "root_view_id": view_id,
         "app_id": APP_ID,
         "external_id": "",
         "app_installed_team_id": team,

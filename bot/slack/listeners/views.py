@@ -109,11 +109,14 @@ def register(app: App, feedback: SlackFeedback) -> None:
             ack()
             return
         vote = Vote(workspace, user, channel, thread_ts, value, time(), "shortcut")
+        # A replayed submission (one modal is submitted once) must not flip a changed vote.
+        view_id = text_field(view, "id")
         recorded = feedback.record_vote(
             vote,
             Mapping(None, conversation_id, thread_ts, POSTED),
             ask_comment=False,
             comment=clean_comment(dig(values, COMMENT_BLOCK, COMMENT_INPUT, "value")),
+            seen_key=f"view:{workspace}:{view_id}" if view_id else None,
         )
         if recorded.created:
             handoff = {"channel": channel, "user": user, "thread_ts": thread_ts}
