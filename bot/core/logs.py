@@ -72,6 +72,8 @@ _UNSAFE_IN_COLUMNS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 def one_line(text: str, *, column: bool = False) -> str:
     """`text` on one line, unsafe characters escaped (`\\n`, `\\x1b`, `\\u2028`); a `column`
     escapes backslashes too, so every escape in it is one."""
+    if text.isprintable() and not (column and "\\" in text):
+        return text  # the usual line: no regular expression to run
     unsafe = _UNSAFE_IN_COLUMNS if column else _UNSAFE
     return unsafe.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
