@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from bot.core.acts import Act, Target
-from bot.core.brixo import KEY_CHECK_ID, BrixoClient
+from bot.core.brixo import KEY_CHECK_ID, Answer, BrixoClient, Outcome
 from bot.core.db import Database
 from bot.core.delivery import CUT_COMMENT_CHARS, AcksFirst, DeliveryWorker, RetryPolicy
 from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Claimed, Entry, Outbox
@@ -427,6 +427,62 @@ def test_stop_leaves_the_rest_pending_and_a_new_worker_finishes(
     brixo.wait_for_accepted(10)
     wait_until(lambda: outbox.counts(time())[DELIVERED] == 10)
     assert sorted(r.id for r in brixo.accepted) == sorted(f"m{n}" for n in range(10))
+
+
+NOW = 1_800_000_000.0
+
+
+def claimed(**fields: Any) -> Claimed:
+    """An act as a claim returns it, sent now for the first time unless `fields` say else."""
+    act: dict[str, Any] = {
+        "id": 1,
+        "workspace": "T1",
+        "target": Target("message", "m"),
+        "value": "thumbs_up",
+        "occurred_at": NOW,
+        "comment": None,
+        "comment_cut": False,
+        "attempts": 0,
+        "not_found_since": None,
+        "created_at": NOW,
+    }
+    return Claimed(**{**act, **fields})
+
+
+def test_max_age_counts_from_when_the_act_was_stored_or_retried_by_hand() -> None:
+    """`outbox retry` gives a dead letter a new DELIVERY_MAX_AGE, whenever the person voted."""
+    act = claimed(occurred_at=NOW - 2 * 86400, created_at=NOW - 10)
+    assert RetryPolicy().settle(act, Answer(Outcome.RETRY, 503), NOW)["state"] == PENDING
+    old = claimed(created_at=NOW - 86400)
+    assert RetryPolicy().settle(old, Answer(Outcome.RETRY, 503), NOW)["state"] == DEAD
+
+
+def test_not_found_grace_counts_from_the_first_404() -> None:
+    """A vote that waited for its comment, or met 5xx first, still gets its NOT_FOUND_GRACE."""
+    policy = RetryPolicy(not_found_grace=600)
+    row = policy.settle(claimed(created_at=NOW - 900), Answer(Outcome.NOT_FOUND, 404), NOW)
+    assert row["state"] == PENDING and row["not_found_since"] == NOW
+    later = claimed(created_at=NOW - 900, not_found_since=NOW - 600)
+    assert policy.settle(later, Answer(Outcome.NOT_FOUND, 404), NOW)["state"] == DEAD
+    first = RetryPolicy(not_found_grace=0).settle(claimed(), Answer(Outcome.NOT_FOUND, 404), NOW)
+    assert first["state"] == DEAD  # no grace: the first 404 is final
+
+
+def test_a_refused_key_keeps_the_act_as_it_is_even_past_max_age() -> None:
+    act = claimed(created_at=NOW - 2 * 86400, attempts=3)
+    row = RetryPolicy().settle(act, Answer(Outcome.UNAUTHORIZED, 401), NOW)
+    assert row["state"] == PENDING and row["attempts"] == 3
+
+
+def test_sends_under_way_when_brixo_went_down_grow_the_hold_once(outbox: Outbox) -> None:
+    """The unreachable hold is a backoff that grows while Brixo stays down, not one step per
+    send that was already in flight when it went."""
+    worker = DeliveryWorker(
+        outbox, BrixoClient(BRIXO_KEY, "http://127.0.0.1:9"), 32, RetryPolicy(backoff_base=1.0)
+    )
+    for _ in range(32):
+        worker._observe(Answer(Outcome.RETRY, None, "connection refused"), NOW)
+    assert worker._hold_until - NOW <= 1.0
 
 
 def test_backoff_grows_with_jitter_and_cap() -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from bot.core.acts import clean_comment
 from bot.core.brixo import KEY_CHECK_ID
+from bot.core.mapping import customer_id
 from bot.core.settings import SETTING_NAMES, SettingsError, load_settings
 from tests.fakes import slack_requests as sr
 from tests.fakes.brixo import validate_body
@@ -281,6 +282,12 @@ def test_load_settings_raises_only_settings_error(values: dict[str, str]) -> Non
 def test_template_with_attribute_access_is_a_settings_error(template: str) -> None:
     with pytest.raises(SettingsError, match="MESSAGE_ID_TEMPLATE"):
         load_settings({"MESSAGE_ID_TEMPLATE": template}, dotenv=None)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\u3000", "\n\n"])
+def test_blank_customer_ids_are_refused(blank: str) -> None:
+    assert customer_id(blank) is None
+    assert customer_id(f"x{blank}") == f"x{blank}"  # blanks inside an ID are its own business
 
 
 # --- awkward IDs and comments ----------------------------------------------------------------

@@ -201,6 +201,22 @@ def test_oauth_states_are_signed_with_the_state_secret(oauth_relay: RunningRelay
     assert app.slack.calls_to("oauth.v2.access") == [] and stored_bot(app) is None
 
 
+def test_two_install_pages_open_at_once_both_work(oauth_relay: RunningRelay) -> None:
+    """Two admins (or two tabs): issuing the second state keeps the first one."""
+    app = oauth_relay
+    first_session, first = install_page(app.url)
+    install_page(app.url)
+    done = first_session.get(
+        f"{app.url}/slack/oauth_redirect",
+        params={"code": "c0de", "state": first},
+        headers={"Cookie": f"slack-app-oauth-state={first}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert done.status_code == 200, done.text
+    assert stored_bot(app) is not None
+
+
 def test_expired_oauth_states_are_deleted_as_new_ones_are_issued(
     oauth_relay: RunningRelay,
 ) -> None:

@@ -72,7 +72,16 @@ def test_dotenv_in_the_working_folder_by_default(
 
 @pytest.mark.parametrize(
     ("raw", "seconds"),
-    [("600", 600), ("30s", 30), ("10m", 600), ("24h", 86400), (" 2h ", 7200), ("1.5m", 90)],
+    [
+        ("600", 600),
+        ("30s", 30),
+        ("10m", 600),
+        ("24h", 86400),
+        (" 2h ", 7200),
+        ("1.5m", 90),
+        ("7d", 7 * 86400),
+        ("500ms", 0.5),
+    ],
 )
 def test_durations(raw: str, seconds: float) -> None:
     settings = load_settings(

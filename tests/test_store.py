@@ -280,6 +280,18 @@ def test_changed_vote_gives_a_new_act(store: Outbox) -> None:
     assert values == ["thumbs_up", "thumbs_down", "thumbs_up"]
 
 
+def test_a_changed_vote_sends_the_earlier_one_waiting_for_its_comment_at_once(
+    store: Outbox,
+) -> None:
+    waiting = store.record(act("m1", "thumbs_down", at=T0), T0, comment_until=T0 + 600)
+    other = store.record(act("m2", "thumbs_down", at=T0), T0, comment_until=T0 + 600)
+    assert store.record(act("m1", "thumbs_up", at=T0 + 10), T0 + 10).created
+    states = store.states_of([waiting.act_id or 0, other.act_id or 0], T0 + 10)
+    assert states[waiting.act_id or 0][0] == PENDING  # no longer waits: due now
+    assert states[other.act_id or 0][0] == AWAITING_COMMENT  # another target: still waits
+    assert [e.value for e in store.entries((PENDING,))] == ["thumbs_down", "thumbs_up"]
+
+
 def test_a_late_older_vote_is_sent_but_never_becomes_the_latest(store: Outbox) -> None:
     """👍 at T0, then a 👎 acted earlier arriving late, then 👍 again: the 👎 is an act of its
     own, but the person's latest vote stays 👍, so the last 👍 repeats it and sends nothing."""
@@ -483,6 +495,16 @@ def test_posted_mapping_outranks_metadata(store: Outbox) -> None:
     assert replaced is not None and replaced.message_id == "posted" and replaced.source == POSTED
     # A thread root with no thread_ts is its own thread.
     assert maps.conversation("T1", "C1", "6.1") == "cv"
+
+
+def test_metadata_updated_with_other_ids_replaces_the_earlier_metadata(store: Outbox) -> None:
+    """message_metadata_updated: the same source again replaces the IDs it gave before."""
+    maps = Mappings(store.db)
+    fields = {"conversation_id": None, "thread_ts": None, "source": METADATA, "now": T0}
+    maps.record("T1", "C1", "7.1", message_id="m-first", **fields)
+    maps.record("T1", "C1", "7.1", message_id="m-updated", **fields)
+    mapping = maps.message("T1", "C1", "7.1")
+    assert mapping is not None and mapping.message_id == "m-updated"
 
 
 def test_templates(store: Outbox) -> None:
