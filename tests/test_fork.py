@@ -15,12 +15,11 @@ from pathlib import Path
 from time import time
 
 import pytest
-from sqlalchemy import select
 
 from bot import FeedbackRelay
 from bot.core.acts import UP, Act, Target
-from bot.core.db import acts
 from bot.core.outbox import DELIVERED
+from bot.slack.follow_ups import FollowUps
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo
 from tests.waiting import wait_until
@@ -46,18 +45,15 @@ def vote(relay: FeedbackRelay, message_id: str) -> int:
 
 
 def in_child(relay: FeedbackRelay, parent_owner: str) -> int:
-    """The child's part: 0 once its own vote was delivered by its own delivery."""
+    """The child's part: 0 once its own vote was delivered by a delivery of its own (the
+    parent's holds every send meanwhile)."""
     signal.alarm(20)  # a lock left held by the parent would hang here for good
+    worker = relay.core.worker
+    if worker is None or worker.owner == parent_owner or not worker.running:
+        return 2
     act_id = vote(relay, "m-child")
-
-    def delivered_by() -> str | None:
-        with relay.core.db.engine.connect() as conn:
-            row = conn.execute(
-                select(acts.c.state, acts.c.lease_owner).where(acts.c.id == act_id)
-            ).one()
-        return str(row.lease_owner) if row.state == DELIVERED else None
-
-    return 0 if wait_until(delivered_by, timeout=15) != parent_owner else 2
+    wait_until(lambda: relay.core.outbox.states_of([act_id], time())[act_id][0] == DELIVERED)
+    return 0
 
 
 def test_a_child_forked_from_a_started_relay_delivers_its_own_votes_once(
@@ -69,6 +65,7 @@ def test_a_child_forked_from_a_started_relay_delivers_its_own_votes_once(
     wait_until(lambda: relay.core.outbox.states_of([first], time())[first][0] == DELIVERED)
     worker = relay.core.worker
     assert worker is not None
+    worker._hold_until = time() + 60  # the parent sends nothing while the child runs
     # As if a thread were writing when the fork came and went on past the fork's 2 s wait.
     held = relay.core.db._write_lock
     assert held is not None
@@ -85,6 +82,28 @@ def test_a_child_forked_from_a_started_relay_delivers_its_own_votes_once(
     assert os.waitstatus_to_exitcode(status) == 0
     assert [r.id for r in brixo.accepted_for("m-child")] == ["m-child"]
     # The parent goes on delivering as before.
+    worker._hold_until = 0.0
     vote(relay, "m-parent-2")
     assert [r.id for r in brixo.wait_for_accepted(3)] == ["m-parent", "m-child", "m-parent-2"]
     assert {t.name for t in threading.enumerate()} >= {"brixo-delivery"}
+
+
+def test_follow_ups_run_in_a_forked_child() -> None:
+    """The parent's follow-up threads are gone in the child; it gets threads of its own."""
+    follow_ups = FollowUps(workers=1)
+    ran = threading.Event()
+    follow_ups.submit(ran.set)
+    assert ran.wait(5)  # the parent's one thread exists, idle
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            signal.alarm(10)
+            done = threading.Event()
+            follow_ups.submit(done.set)
+            code = 0 if done.wait(5) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    follow_ups.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -84,11 +84,16 @@ def ask_agent(
 
 
 def reply_ts(app: RunningRelay, channel: str, post: Call) -> str:
-    """The ts the fake Slack gave the message `post` created."""
-    for message in reversed(app.slack.messages(channel)):
-        if message.get("text") == post.args.get("text") and message.get("user") == "UBOT":
-            return str(message["ts"])
-    raise AssertionError(f"no stored message for {post.args}")
+    """The ts the fake Slack gave the message `post` created (or, when Slack refused that
+    call, the relay's next try at it), once it is stored."""
+
+    def stored() -> str | None:
+        for message in reversed(app.slack.messages(channel)):
+            if message.get("text") == post.args.get("text") and message.get("user") == "UBOT":
+                return str(message["ts"])
+        return None
+
+    return wait_until(stored, message=f"no stored message for {post.args}")
 
 
 def map_by_metadata(
