@@ -44,13 +44,15 @@ def vote(relay: FeedbackRelay, message_id: str) -> int:
     return recorded.act_id
 
 
-def in_child(relay: FeedbackRelay, parent_owner: str) -> int:
+def in_child(relay: FeedbackRelay, parent_owner: str, parent_pool: int) -> int:
     """The child's part: 0 once its own vote was delivered by a delivery of its own (the
-    parent's holds every send meanwhile)."""
+    parent's holds every send meanwhile), over database connections of its own."""
     signal.alarm(20)  # a lock left held by the parent would hang here for good
     worker = relay.core.worker
     if worker is None or worker.owner == parent_owner or not worker.running:
         return 2
+    if id(relay.core.db.engine.pool) == parent_pool:  # the parent's pooled connections
+        return 3
     act_id = vote(relay, "m-child")
     wait_until(lambda: relay.core.outbox.states_of([act_id], time())[act_id][0] == DELIVERED)
     return 0
@@ -70,11 +72,12 @@ def test_a_child_forked_from_a_started_relay_delivers_its_own_votes_once(
     held = relay.core.db._write_lock
     assert held is not None
     held.acquire()
+    parent_pool = id(relay.core.db.engine.pool)
     pid = os.fork()
     if pid == 0:  # the child
         code = 1
         try:
-            code = in_child(relay, worker.owner)
+            code = in_child(relay, worker.owner, parent_pool)
         finally:
             os._exit(code)
     held.release()
