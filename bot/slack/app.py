@@ -29,7 +29,6 @@ from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
-from bot.slack.oauth import forget_on_uninstall, oauth_settings
 
 log = logging.getLogger("bot.slack")
 
@@ -85,6 +84,9 @@ def build_app(
 def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) -> App:
     """The App for OAuth (installations in the database) or for the one workspace's token."""
     if settings.oauth:
+        # Imported only here: slack-sdk's OAuth stores cost a single workspace's process 6 MB.
+        from bot.slack.oauth import forget_on_uninstall, oauth_settings
+
         oauth = oauth_settings(relay)
         app = App(
             signing_secret=settings.slack_signing_secret or "",
