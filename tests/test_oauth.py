@@ -52,6 +52,13 @@ def install(app: RunningRelay | str, code: str = "c0de") -> requests.Response:
     """Walk Slack's OAuth flow: the install page, Slack's authorize URL, then the redirect."""
     base = app if isinstance(app, str) else app.url
     session, state = install_page(base)
+    return back_from_slack(session, base, state, code)
+
+
+def back_from_slack(
+    session: requests.Session, base: str, state: str, code: str = "c0de"
+) -> requests.Response:
+    """Slack's redirect to the app after the install was approved, with the state cookie."""
     return session.get(
         f"{base}/slack/oauth_redirect",
         params={"code": code, "state": state},
@@ -190,13 +197,7 @@ def test_oauth_states_are_signed_with_the_state_secret(oauth_relay: RunningRelay
     nonce, _, signature = state.rpartition(".")
     assert signature == hmac.new(STATE_SECRET.encode(), nonce.encode(), "sha256").hexdigest()
     forged = f"{nonce}.{hmac.new(b'another-secret', nonce.encode(), 'sha256').hexdigest()}"
-    refused = session.get(
-        f"{app.url}/slack/oauth_redirect",
-        params={"code": "c0de", "state": forged},
-        headers={"Cookie": f"slack-app-oauth-state={forged}"},
-        allow_redirects=False,
-        timeout=10,
-    )
+    refused = back_from_slack(session, app.url, forged)
     assert refused.status_code >= 400
     assert app.slack.calls_to("oauth.v2.access") == [] and stored_bot(app) is None
 
@@ -206,13 +207,7 @@ def test_two_install_pages_open_at_once_both_work(oauth_relay: RunningRelay) -> 
     app = oauth_relay
     first_session, first = install_page(app.url)
     install_page(app.url)
-    done = first_session.get(
-        f"{app.url}/slack/oauth_redirect",
-        params={"code": "c0de", "state": first},
-        headers={"Cookie": f"slack-app-oauth-state={first}"},
-        allow_redirects=False,
-        timeout=10,
-    )
+    done = back_from_slack(first_session, app.url, first)
     assert done.status_code == 200, done.text
     assert stored_bot(app) is not None
 
