@@ -17,6 +17,7 @@ from tests.test_slack_support import (
     ok,
     opened_view,
     outbox,
+    rating_values,
     react,
     reply_ts,
     settled,
@@ -316,7 +317,7 @@ def test_the_conversation_template_rates_a_thread_the_agent_answered_without_one
     app.agent.reply_with({"text": "An answer", "message_id": "msg-A"})
     root = "1700000000.002700"
     ask_agent(app, "hi", ts=root)
-    up = {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "up"}}}}
+    up = rating_values("up")
     # On the person's question, the thread's root: the relay answered in this thread.
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "D1", root, thread_ts=root)))
     ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app), up)))

@@ -24,6 +24,7 @@ from tests.test_slack_support import (
     ok,
     opened_view,
     outbox,
+    rating_values,
     react,
     settled,
     values_of,
@@ -366,7 +367,7 @@ def _rate_conversation(
     """👍 on the thread through the shortcut on reply `ts` (the `count`-th modal opened)."""
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", channel, ts, thread_ts=root)))
     view = opened_view(app, count)
-    up = {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "up"}}}}
+    up = rating_values("up")
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, up)))
 
 

@@ -161,6 +161,11 @@ def opened_view(app: RunningRelay, count: int = 1) -> dict[str, Any]:
     return view
 
 
+def rating_values(value: str) -> dict[str, Any]:
+    """view.state.values of the "Rate this conversation" modal with 👍 ("up") or 👎 ("down")."""
+    return {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": value}}}}
+
+
 def comment_values(comment: str | None) -> dict[str, Any]:
     """view.state.values of the comment modal."""
     return {"comment": {"comment_input": {"type": "plain_text_input", "value": comment}}}

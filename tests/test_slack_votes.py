@@ -10,14 +10,16 @@ import pytest
 
 from tests.conftest import BRIXO_KEY
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay
+from tests.slack_harness import RunningRelay, StartRelay
 from tests.test_slack_support import (
     ask_agent,
     click,
+    comment_values,
     ephemerals,
     map_by_metadata,
     ok,
     opened_view,
+    rating_values,
     react,
     settled,
     values_of,
@@ -155,29 +157,28 @@ def test_a_conversation_id_of_1024_emoji_is_rated_through_the_shortcut(
     ts = map_by_metadata(app, "m-1", conversation, channel="C1")
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts, thread_ts=root)))
     view = opened_view(app)
-    values = {"vote": {"vote_input": _radio("up")}}
+    values = rating_values("up")
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, values)))
     settled(app, 1)
     assert values_of(app) == [("conversations", conversation, "thumbs_up")]
 
 
-def _radio(value: str) -> dict[str, Any]:
-    return {"type": "radio_buttons", "selected_option": {"value": value}}
+def rate_an_answer(app: RunningRelay, root: str) -> dict[str, Any]:
+    """Ask the agent in a thread, then use the shortcut on its answer; returns the shortcut."""
+    reply = ask_agent(app, "hi", ts=root)
+    shortcut = sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)
+    ok(app.sender.interaction(shortcut))
+    return shortcut
 
 
 def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
     app = start_relay()
     root = "1700000000.000200"
-    reply = ask_agent(app, "hi", ts=root)
-    shortcut = sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)
-    ok(app.sender.interaction(shortcut))
+    rate_an_answer(app, root)
     view = opened_view(app)
     assert app.slack.calls_to("views.open")[0].args["trigger_id"] == "trig-2"
     assert view["callback_id"] == "brixo_rate_conversation"
-    values = {
-        "vote": {"vote_input": _radio("down")},
-        "comment": {"comment_input": {"type": "plain_text_input", "value": "  went in circles "}},
-    }
+    values = {**rating_values("down"), **comment_values("  went in circles ")}
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, values)))
     settled(app, 1)
     got = app.brixo.accepted[0]
@@ -187,11 +188,7 @@ def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
     # Without a comment: no user_message; and a shortcut on the root finds the same thread.
     ok(app.sender.interaction(sr.message_shortcut("U2", "T1", "D1", root, thread_ts=root)))
     view = opened_view(app, 2)
-    ok(
-        app.sender.interaction(
-            sr.view_submission("U2", "T1", view, {"vote": {"vote_input": _radio("up")}})
-        )
-    )
+    ok(app.sender.interaction(sr.view_submission("U2", "T1", view, rating_values("up"))))
     settled(app, 2)
     assert "user_message" not in app.brixo.accepted[1].attributes
     assert app.brixo.accepted[1].id == f"conv-{root}"
@@ -199,16 +196,11 @@ def test_rate_conversation_shortcut(start_relay: StartRelay) -> None:
 
 def test_a_replayed_rating_submission_gives_no_second_signal(start_relay: StartRelay) -> None:
     app = start_relay()
-    root = "1700000000.000250"
-    reply = ask_agent(app, "hi", ts=root)
-    shortcut = sr.message_shortcut("U1", "T1", "D1", reply, thread_ts=root)
-    ok(app.sender.interaction(shortcut))
-    down = sr.view_submission(
-        "U1", "T1", opened_view(app), {"vote": {"vote_input": _radio("down")}}
-    )
+    shortcut = rate_an_answer(app, "1700000000.000250")
+    down = sr.view_submission("U1", "T1", opened_view(app), rating_values("down"))
     ok(app.sender.interaction(down))
     ok(app.sender.interaction(shortcut))  # changed their mind, in a new modal
-    up = {"vote": {"vote_input": _radio("up")}}
+    up = rating_values("up")
     ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), up)))
     ok(app.sender.interaction(down))  # the first submission once more, as captured
     settled(app, 2)
