@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert
@@ -50,37 +51,56 @@ def bulk_map(database: Database, start: int, stop: int) -> None:
             conn.execute(insert(mappings), _rows(low, min(stop, low + CHUNK)))
 
 
-def run_lookups(url: str, sizes: list[int], lookups: int = 4000) -> list[LookupResult]:
-    """Grow brixo_mappings through `sizes`, timing `lookups` random hits at each size."""
-    database = Database(url)
-    database.migrate(time.time())
-    store = Mappings(database)
-    results: list[LookupResult] = []
-    have = 0
+def run_lookups(
+    url_for: Callable[[str], str], sizes: list[int], lookups: int = 4000, rounds: int = 8
+) -> list[LookupResult]:
+    """Time `lookups` random hits on a brixo_mappings of each size, in interleaved rounds.
+
+    Each size gets a database of its own (`url_for(name)`), filled first; then the sizes take
+    turns, `rounds` rounds of `lookups / rounds` hits each, so a slower spell of the machine
+    hits every size alike instead of whichever was measured then.
+    """
+    databases: list[Database] = []
+    stores: list[Mappings] = []
+    inserted: list[float] = []
     for size in sizes:
+        database = Database(url_for(f"lookups_{size}"))
+        database.migrate(time.time())
         began = time.perf_counter()
-        bulk_map(database, have, size)
-        inserted = time.perf_counter() - began
-        have = size
-        keys = [random.randrange(size) for _ in range(lookups)]
-        for i in keys[:500]:  # warm the pool and the cache
-            store.message(TEAM, f"C{i % 97:04d}", f"1600000000.{i:07d}")
-        times: list[float] = []
-        for i in keys:
-            t0 = time.perf_counter()
-            found = store.message(TEAM, f"C{i % 97:04d}", f"1600000000.{i:07d}")
-            times.append(time.perf_counter() - t0)
-            assert found is not None
-        missing = store.message(TEAM, CHANNEL, "1.0")
-        assert missing is None
-        results.append(
-            LookupResult(
-                size,
-                1e6 * percentile(times, 50),
-                1e6 * sum(times) / len(times),
-                1e6 * percentile(times, 99),
-                inserted,
-            )
+        bulk_map(database, 0, size)
+        inserted.append(time.perf_counter() - began)
+        databases.append(database)
+        stores.append(Mappings(database))
+    times: list[list[float]] = [[] for _ in sizes]
+    for round_ in range(rounds + 1):  # round 0 warms the pools and the caches
+        for n in range(len(sizes)):
+            k = (n + round_) % len(sizes)  # a different size goes first each round
+            times[k].extend(_hits(stores[k], sizes[k], lookups // rounds))
+        if round_ == 0:
+            times = [[] for _ in sizes]
+    for store in stores:
+        assert store.message(TEAM, CHANNEL, "1.0") is None
+    for database in databases:
+        database.dispose()
+    return [
+        LookupResult(
+            size,
+            1e6 * percentile(took, 50),
+            1e6 * sum(took) / len(took),
+            1e6 * percentile(took, 99),
+            seconds,
         )
-    database.dispose()
-    return results
+        for size, took, seconds in zip(sizes, times, inserted, strict=True)
+    ]
+
+
+def _hits(store: Mappings, size: int, count: int) -> list[float]:
+    """Seconds taken by each of `count` lookups of random existing replies."""
+    took: list[float] = []
+    for i in (random.randrange(size) for _ in range(count)):
+        channel, ts = f"C{i % 97:04d}", f"1600000000.{i:07d}"
+        t0 = time.perf_counter()
+        found = store.message(TEAM, channel, ts)
+        took.append(time.perf_counter() - t0)
+        assert found is not None
+    return took

@@ -809,11 +809,12 @@ def main(argv: list[str] | None = None) -> int:
             if "lookups" in parts:
                 say("mapping lookups")
                 found["SQLite"] = lookups.run_lookups(
-                    f"sqlite:///{workdir}/lookups.db", plan.lookup_sizes
+                    lambda db: f"sqlite:///{workdir}/{db}.db", plan.lookup_sizes
                 )
                 if pg:
-                    pg_url = sa_url(pg.create_database("lookups"))
-                    found["PostgreSQL"] = lookups.run_lookups(pg_url, plan.lookup_sizes)
+                    found["PostgreSQL"] = lookups.run_lookups(
+                        lambda db: sa_url(pg.create_database(db)), plan.lookup_sizes
+                    )
             if "clients" in parts:
                 say("HTTP client cost")
                 stand_ins.latency(0)
