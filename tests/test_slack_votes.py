@@ -147,16 +147,21 @@ def test_a_reaction_set_with_a_skin_tone_counts_that_reaction_in_every_tone(
     ]
 
 
-def test_a_conversation_id_of_1024_emoji_is_rated_through_the_shortcut(
-    start_relay: StartRelay,
+@pytest.mark.parametrize(
+    "conversation", ["💬" * 1024, "c" + "\x01" * 1023], ids=["emoji", "control characters"]
+)
+def test_a_conversation_id_of_1024_characters_is_rated_through_the_shortcut(
+    start_relay: StartRelay, conversation: str
 ) -> None:
-    """The modal keeps the ID in private_metadata; escaped, it would pass Slack's 3000."""
+    """The modal's private_metadata stays within Slack's 3000 characters, whatever the ID
+    (JSON writes a control character in six)."""
     app = start_relay(**NEVER)
-    root, conversation = "1700000000.000210", "💬" * 1024
+    root = "1700000000.000210"
     app.slack.add_message("C1", root, "question", user="U1")
     ts = map_by_metadata(app, "m-1", conversation, channel="C1")
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts, thread_ts=root)))
     view = opened_view(app)
+    assert len(view["private_metadata"]) <= 3000
     values = rating_values("up")
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, values)))
     settled(app, 1)
