@@ -174,16 +174,27 @@ def comment_modal(
     ).to_dict()
 
 
-def conversation_modal(channel: str, thread_ts: str, conversation_id: str) -> dict[str, Any]:
-    """Rates a whole conversation: 👍/👎 and an optional comment."""
+# Slack's limit on a view's private_metadata.
+PRIVATE_METADATA_CHARS = 3000
+
+
+def conversation_modal(
+    channel: str, thread_ts: str, conversation_id: str, ts: str
+) -> dict[str, Any]:
+    """Rates a whole conversation: 👍/👎 and an optional comment.
+
+    The conversation ID rides in private_metadata where it fits (as text: 1024 non-ASCII
+    characters do); one JSON writes longer (control characters take six characters each) is
+    looked up again from the message `ts` when the modal is submitted.
+    """
+    where = {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id}
+    metadata = json.dumps(where, ensure_ascii=False)
+    if len(metadata) > PRIVATE_METADATA_CHARS:
+        metadata = json.dumps({"channel": channel, "thread_ts": thread_ts, "ts": ts})
     return View(
         type="modal",
         callback_id=CONVERSATION_VIEW,
-        # As text: escaped, 1024 non-ASCII characters would pass Slack's 3000-character limit.
-        private_metadata=json.dumps(
-            {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id},
-            ensure_ascii=False,
-        ),
+        private_metadata=metadata,
         title=PlainTextObject(text="Rate this conversation"),
         submit=PlainTextObject(text="Send"),
         blocks=[

@@ -70,7 +70,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         try:
             client.views_open(
                 trigger_id=body.get("trigger_id"),
-                view=conversation_modal(channel, thread_ts, conversation_id),
+                view=conversation_modal(channel, thread_ts, conversation_id, ts),
             )
         except SLACK_UNAVAILABLE as error:
             log.warning("can't open the rating modal: %s", unavailable_reason(error))

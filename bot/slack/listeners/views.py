@@ -98,9 +98,14 @@ def register(app: App, feedback: SlackFeedback) -> None:
         meta = private_metadata(view)
         values = dig(view, "state", "values") or {}
         value = VALUES.get(str(dig(values, VOTE_BLOCK, VOTE_INPUT, "selected_option", "value")))
-        conversation_id, channel = text_field(meta, "conversation_id"), text_field(meta, "channel")
-        thread_ts, user = text_field(meta, "thread_ts"), text_field(body, "user", "id")
-        workspace = workspace_of(context)
+        channel, thread_ts = text_field(meta, "channel"), text_field(meta, "thread_ts")
+        user, workspace = text_field(body, "user", "id"), workspace_of(context)
+        conversation_id = text_field(meta, "conversation_id")
+        ts = text_field(meta, "ts")  # an ID too long for private_metadata: as recorded
+        if not conversation_id and ts and channel and thread_ts and workspace:
+            conversation_id = feedback.relay.conversation_of(
+                workspace, channel, ts, thread_ts, templates=False
+            )
         if not value:
             ack(response_action="errors", errors={VOTE_BLOCK: "Pick 👍 or 👎."})
             return
