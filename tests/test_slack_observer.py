@@ -132,6 +132,23 @@ def test_reply_mapped_from_message_event_metadata_and_seeded_once(
     assert app.slack.calls_to("chat.postMessage") == []
 
 
+def test_rate_limited_seeding_holds_up_no_modal(start_relay: StartRelay) -> None:
+    """Seeding waits out Slack's Retry-After; a click's modal and the shortcut's can't wait
+    (trigger IDs lapse after 3 s)."""
+    app = start_relay(**{**WATCH, "ASK_COMMENT": "negative"})
+    app.slack.fail_next("reactions.add", n=100, status=429, retry_after="2")
+    replies = [f"1700000000.{n:06d}" for n in range(500, 512)]
+    for ts in replies:  # more than there are threads for the work after the ack
+        ok(app.sender.event(watched_reply(ts, meta(f"cust-seed-{ts}", "cust-conv-seed"))))
+    app.slack.wait_for_call("reactions.add", 10)
+    clicked = time.time()
+    click(app, replies[0], "down", channel="C1")
+    ok(app.sender.interaction(sr.message_shortcut("U2", "T1", "C1", replies[1])))
+    opened = app.slack.wait_for_call("views.open", 2, timeout=30)
+    assert [call.at - clicked < 2 for call in opened] == [True, True]
+    assert outbox(app)["awaiting_comment"] == 1
+
+
 def test_watched_user_id_reply_is_seeded(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH)
     event = sr.message("C1", "UHELPER", "hi", "1700000000.000300", channel_type="channel")
