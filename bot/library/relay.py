@@ -131,6 +131,7 @@ class FeedbackRelay:
         """Stop delivering, end the follow-up threads and release the database connections."""
         self.stop()
         self.feedback.follow_ups.shutdown()
+        self.feedback.interactions.shutdown()
         self.core.db.dispose()
 
     def __enter__(self) -> Self:

@@ -121,6 +121,9 @@ class SlackFeedback:
         self.positive = frozenset(map(without_skin_tone, relay.settings.positive_reactions))
         self.negative = frozenset(map(without_skin_tone, relay.settings.negative_reactions))
         self.follow_ups = FollowUps()
+        # Clicks' and the shortcut's: threads of their own, so that their modals (trigger IDs
+        # lapse after 3 s) never queue behind work waiting out a 429's Retry-After (seeding).
+        self.interactions = FollowUps()
         self.not_replies: dict[tuple[str, str, str], float] = {}  # key -> until, see resolve
 
     # --- mapping -------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         handoff = click_act(feedback, body, workspace_of(context), context.bot_id, client)
         handoff["follow_up"] = click_follow_up(handoff, feedback.settings.ack_message)
         if handoff["follow_up"]:
-            feedback.follow_ups.submit(follow_up_click, body, handoff, client)
+            feedback.interactions.submit(follow_up_click, body, handoff, client)
         ack()
 
     def follow_up_click(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):
@@ -82,7 +82,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         act = act_id(raw_id)
         if act is not None:
             handoff = {"act_id": act, "value": value, "workspace": workspace_of(context)}
-            feedback.follow_ups.submit(offer_comment_modal, body, handoff, client)
+            feedback.interactions.submit(offer_comment_modal, body, handoff, client)
         ack()
 
     def offer_comment_modal(body: dict[str, Any], handoff: dict[str, Any], client: WebClient):

@@ -29,7 +29,8 @@ def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the shortcut listener: ack at once, then find the conversation and open the modal."""
 
     def ack_shortcut(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
-        feedback.follow_ups.submit(open_rating, body, workspace_of(context), context.bot_id, client)
+        workspace = workspace_of(context)
+        feedback.interactions.submit(open_rating, body, workspace, context.bot_id, client)
         ack()
 
     def open_rating(
