@@ -9,7 +9,6 @@ from typing import Any
 
 from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.core.mapping import METADATA
 from bot.slack.agent import AgentBridge, Question
@@ -268,6 +267,7 @@ def seed_reactions(
     for name in (feedback.settings.positive_reactions[0], feedback.settings.negative_reactions[0]):
         try:
             client.reactions_add(channel=channel, timestamp=ts, name=name)
-        except SlackApiError as error:
-            if error.response.get("error") != "already_reacted":
-                log.info("can't seed :%s: on %s: %s", name, ts, error.response.get("error"))
+        except SLACK_UNAVAILABLE as error:  # a timeout or a network error too: on to the next
+            reason = unavailable_reason(error)
+            if not reason.endswith(": already_reacted"):
+                log.info("can't seed :%s: on %s: %s", name, ts, reason)
