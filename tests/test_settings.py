@@ -205,6 +205,7 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("SLACK_SIGNING_SECRET", "abc\u00a0def"),
         ("SLACK_APP_TOKEN", "xapp-1\u200b"),
         ("DISCORD_TOKEN", "a\rb"),
+        ("ACK_MESSAGE", "x" * 2001),
     ],
 )
 def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -> None:

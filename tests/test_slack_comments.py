@@ -174,6 +174,15 @@ def test_reaction_gets_add_a_comment_button_that_opens_the_modal(start_relay: St
     assert app.brixo.accepted[0].attributes["user_message"] == "wrong"
 
 
+def test_the_longest_ack_message_still_offers_the_comment(start_relay: StartRelay) -> None:
+    """ACK_MESSAGE at its limit (2,000 characters) fits the note's section (Slack: 3,000)."""
+    app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="é" * 2000)
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "-1", channel="C1")
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["blocks"][0]["text"]["text"] == "é" * 2000
+
+
 def test_reaction_without_comment_goes_after_comment_wait(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="1s")
     ts = map_by_metadata(app, "m-1", channel="C1")

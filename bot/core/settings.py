@@ -260,7 +260,16 @@ _PURPOSE = {
 }
 
 
-def _text(name: str, raw: str) -> str:
+# Discord's limit on a message; Slack's on a section (where the thanks goes) is 3000.
+ACK_MESSAGE_CHARS = 2000
+
+
+def _ack_message(name: str, raw: str) -> str:
+    if len(raw) > ACK_MESSAGE_CHARS:
+        raise SettingsError(
+            f"{name}: expected a short thanks of at most {ACK_MESSAGE_CHARS:,} characters "
+            f"(Discord's limit for a message), got {len(raw):,}"
+        )
     return raw
 
 
@@ -334,7 +343,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "negative_reactions": _reactions,
     "ask_comment": lambda n, r: parse_choice(n, r, ("never", "negative", "always")),
     "comment_wait": parse_positive_duration,
-    "ack_message": _text,
+    "ack_message": _ack_message,
     "message_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
     "conversation_id_template": lambda n, r: parse_template(n, r) if r.strip() else None,
     "delivery_max_age": parse_duration,
