@@ -322,6 +322,12 @@ def test_fake_slack_overrides_failures_and_tokens(slack: FakeSlackAPI) -> None:
     assert err.value.response.status_code == 429
     assert err.value.response.headers["Retry-After"] == "3"
     assert client.chat_postMessage(channel="C1", text="x")["ok"]
+    slack.drop_next("chat.postMessage")
+    with pytest.raises(OSError):  # WebClient(retry_handlers=[]): its default retries once
+        WebClient(token="xoxb-test", base_url=slack.url, retry_handlers=[]).chat_postMessage(
+            channel="C1", text="x"
+        )
+    assert client.chat_postMessage(channel="C1", text="x")["ok"]
     slack.respond("users.info", lambda args: {"ok": True, "user": {"id": args["user"]}})
     assert client.users_info(user="U7")["user"]["id"] == "U7"
     slack.valid_tokens = {"xoxb-good"}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import ClassVar
+
+import pytest
 
 from bot.slack.listeners.shortcuts import UNMAPPED_THREAD
 from tests.fakes import LocalHTTPFake, QuietHandler
@@ -180,6 +183,31 @@ def test_agent_500_gives_error_reply_and_records_nothing(start_relay: StartRelay
     app.agent.fail_next(1, status=500)
     ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001400")))
     _assert_error_reply_records_nothing(app, "1700000000.001400")
+
+
+def test_slack_not_answering_the_post_of_the_answer_is_one_warning(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer may have been posted (its metadata maps it then): a warning, no error reply."""
+    app = start_relay(ASK_COMMENT="never")
+    app.slack.drop_next("chat.postMessage", 3)  # the first try and the client's two retries
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001450")))
+    wait_until(lambda: "no answer from Slack posting the agent's reply" in caplog.text)
+    assert [c.args["text"] for c in app.slack.calls_to("chat.postMessage")] == ["Answer to: q"] * 3
+    errors = [r for r in caplog.records if r.name.startswith("bot") and r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+def test_slack_not_answering_the_post_of_the_error_reply_is_one_warning(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = start_relay()
+    app.agent.fail_next(1, status=500)
+    app.slack.drop_next("chat.postMessage", 3)
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.001460")))
+    wait_until(lambda: "can't post to D1: RemoteDisconnected" in caplog.text)
+    errors = [r for r in caplog.records if r.name.startswith("bot") and r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 class _TextHandler(QuietHandler):

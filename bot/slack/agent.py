@@ -25,6 +25,7 @@ from bot.core.mapping import POSTED
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback
 from bot.slack.follow_ups import FollowUps
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 
 T = TypeVar("T")
 
@@ -104,8 +105,13 @@ class AgentBridge:
                 metadata=brixo_metadata(message_id, conversation_id),
             )
         except SlackApiError as error:
-            log.warning("can't post the agent's reply: %s", error.response.get("error"))
+            log.warning("can't post the agent's reply: %s", unavailable_reason(error))
             self._post(client, channel=question.channel, thread_ts=root, text=AGENT_ERROR_REPLY)
+            return
+        except SLACK_UNAVAILABLE as error:  # the reply may be there: its metadata maps it
+            log.warning(
+                "no answer from Slack posting the agent's reply: %s", unavailable_reason(error)
+            )
             return
         self.feedback.record_reply(
             question.workspace,
@@ -155,8 +161,8 @@ class AgentBridge:
     def _post(self, client: WebClient, **message: Any) -> None:
         try:
             client.chat_postMessage(**message)
-        except SlackApiError as error:
-            log.warning("can't post to %s: %s", message["channel"], error.response.get("error"))
+        except SLACK_UNAVAILABLE as error:
+            log.warning("can't post to %s: %s", message["channel"], unavailable_reason(error))
 
 
 def within(seconds: float, call: Callable[[], T]) -> T:

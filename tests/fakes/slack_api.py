@@ -167,6 +167,10 @@ class _SlackHandler(QuietHandler):
         if token is None and isinstance(args.get("token"), str):
             token = args["token"]
         call = Call(method, args, token, time.time(), Headers(self.headers.items()))
+        if fake._dropped(method):
+            fake._record(call)
+            self.close_connection = True  # no answer at all: the client sees it closed
+            return
         status, payload, headers = fake._answer(call)
         fake._record(call)
         self.send_raw(
@@ -218,6 +222,7 @@ class FakeSlackAPI(LocalHTTPFake):
         self._overrides: dict[str, _Override] = {}
         self._failures: dict[str, deque[_Failure]] = {}
         self._delays: dict[str, deque[float]] = {}
+        self._drops: dict[str, int] = {}
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ts_counter = itertools.count(1)
         self._view_counter = itertools.count(1)
@@ -290,6 +295,18 @@ class FakeSlackAPI(LocalHTTPFake):
         """Answer the next ``n`` calls of ``method`` only after ``seconds`` (a slow Slack)."""
         with self._lock:
             self._delays.setdefault(method, deque()).extend([seconds] * n)
+
+    def drop_next(self, method: str, n: int = 1) -> None:
+        """Close the connection of the next ``n`` calls of ``method`` without an answer."""
+        with self._lock:
+            self._drops[method] = self._drops.get(method, 0) + n
+
+    def _dropped(self, method: str) -> bool:
+        with self._lock:
+            left = self._drops.get(method, 0)
+            if left:
+                self._drops[method] = left - 1
+            return bool(left)
 
     # -- message store ---------------------------------------------------------
 
