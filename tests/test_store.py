@@ -17,6 +17,7 @@ from bot.core.db import (
     acts,
     schema_version,
     seen,
+    votes,
 )
 from bot.core.mapping import METADATA, POSTED, Mappings, Templates
 from bot.core.outbox import (
@@ -322,6 +323,19 @@ def test_mark_seen_and_expiry(store: Outbox) -> None:
     with db.write() as conn:
         assert not mark_seen(db, conn, "k1", T0 + 16, ttl=10)
         assert mark_seen(db, conn, "k2", T0 + 16, ttl=10)
+
+
+def test_vote_records_older_than_the_24_h_rule_needs_are_forgotten(store: Outbox) -> None:
+    """A person's vote is kept for "the same vote within 24 h", not for good."""
+    later = T0 + 3 * SAME_VOTE_WINDOW
+    for n in range(3):
+        assert store.record(act(f"old-{n}"), T0).created
+    assert store.record(act("recent", at=later), later).created
+    forget_expired(store.db, later + 60)
+    with store.db.read() as conn:
+        assert conn.scalars(select(votes.c.target_id)).all() == ["recent"]
+    again = store.record(act("recent", at=later + 30), later + 60)
+    assert not again.created and again.reason == "same vote within 24 h"
 
 
 def test_comment_wait_then_finish_or_time_out(store: Outbox) -> None:
