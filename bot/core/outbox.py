@@ -538,6 +538,8 @@ _SEEN: dict[bool, DriverStatement] = {}  # the upsert of mark_seen, per dialect 
 
 
 def forget_expired(database: Database, now: float) -> int:
-    """Drop expired keys of seen events."""
+    """Drop expired keys of seen events (their count is returned), and vote records the 24 h
+    rule no longer needs: kept twice that, since their times are the chat platform's clock."""
     with database.write() as conn:
+        conn.execute(delete(votes).where(votes.c.voted_at < now - 2 * SAME_VOTE_WINDOW))
         return conn.execute(delete(seen).where(seen.c.expires_at < now)).rowcount
