@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.cli import main
+from bot.commands.outbox import retry as retry_now
 from bot.core.acts import Act, Target
 from bot.core.db import Database, acts
 from bot.core.outbox import DEAD, DELIVERED, PENDING, Outbox
@@ -463,6 +464,27 @@ def test_outbox_retry_records_each_outcome_as_delivery_does(
     assert missing.not_found_since >= before and missing.next_attempt_at > missing.not_found_since
     assert (fine.state, fine.attempts, fine.last_error) == (DELIVERED, 1, None)
     assert {row.lease_owner for row in rows.values()} == {None}
+
+
+def test_outbox_retry_of_many_dead_letters_renews_the_lease_only_as_it_runs_low(
+    env: Env, brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal rewrites every act still taken: one before each act made retrying 100k dead
+    letters quadratic (about 3 acts a second, hours in all, each renewal holding SQLite's
+    write lock for a third of a second against a running relay's votes)."""
+    url = env()["DATABASE_URL"]
+    ids = seed(url, [(f"dead-{n}", DEAD, "old error") for n in range(40)])
+    database = open_store(url)
+    outbox = Outbox(database)
+    renewals: list[float] = []
+    renew = outbox.renew
+    monkeypatch.setattr(outbox, "renew", lambda *args: renewals.append(time()) or renew(*args))
+    try:
+        assert retry_now(outbox, env.settings(), []) == 0
+    finally:
+        database.dispose()
+    assert sorted(r.id for r in brixo.accepted) == sorted(f"dead-{n}" for n in range(40))
+    assert len(renewals) <= 1, f"{len(renewals)} renewals for {len(ids)} acts sent in a second"
 
 
 def test_outbox_retry_holds_its_sends_and_every_relays_after_a_429(
