@@ -6,7 +6,7 @@ import argparse
 import uuid
 from datetime import UTC, datetime
 from functools import partial
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from bot.commands.send import cut_note, deliver_once
@@ -66,9 +66,10 @@ def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
     settings.require("brixo_api_key")
     assert settings.brixo_api_key
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
-    lease = 3 * sum(client.timeout)  # renewed before each act: room for its two sends (a 413)
+    lease = 3 * sum(client.timeout)  # room for an act's two sends (a 413), and to spare
     owner = f"cli-{uuid.uuid4().hex[:12]}"
     taken = outbox.take_dead(owner, lease, time(), act_ids)
+    renewed = monotonic()
     ok = report_not_dead(outbox, [i for i in act_ids if i not in {act.id for act in taken}])
     if not taken and not act_ids:
         print("no dead letters to retry")
@@ -86,7 +87,9 @@ def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
                 ok = False
                 break
             act = taken.pop(0)  # not released if this fails: its lease lapses, as a relay's would
-            outbox.renew(owner, lease, time())
+            if monotonic() - renewed > lease / 4:  # a renewal rewrites every act still taken
+                outbox.renew(owner, lease, time())
+                renewed = monotonic()
             answer, row = deliver_once(client, policy, act, partial(outbox.settle_one, owner))
             if answer.retry_after:  # every deliverer holds, this command too
                 outbox.hold(time() + answer.retry_after)
