@@ -106,6 +106,13 @@ def cut_comment(comment: str) -> str:
     return comment[: min(CUT_COMMENT_CHARS, len(comment) // 2)]
 
 
+def not_yet(now: float, at: float, interval: float) -> bool:
+    """True while `now` is before `at`, which was set at most `interval` ahead: after the wall
+    clock stepped back, `at` lies further ahead than that and its time has come (a lease
+    renewal waiting for an hour would let the lease lapse and the act be sent twice)."""
+    return now < at <= now + interval
+
+
 def signal_of(act: Claimed) -> Signal:
     """The signal an act becomes."""
     return Signal(act.target, act.value, act.occurred_at, act.comment)  # type: ignore[arg-type]
@@ -286,7 +293,7 @@ class DeliveryWorker:
         """Every few seconds: renew the leases in flight and write the outcomes not written yet
         (each round until they are); now and then, forget old events."""
         now = self.clock()
-        if now < self._next_upkeep:
+        if not_yet(now, self._next_upkeep, self.lease / 3):
             return
         if self._in_flight or self._unsettled:
             self.outbox.renew(self.owner, self.lease, now)  # raising: tried again next round
@@ -313,7 +320,7 @@ class DeliveryWorker:
             if self._paused:
                 return
         room = 2 * self.concurrency - self._in_flight
-        if room <= 0 or now < self._claim_at:
+        if room <= 0 or not_yet(now, self._claim_at, self.poll_interval):
             return
         if self._unsettled:  # after a database outage: their leases may have lapsed, and a
             return  # claim would take (and send) them again before their outcome is written
@@ -405,7 +412,7 @@ class DeliveryWorker:
         """At most every `hold_check_interval`: a hold another process was asked for (429)."""
         now = self.clock()
         with self._lock:
-            if now < self._next_hold_check:
+            if not_yet(now, self._next_hold_check, self.hold_check_interval):
                 return
             self._next_hold_check = now + self.hold_check_interval
         try:
