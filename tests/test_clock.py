@@ -123,3 +123,33 @@ def test_a_retry_after_of_a_second_holds_sends_a_second_whatever_the_clock_does(
         brixo.wait_for_accepted(2, timeout=10)  # a second on, not an hour
     finally:
         worker.stop(timeout=5)
+
+
+@pytest.mark.parametrize("step", [0.0, -3600.0])
+def test_a_paused_relay_probes_the_key_again_soon_whatever_the_clock_does(
+    outbox: Outbox, brixo: FakeBrixo, step: float
+) -> None:
+    """Paused on a 401, the wall clock steps back an hour; the key then works again."""
+    offset = [0.0]
+
+    def clock() -> float:
+        return time() + offset[0]
+
+    worker = DeliveryWorker(
+        outbox,
+        BrixoClient("a-key-brixo-refuses", brixo.url),
+        2,
+        RetryPolicy(backoff_base=0.01, backoff_cap=0.05),
+        poll_interval=0.05,
+        probe_interval=0.5,
+        clock=clock,
+    )
+    outbox.deliverer = worker
+    worker.start()
+    try:
+        wait_until(lambda: worker.paused, timeout=5)
+        offset[0] = step
+        brixo.set_key("a-key-brixo-refuses")
+        wait_until(lambda: not worker.paused, timeout=5, message="still paused")
+    finally:
+        worker.stop(timeout=5)
