@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
@@ -336,6 +336,25 @@ def test_vote_records_older_than_the_24_h_rule_needs_are_forgotten(store: Outbox
         assert conn.scalars(select(votes.c.target_id)).all() == ["recent"]
     again = store.record(act("recent", at=later + 30), later + 60)
     assert not again.created and again.reason == "same vote within 24 h"
+
+
+def test_purge_deletes_in_batches_of_its_own_transaction(
+    store: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch commits on its own: a purge of 1M acts in one transaction held a running
+    relay's votes off the write lock for 1.6 s."""
+    ids = [store.record(act(f"m-{n}"), T0).act_id for n in range(9)]
+    with store.db.write() as conn:
+        conn.execute(update(acts).where(acts.c.id.in_(ids[:7])).values(state=DELIVERED))
+        conn.execute(update(acts).where(acts.c.id == ids[7]).values(state=DEAD))
+    writes = []
+    write = store.db.write
+    monkeypatch.setattr(store.db, "write", lambda: writes.append(1) or write())
+    assert store.purge(batch=3) == 7
+    assert len(writes) == 3  # 3 + 3 + 1
+    with store.db.read() as conn:
+        assert sorted(conn.scalars(select(acts.c.state)).all()) == [DEAD, PENDING]
+    assert store.purge(dead=True, batch=3) == 1
 
 
 def test_comment_wait_then_finish_or_time_out(store: Outbox) -> None:
