@@ -258,3 +258,31 @@ def test_slack_unreachable_at_start_is_one_line(env: Env, tmp_path: Path, comman
     assert result.stderr.strip().splitlines() == [
         f"error: SLACK_API_URL: Slack unreachable at {environ['SLACK_API_URL']} (URLError)"
     ]
+
+
+def test_check_an_existing_database_without_the_schema_yet(
+    env: Env, tmp_path: Path, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that exists but is still empty (a fresh Heroku Postgres, a touched file) is
+    fine: the relay creates the schema at start."""
+    (tmp_path / "relay.db").touch()
+    code, lines = in_process_check(env, capsys)
+    assert lines["database"] == "ok (SQLite; the schema will be created at start)", lines
+    assert code == 0, lines
+
+
+def test_check_both_slack_and_discord(
+    env: Env,
+    fake_slack: FakeSlackAPI,
+    discord_api: FakeDiscordAPI,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Slack set up beside DISCORD_TOKEN: both tokens are checked, one line each."""
+    env.values.update(
+        SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-1"
+    )
+    code, lines = in_process_check(env, capsys)
+    assert list(lines) == ["settings", "database", "brixo", "slack", "discord"], lines
+    assert lines["slack"].startswith("ok"), lines
+    assert lines["discord"].startswith("ok (bot "), lines
+    assert code == 0, lines
