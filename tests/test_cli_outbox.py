@@ -434,6 +434,20 @@ def test_outbox_retry_with_nothing_to_retry_needs_no_key(env: Env, tmp_path: Pat
     assert (named.returncode, named.stdout.strip()) == (1, "no dead letter with ID 99")
 
 
+def test_outbox_retry_of_ids_that_are_no_dead_letters_leaves_the_others_alone(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """Named IDs that are no dead letters, beside one that is: each named ID gets its line, and
+    nothing claims there are no dead letters (there is one, not named); nothing is sent."""
+    url = env()["DATABASE_URL"]
+    _, done = seed(url, [("d", DEAD, "x"), ("ok", DELIVERED, None)])
+    result = retry(env, tmp_path, done)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"no dead letter with ID {done}: it is delivered"]
+    assert brixo.requests == []
+    assert states(url) == {"d": DEAD, "ok": DELIVERED}
+
+
 def test_outbox_retry_records_each_outcome_as_delivery_does(
     env: Env, brixo: FakeBrixo, tmp_path: Path
 ) -> None:
