@@ -73,6 +73,22 @@ def test_closed_modal_sends_one_signal_without_comment(start_relay: StartRelay) 
     settled(app, 1)
 
 
+def test_the_same_click_again_opens_no_second_modal(start_relay: StartRelay) -> None:
+    """👎 clicked twice: the second click is the same vote again, so no act and no modal (a
+    modal for no act would only refuse the comment typed into it)."""
+    app = start_relay(ASK_COMMENT="negative")
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT)
+    view = opened_view(app)
+    click(app, reply, "down", thread_ts=ROOT, trigger_id="trig-2")
+    click(app, map_by_metadata(app, "m-sentinel"), "up", channel="C1")
+    wait_until(lambda: ephemerals(app), message="no thanks for the sentinel")
+    assert [c.args["trigger_id"] for c in app.slack.calls_to("views.open")] == ["trig-1"]
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("vague"))))
+    settled(app, 2)
+    assert app.brixo.accepted_for("msg-1")[0].attributes["user_message"] == "vague"
+
+
 def test_someone_else_cannot_finish_the_act(start_relay: StartRelay) -> None:
     app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
     ok(app.sender.interaction(sr.view_closed("U2", "T1", view)))

@@ -295,6 +295,24 @@ def test_a_reaction_redelivered_after_the_vote_changed_sends_nothing(
     ]
 
 
+def test_a_click_replayed_after_the_vote_changed_sends_nothing(start_relay: StartRelay) -> None:
+    """👎 (action_ts A), then 👍 (B), then the click A again: no new act, so the vote the
+    person has now (👍) stays the last one Brixo got."""
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    first = sr.feedback_button_action("down")
+    first["action_ts"] = "1700000001.000000"
+    click(app, ts, channel="C1", action=first)
+    settled(app, 1)
+    second = sr.feedback_button_action("up")
+    second["action_ts"] = "1700000002.000000"
+    click(app, ts, channel="C1", action=second)
+    settled(app, 2)
+    click(app, ts, channel="C1", action=first)
+    settled(app, 2)
+    assert values_of(app) == [("messages", "m-1", "thumbs_down"), ("messages", "m-1", "thumbs_up")]
+
+
 def test_repeated_clicks_and_same_vote_within_a_day_give_one(start_relay: StartRelay) -> None:
     app = start_relay(**NEVER)
     root = "1700000000.000700"
