@@ -106,6 +106,22 @@ def test_thanks_find_the_thread_of_a_reply_mapped_by_its_metadata_event(
     assert app.relay.mappings.conversation("T1", "C1", root) == "conv-1"
 
 
+def test_thanks_for_a_reaction_on_a_top_level_reply_stay_in_the_channel(
+    start_relay: StartRelay,
+) -> None:
+    """A watched reply that starts no thread roots its own conversation: the thanks for a
+    reaction on it go to the channel, not into a thread opened under the reply."""
+    app = start_relay(**WATCH, SEED_REACTIONS="false")
+    ts = "1700000000.000300"
+    ok(app.sender.event(watched_reply(ts, meta("m-top", "conv-top"), thread_ts=None)))
+    wait_until(lambda: app.relay.mappings.message("T1", "C1", ts), message="never mapped")
+    react(app, ts, "+1", channel="C1")
+    thanks = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert (thanks.args["channel"], thanks.args["user"]) == ("C1", "U1")
+    assert thanks.args.get("thread_ts") is None, thanks.args
+    settled(app, 1)
+
+
 def test_reply_mapped_from_message_event_metadata_and_seeded_once(
     start_relay: StartRelay,
 ) -> None:
