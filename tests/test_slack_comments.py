@@ -114,6 +114,19 @@ def test_no_answer_within_comment_wait_sends_without_comment(start_relay: StartR
     settled(app, 1)
 
 
+def test_an_empty_submission_after_the_vote_went_just_closes_the_modal(
+    start_relay: StartRelay,
+) -> None:
+    """Nothing typed, and the act went meanwhile: nothing is lost, so the modal closes (only
+    a comment typed too late is refused in the modal)."""
+    app, view = _down_click_waiting({"ASK_COMMENT": "negative", "COMMENT_WAIT": "1s"}, start_relay)
+    app.brixo.wait_for_accepted(1)
+    settled(app, 1)
+    empty = ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(None))))
+    assert "errors" not in (empty.json() if empty.text else {}), empty.text
+    settled(app, 1)
+
+
 def test_huge_comment_is_cut_to_3000(start_relay: StartRelay) -> None:
     app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
     text = "é" + "x" * 4999

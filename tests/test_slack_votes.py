@@ -212,6 +212,23 @@ def test_a_replayed_rating_submission_gives_no_second_signal(start_relay: StartR
     assert [v for _, _, v in values_of(app)] == ["thumbs_down", "thumbs_up"]
 
 
+def test_the_same_rating_again_gives_no_second_signal_nor_thanks(start_relay: StartRelay) -> None:
+    """👍 on a conversation, then 👍 again from a new modal within a day: nothing is sent, so
+    nothing is thanked for either."""
+    app = start_relay(ACK_MESSAGE="Thanks, noted!")
+    shortcut = rate_an_answer(app, "1700000000.000260")
+    up = rating_values("up")
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app), up)))
+    wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks")
+    ok(app.sender.interaction(shortcut))
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), up)))
+    app.slack.add_message("C1", "1700000000.000270", "just people", user="U3")
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", "1700000000.000270")))
+    wait_until(lambda: len(ephemerals(app)) >= 2, message="no note for the sentinel")
+    settled(app, 1)
+    assert len(ephemerals(app, "Thanks, noted!")) == 1
+
+
 def test_shortcut_without_a_vote_is_asked_again(start_relay: StartRelay) -> None:
     app = start_relay()
     root = "1700000000.000300"
