@@ -252,6 +252,21 @@ def test_add_a_comment_after_the_vote_went_says_so_instead_of_opening_the_modal(
     assert app.slack.calls_to("views.open") == []
 
 
+def test_add_a_comment_naming_no_act_is_ignored(start_relay: StartRelay) -> None:
+    """An "Add a comment" button whose value names no act (foreign, or beyond 64 bits): no
+    modal, and no note that the vote went, since there was no vote."""
+    app = start_relay(ASK_COMMENT="negative")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    for value in ("x:thumbs_down", f"{2**64}:thumbs_down"):
+        action = sr.button_action("brixo_add_comment", value, text="Add a comment")
+        ok(app.sender.interaction(sr.block_action("U1", "T1", "C1", ts, action)))
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    wait_until(lambda: ephemerals(app), message="no note for the sentinel")
+    assert ephemerals(app, TOO_LATE) == []
+    assert app.slack.calls_to("views.open") == []
+    settled(app, 0)
+
+
 def test_thanks_after_the_modal_lands_in_the_votes_thread(start_relay: StartRelay) -> None:
     settings = {"ASK_COMMENT": "negative", "ACK_MESSAGE": "Thanks!"}
     app, view = _down_click_waiting(settings, start_relay)
