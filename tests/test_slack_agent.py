@@ -452,3 +452,14 @@ def test_a_me_message_in_a_dm_goes_to_the_agent(start_relay: StartRelay) -> None
     event = {**sr.message("D1", "U1", "waves", "1700000000.003200"), "subtype": "me_message"}
     ok(app.sender.event(event))
     assert app.agent.wait_for_requests(1)[0].json["text"] == "waves"
+
+
+def test_a_thread_reply_also_sent_to_the_dm_goes_to_the_agent(start_relay: StartRelay) -> None:
+    """A reply in a DM thread with "Also send to direct message" ticked (subtype
+    thread_broadcast) is still the person's message: the agent gets it, in its thread."""
+    app = start_relay()
+    root = "1700000000.003300"
+    message = sr.message("D1", "U1", "and also", "1700000000.003301", thread_ts=root)
+    ok(app.sender.event({**message, "subtype": "thread_broadcast"}))
+    asked = app.agent.wait_for_requests(1)[0].json
+    assert (asked["text"], asked["thread_ts"]) == ("and also", root)
