@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -59,6 +61,24 @@ def test_click_signal_is_exactly_the_reference_request(start_relay: StartRelay) 
             ],
         )
     ]
+
+
+@pytest.mark.parametrize("action_ts", ["0", "-1", "1e13", "inf", "nan"])
+def test_a_click_time_slack_could_not_have_sent_is_taken_as_now(
+    start_relay: StartRelay, action_ts: str
+) -> None:
+    """occurred_at is always sent, RFC 3339: an action_ts that is no plausible epoch time
+    gives the time the click arrived, never 1970, a year beyond 9999, or an act that can't go."""
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    action = sr.feedback_button_action("up")
+    action["action_ts"] = action_ts
+    before = time.time()
+    click(app, ts, channel="C1", action=action)
+    settled(app, 1)
+    sent = app.brixo.accepted[0].attributes["occurred_at"]
+    when = datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp()
+    assert before - 1 <= when <= time.time() + 1, sent
 
 
 ODD_IDS = [
