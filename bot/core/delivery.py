@@ -315,8 +315,8 @@ class DeliveryWorker:
         if self._hold_until > now:
             return
         if self._paused:
-            probe_within = self.probe_interval + max(0.0, self._hold_until - now)
-            if not not_yet(now, self._next_probe, probe_within) and self._in_flight == 0:
+            # (a hold that set the next probe later has ended by now: see above)
+            if not not_yet(now, self._next_probe, self.probe_interval) and self._in_flight == 0:
                 self._probe()
             if self._paused:
                 return
