@@ -98,6 +98,9 @@ def register(app: App, feedback: SlackFeedback) -> None:
         meta = private_metadata(view)
         values = dig(view, "state", "values") or {}
         value = VALUES.get(str(dig(values, VOTE_BLOCK, VOTE_INPUT, "selected_option", "value")))
+        if not value:
+            ack(response_action="errors", errors={VOTE_BLOCK: "Pick 👍 or 👎."})
+            return
         channel, thread_ts = text_field(meta, "channel"), text_field(meta, "thread_ts")
         user, workspace = text_field(body, "user", "id"), workspace_of(context)
         conversation_id = text_field(meta, "conversation_id")
@@ -106,9 +109,6 @@ def register(app: App, feedback: SlackFeedback) -> None:
             conversation_id = feedback.relay.conversation_of(
                 workspace, channel, ts, thread_ts, templates=False
             )
-        if not value:
-            ack(response_action="errors", errors={VOTE_BLOCK: "Pick 👍 or 👎."})
-            return
         if not (conversation_id and channel and thread_ts and user and workspace):
             log.warning("ignored a malformed conversation rating")
             ack()
