@@ -56,6 +56,16 @@ def test_check_slack_refused_token(env: Env, fake_slack: FakeSlackAPI) -> None:
     assert result.returncode == 1
 
 
+def test_check_slack_down_is_no_refused_token(env: Env, fake_slack: FakeSlackAPI) -> None:
+    """A 5xx left after the client's retries says Slack is down, not that the token is bad."""
+    fake_slack.fail_next("auth.test", 3, status=503)
+    result = _check(env, fake_slack)
+    line = _slack_line(result)
+    assert line.startswith(f"slack: Slack at {fake_slack.url}"), line
+    assert line.endswith("is busy or down (HTTP 503: fatal_error); try again shortly"), line
+    assert result.returncode == 1
+
+
 def test_check_library_needs_only_library_scopes(env: Env, fake_slack: FakeSlackAPI) -> None:
     """A team's own app lacks the standalone app's assistant scopes: fine in library mode."""
     fake_slack.scopes = [

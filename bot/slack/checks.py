@@ -9,6 +9,7 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.logs import quiet
 from bot.core.settings import Settings
+from bot.slack.lookups import unavailable_reason
 from bot.slack.manifest import BOT_SCOPES
 
 # The logger of slack-sdk's Web API client (it logs each failed try as an ERROR).
@@ -32,6 +33,13 @@ def auth_test(settings: Settings) -> SlackResponse:
         with quiet(SLACK_CLIENT_LOGGER):  # its retries' errors: the one line says it all
             return client.auth_test()
     except SlackApiError as error:
+        status = error.response.status_code
+        if status == 429 or status >= 500:  # after the client's retries: not the token's fault
+            raise SlackTokenError(
+                f"Slack at {settings.slack_api_url} is busy or down ({unavailable_reason(error)}); "
+                "try again shortly",
+                "SLACK_API_URL",
+            ) from None
         raise SlackTokenError(f"Slack refused the token: {error.response.get('error')}") from None
     except Exception as error:  # network trouble: one line, no traceback
         raise unreachable(settings, error) from None
