@@ -138,3 +138,7 @@ def setup_logging(level: str = "INFO", fmt: str = "plain", secrets: Iterable[str
     root.setLevel(level)
     for noisy in ("urllib3", "slack_sdk.web.base_client", "slack_bolt.App"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # discord.py's debug lines hold every gateway event and REST call: people's comments and
+    # interaction tokens. Its info lines and up (connections, rate limits) stay.
+    for noisy in ("discord.gateway", "discord.http", "discord.webhook", "discord.state"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO))

@@ -8,6 +8,7 @@ import re
 from time import time
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -44,6 +45,9 @@ log = logging.getLogger("bot.discord")
 discord.VoiceClient.warn_nacl = False  # no voice here: no "PyNaCl is not installed" warning
 
 RATE_COMMAND = "Rate this conversation"
+# What a call to Discord can fail with: its answer, or the connection (after discord.py's retries).
+DISCORD_ERRORS = (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError)
+ALREADY_ACKNOWLEDGED = 40060  # the interaction was answered: a replayed event, or a retry
 PICK_A_RATING = "Pick 👍 or 👎 to rate the conversation."
 MAX_MESSAGE_CHARS = 2000
 
@@ -153,7 +157,7 @@ class RelayClient(discord.Client):
         for emoji in self.feedback.seed_emoji():
             try:
                 await message.add_reaction(emoji)
-            except discord.HTTPException as error:
+            except DISCORD_ERRORS as error:
                 log.info("can't seed %s on %s: %s", emoji, message.id, error)
 
     async def answer(self, message: discord.Message) -> None:
@@ -259,11 +263,15 @@ class RelayClient(discord.Client):
 
     @staticmethod
     async def _note(interaction: discord.Interaction[Any], text: str | None) -> None:
-        """Answer with an ephemeral note, or silently when there is none."""
-        if text:
-            await interaction.response.send_message(text, ephemeral=True)
-        else:
-            await interaction.response.defer()
+        """Answer with an ephemeral note, or silently when there is none; a refused answer
+        (the interaction lapsed after 3 s, or was answered already) is one line."""
+        try:
+            if text:
+                await interaction.response.send_message(text, ephemeral=True)
+            else:
+                await interaction.response.defer()
+        except DISCORD_ERRORS as error:
+            log.info("can't answer interaction=%s: %s", interaction.id, error)
 
     async def add_comment_pressed(
         self, interaction: discord.Interaction[Any], workspace: str, act_id: int
@@ -283,6 +291,9 @@ class RelayClient(discord.Client):
         try:
             await interaction.response.send_modal(modal)
         except discord.HTTPException as error:
+            if error.code == ALREADY_ACKNOWLEDGED:  # a modal may be open: the act keeps waiting
+                log.info("comment modal for act=%s already answered: %s", act_id, error)
+                return
             log.warning("can't open the comment modal for act=%s: %s", act_id, error)
             await asyncio.to_thread(
                 self.feedback.finish_comment, act_id, workspace, str(interaction.user.id), None
