@@ -130,3 +130,44 @@ def test_seed_network_error_is_one_line(
     bot.loop.settle()
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert tracebacks == [], [f"{r.name}: {r.getMessage()}" for r in tracebacks]
+
+
+def test_agent_answer_lost_to_the_network_is_one_line(
+    start: StartBot, api: FakeDiscordAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """discord.py re-raises a reset connection (ECONNRESET is errno 104 on Linux, not the
+    54/10054 it retries): the answer can't be posted, said in a line, not a traceback."""
+    caplog.set_level(logging.INFO)
+    bot = start()
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("Connection reset by peer")
+
+    bot.client.http.send_message = broken
+    question = df.message(f"<@{df.BOT_ID}> hi", mentions=(df.BOT_ID,))
+    bot.feed("MESSAGE_CREATE", question)
+    bot.loop.settle()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert tracebacks == [], [f"{r.name}: {r.getMessage()}" for r in tracebacks]
+    assert any("can't post the agent's reply" in r.getMessage() for r in caplog.records)
+
+
+def test_add_comment_dm_lost_to_the_network_is_one_line(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The vote is stored and, the DM's fate unknown, goes at COMMENT_WAIT; one line."""
+    caplog.set_level(logging.INFO)
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false", COMMENT_WAIT="1s")
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("Connection reset by peer")
+
+    bot.client.http.start_private_message = broken
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    got = brixo.wait_for_accepted(1)[0]
+    assert "user_message" not in got.attributes
+    bot.loop.settle()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert tracebacks == [], [f"{r.name}: {r.getMessage()}" for r in tracebacks]
