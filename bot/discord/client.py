@@ -228,7 +228,7 @@ class RelayClient(discord.Client):
             if view is not None:
                 return await target.send(_clip(text), view=view, reference=reference)  # type: ignore[arg-type]
             return await target.send(_clip(text), reference=reference)  # type: ignore[arg-type]
-        except discord.HTTPException as error:
+        except DISCORD_ERRORS as error:
             log.warning("can't post the agent's reply: %s", error)
             return None
 
@@ -421,6 +421,8 @@ class RelayClient(discord.Client):
             await asyncio.to_thread(
                 self.feedback.finish_comment, act_id, workspace, str(user_id), None
             )
+        except DISCORD_ERRORS as error:  # the DM may have gone: the act waits COMMENT_WAIT
+            log.info("can't offer a comment to user=%s: %s", user_id, error)
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         """The API has no retraction: a removed reaction is logged and sends nothing."""
