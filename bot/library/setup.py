@@ -25,6 +25,7 @@ _SCOPES = {
     "mpim:history": "read a rated reply and its thread (group DMs)",
     "metadata.message:read": "brixo_message metadata events",
     "commands": "the 'Rate this conversation' shortcut",
+    "users:read": "users.info: a reaction by another app's bot is no vote",
 }
 _OBSERVER_SCOPES = {"reactions:write": "seed 👍/👎 on watched bots' replies (SEED_REACTIONS)"}
 _EVENTS = (
