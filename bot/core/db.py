@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -163,6 +163,16 @@ class Database:
         self._queue_lock = threading.Lock()
         self._queued: list[_QueuedWrite[Any]] = []
         self._held_for_fork = False
+        # Whether the last write failed in the database (until one succeeds): problem() then
+        # tries a write of its own, an already expired key of a seen event.
+        self._write_failed = False
+        # What a failing write raises: through SQLAlchemy, or from the driver (DriverStatement).
+        self._write_errors = (OperationalError, self.engine.dialect.loaded_dbapi.OperationalError)
+        self._health_write = (
+            upsert(self, seen)
+            .values(key="relay:healthz", expires_at=0.0)
+            .on_conflict_do_update(index_elements=[seen.c.key], set_={"expires_at": 0.0})
+        )
         at_fork(
             before=self._hold_for_fork, in_parent=self._release_after_fork, in_child=self._renew
         )
@@ -234,6 +244,9 @@ class Database:
                 with sqlite3.connect(uri, uri=True, timeout=2) as conn:
                     conn.execute("SELECT 1 FROM brixo_schema_version LIMIT 1").fetchall()
                 conn.close()
+            if self._write_failed:  # reads work, writes failed (a full disk, say): try one
+                with self.write() as written:
+                    written.execute(self._health_write)
         except Exception as error:  # any driver or file error means: unavailable
             return type(error).__name__
         return None
@@ -324,10 +337,17 @@ class Database:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             try:
                 yield conn
-            except BaseException:
+            except BaseException as error:
                 conn.rollback()
+                if isinstance(error, self._write_errors):  # a full disk, say: see problem()
+                    self._write_failed = True
                 raise
-            conn.commit()
+            try:
+                conn.commit()
+            except self._write_errors:
+                self._write_failed = True
+                raise
+            self._write_failed = False
 
     def _check_file(self) -> None:
         """DatabaseGone when the SQLite file migrated at start was deleted, moved or replaced:
@@ -412,8 +432,9 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             cursor.close()
 
         return engine
-    # A server that doesn't answer fails a connection in seconds, not the OS's minutes.
-    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
+    # A server that doesn't answer fails a connection in 2 s (libpq's least), not the OS's
+    # minutes: a vote waiting for one is still answered, 500, within Slack's 3 s.
+    timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 2}
     return create_engine(
         url,
         connect_args=timeout,

@@ -1,0 +1,100 @@
+"""The database's bad days while the relay serves: votes are answered 200 only once stored,
+else 500 so Slack sends them again, within Slack's 3 s; /healthz says so; all recover alone."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, func, select
+
+from bot.core.db import acts
+from tests.pg import PostgresServer
+from tests.slack_harness import StartRelay
+from tests.test_deploy import click, seed_reply
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+SLACK_PATIENCE = 3.0  # Slack's wait for an ack
+
+
+def stored_acts(url: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(acts)) or 0)
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_not_accepting_connections(
+    postgres_url: str, postgres_server: PostgresServer, start_relay: StartRelay
+) -> None:
+    """A paused postmaster (overloaded, or stopped by the OS): votes that need a new connection
+    are answered in Slack's 3 s too, not after the 10 s a connection attempt could take."""
+    app = start_relay(DATABASE_URL=postgres_url, ASK_COMMENT="never")
+    assert postgres_server.dir is not None
+    postmaster = int((postgres_server.dir / "data" / "postmaster.pid").read_text().split()[0])
+    replies = [seed_reply(app.slack, "C1", f"m-paused-{n}") for n in range(12)]
+    assert click(app.sender, "C1", seed_reply(app.slack, "C1", "m-warm")).status_code == 200
+    app.sender.timeout = 60
+    answers: dict[int, tuple[int | str, float]] = {}
+
+    def send(n: int) -> None:
+        started = time.monotonic()
+        try:
+            status: int | str = click(app.sender, "C1", replies[n], user=f"U{n}").status_code
+        except requests.RequestException as error:
+            status = type(error).__name__
+        answers[n] = (status, time.monotonic() - started)
+
+    threads = [threading.Thread(target=send, args=(n,), daemon=True) for n in range(12)]
+    os.kill(postmaster, signal.SIGSTOP)
+    try:
+        for thread in threads:  # more at once than the pool holds: new connections are needed
+            thread.start()
+        wait_until(
+            lambda: len(answers) == len(threads),
+            timeout=SLACK_PATIENCE + 2,
+            message=f"votes held while PostgreSQL took no connections: {answers}",
+        )
+    finally:
+        os.kill(postmaster, signal.SIGCONT)
+    for thread in threads:
+        thread.join(70)
+    assert all(seconds < SLACK_PATIENCE for _, seconds in answers.values()), answers
+    acked = sum(1 for status, _ in answers.values() if status == 200)
+    assert stored_acts(postgres_url) - 1 == acked  # a 200 only for a stored vote
+
+
+def test_healthz_says_when_sqlite_writes_fail(start_relay: StartRelay, tmp_path: Path) -> None:
+    """A disk that takes no more writes (here the file size limit): votes are answered 500, and
+    /healthz says 503 meanwhile, as README promises ("200 while votes can be stored"); both
+    recover by themselves once writes work again."""
+    path = tmp_path / "relay.db"
+    app = start_relay(DATABASE_URL=f"sqlite:///{path}", ASK_COMMENT="never")
+    assert click(app.sender, "C1", seed_reply(app.slack, "C1", "m-warm")).status_code == 200
+    ts = seed_reply(app.slack, "C1", "m-full")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    try:
+        assert click(app.sender, "C1", ts, user="U-full").status_code == 500
+        status = requests.get(f"{app.url}/healthz", timeout=10).status_code
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert status == 503
+    wait_until(
+        lambda: requests.get(f"{app.url}/healthz", timeout=10).status_code == 200,
+        timeout=10,
+        message="/healthz stayed 503 once writes worked again",
+    )
+    assert click(app.sender, "C1", ts, user="U-full").status_code == 200
