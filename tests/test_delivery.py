@@ -52,13 +52,21 @@ def make_worker(outbox: Outbox, brixo: FakeBrixo) -> Iterator[WorkerFactory]:
         not_found_grace: float = 60.0,
         lease: float = 3.0,
         start: bool = True,
+        clock: Callable[[], float] = time,
     ) -> DeliveryWorker:
         client = BrixoClient(key, url or brixo.url, read_timeout=read_timeout)
         policy = RetryPolicy(
             max_age=max_age, not_found_grace=not_found_grace, backoff_base=0.01, backoff_cap=0.05
         )
         worker = DeliveryWorker(
-            outbox, client, concurrency, policy, lease=lease, poll_interval=0.05, probe_interval=0.1
+            outbox,
+            client,
+            concurrency,
+            policy,
+            lease=lease,
+            poll_interval=0.05,
+            probe_interval=0.1,
+            clock=clock,
         )
         outbox.deliverer = worker  # as Relay wires them: new acts are handed over at once
         workers.append(worker)
@@ -81,6 +89,7 @@ def record(
     kind: str = "message",
     user: str = "U1",
     at: float | None = None,
+    now: float | None = None,
 ) -> int:
     act = Act(
         platform="slack",
@@ -92,7 +101,7 @@ def record(
         occurred_at=at if at is not None else time(),
         comment=comment,
     )
-    recorded = outbox.record(act, time())
+    recorded = outbox.record(act, time() if now is None else now)
     assert recorded.act_id is not None, recorded
     return recorded.act_id
 
@@ -784,3 +793,51 @@ def test_a_database_outage_longer_than_the_lease_sends_nothing_twice(
         wait_state(outbox, act_id, DELIVERED)
     wait_until(lambda: worker._in_flight == 0, message="sends still in flight")  # any resend
     assert sorted(r.id for r in brixo.accepted) == [f"outage-{n}" for n in range(4)]
+
+
+# -- the wall clock stepping back (NTP, a VM resumed) -------------------------------------
+
+
+class SteppingClock:
+    """The wall clock, stepped by `offset` seconds once `step()` is called."""
+
+    def __init__(self, offset: float = -3600.0) -> None:
+        self.offset, self.stepped = offset, False
+
+    def __call__(self) -> float:
+        return time() + (self.offset if self.stepped else 0.0)
+
+    def step(self) -> None:
+        self.stepped = True
+
+
+def test_a_wall_clock_stepped_back_never_sends_an_act_twice(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """The clock steps back an hour; then a send outlasts the lease, which the worker must go
+    on renewing, or the act would be claimed and sent again."""
+    clock = SteppingClock()
+    worker = make_worker(lease=1.0, read_timeout=5.0, concurrency=2, clock=clock)
+    record(outbox, "before", now=clock())
+    brixo.wait_for_accepted(1, timeout=5)  # the loop has run: its next rounds are set
+    clock.step()
+    brixo.set_latency(2.5)  # the send outlasts the 1 s lease: renewals keep it
+    lapsed = clock() + 1.2  # the lease taken when "slow" is recorded, and then some
+    record(outbox, "slow", at=clock(), now=clock())
+    wait_until(lambda: clock() > lapsed, timeout=3)  # unrenewed, its lease has lapsed
+    record(outbox, "other", at=clock(), now=clock())  # wakes a claim
+    wait_until(lambda: outbox.counts(clock())[DELIVERED] == 3, timeout=10)
+    worker.stop(timeout=5)  # a second send of "slow" in flight would land now
+    sent = sorted(r.id for r in brixo.requests if r.id != KEY_CHECK_ID)
+    assert sent == ["before", "other", "slow"], sent
+
+
+def test_a_paused_relay_probes_the_key_again_soon_after_the_clock_stepped_back(
+    brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    clock = SteppingClock()
+    worker = make_worker(key="a-key-brixo-refuses", concurrency=2, clock=clock)
+    wait_until(lambda: worker.paused, timeout=5)
+    clock.step()
+    brixo.set_key("a-key-brixo-refuses")
+    wait_until(lambda: not worker.paused, timeout=5, message="still paused")
