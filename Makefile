@@ -28,7 +28,7 @@ run: install
 test: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
 	$(BIN)/mypy bot benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
