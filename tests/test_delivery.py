@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -500,6 +502,33 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
         delays = {policy.backoff(attempts) for _ in range(50)}
         assert all(full / 2 <= d <= full for d in delays)
         assert len(delays) > 1  # jitter
+
+
+def test_jitter_leaves_the_global_random_stream_alone() -> None:
+    """In library mode the host app may seed `random` for its own use: retries don't draw
+    from it."""
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    for attempts in range(1, 20):
+        RetryPolicy().backoff(attempts)
+    assert [random.random() for _ in range(3)] == expected
+
+
+def test_forked_workers_draw_different_jitter() -> None:
+    """gunicorn's workers are forks of one process: their retries must not fall in step."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its delays down the pipe, then out without pytest's teardown
+        delays = [RetryPolicy().backoff(10) for _ in range(5)]
+        os.write(write_end, json.dumps(delays).encode())
+        os._exit(0)
+    os.close(write_end)
+    mine = [RetryPolicy().backoff(10) for _ in range(5)]
+    with os.fdopen(read_end) as pipe:
+        theirs = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert len(theirs) == 5 and theirs != mine
 
 
 def test_relay_built_from_settings_delivers_and_reports_health(env: Env, brixo: FakeBrixo) -> None:

@@ -20,6 +20,9 @@ from bot.core.outbox import DEAD, DELIVERED, PENDING, Claimed, Outbox, forget_ex
 from bot.core.settings import Settings
 
 log = logging.getLogger("bot.delivery")
+# Jitter and upkeep draws: fork-safe (no state a gunicorn worker would share with its
+# siblings) and leaving the global `random` stream, which a host app may seed, untouched.
+_RANDOM = random.SystemRandom()
 
 # A comment is cut to this many characters (or to half, if shorter) for the one retry after
 # a 413.
@@ -53,7 +56,7 @@ class RetryPolicy:
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: half to all of base·2^(attempts-1), capped."""
         delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
-        return delay * random.uniform(0.5, 1.0)
+        return delay * _RANDOM.uniform(0.5, 1.0)
 
     def settle(self, act: Claimed, answer: Answer, now: float) -> dict[str, Any]:
         """The act's columns after this answer (see Outbox.settle)."""
@@ -299,7 +302,7 @@ class DeliveryWorker:
             self.outbox.renew(self.owner, self.lease, now)  # raising: tried again next round
         self._flush()
         self._next_upkeep = now if self._unsettled else now + self.lease / 3
-        if random.random() < 0.01:
+        if _RANDOM.random() < 0.01:
             forget_expired(self.outbox.db, now)
 
     def _wait_time(self) -> float:
