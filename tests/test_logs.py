@@ -16,8 +16,9 @@ from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
 from tests.procs import Proc, start_bot
 from tests.slack_harness import BOT_TOKEN, SIGNING_SECRET
-from tests.test_deploy import free_port, seed_reply
+from tests.test_deploy import click, free_port, seed_reply
 from tests.test_oauth import CLIENT_ID, CLIENT_SECRET, INSTALLED_TOKEN, STATE_SECRET, install
+from tests.waiting import wait_until
 
 COMMENT = "the answer leaked my salary 123456, please fix"
 FORGED_COMMENT = "forged comment text 987654"
@@ -215,3 +216,46 @@ def test_a_line_break_from_outside_cannot_forge_a_log_line(
     ), starts[0]
     assert "\x1b" not in starts[0]
     assert lines[-1] == "ValueError: boom"  # the traceback keeps its lines
+
+
+def test_an_ack_message_of_blanks_turns_the_thanks_off_and_json_logs_stay_json(
+    env: Env, brixo: FakeBrixo, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """`ACK_MESSAGE` of blanks is empty, as every other setting of blanks is: no thanks. Posted,
+    its blank text is refused by Slack (`no_text`), and slack-sdk's warning about it came out as
+    two plain lines among LOG_FORMAT=json's one object a line."""
+    port = free_port()
+    settings = {
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+        "SLACK_API_URL": fake_slack.url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "ASK_COMMENT": "never",
+        "ACK_MESSAGE": "   ",
+    }
+    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        proc.wait_healthy(f"{base}/healthz", timeout=30)
+        sender = SlackSender(base, SIGNING_SECRET)
+        blank = seed_reply(fake_slack, "C1", "m-blank-thanks")
+        assert click(sender, "C1", blank).status_code == 200
+        brixo.wait_for_accepted(1, timeout=20)
+        # The sentinel: a vote on an unmapped message gets its note, after any thanks would.
+        action = sr.feedback_button_action("up")
+        unmapped = sr.block_action("U1", "T1", "C1", "1.000001", action, message_bot_id="BOTHER")
+        assert sender.interaction(unmapped).status_code == 200
+        wait_until(
+            lambda: any(
+                str(c.args.get("text")).startswith("I can't link")
+                for c in fake_slack.calls_to("chat.postEphemeral")
+            )
+        )
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, proc.describe()
+    finally:
+        proc.stop()
+    texts = [call.args.get("text") for call in fake_slack.calls_to("chat.postEphemeral")]
+    assert len(texts) == 1 and str(texts[0]).startswith("I can't link"), texts
+    messages(proc, "json")  # every line one JSON object

@@ -265,6 +265,8 @@ ACK_MESSAGE_CHARS = 2000
 
 
 def _ack_message(name: str, raw: str) -> str:
+    if not raw.strip():
+        return ""  # blanks are empty, as for every setting: no thanks (Slack refuses blank text)
     if len(raw) > ACK_MESSAGE_CHARS:
         raise SettingsError(
             f"{name}: expected a short thanks of at most {ACK_MESSAGE_CHARS:,} characters "
