@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -17,6 +18,7 @@ import pytest
 
 from bot.commands.check import run_checks
 from bot.core.db import Database
+from bot.core.logs import setup_logging
 from bot.core.outbox import Outbox
 from bot.core.settings import parse_database_url
 from tests.conftest import Env
@@ -199,6 +201,25 @@ def test_check_discord_without_the_message_content_intent(
     discord_api.application_flags = 0
     code, lines = in_process_check(env, capsys)
     assert code == 1 and "Message Content intent" in lines["discord"], lines
+
+
+def test_check_discord_is_its_line_alone(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for Slack's line, the one line says it all: discord.py's own log lines while it
+    logs in (its Guilds intent and voice warnings, "logging in using static token") stay out
+    of `check`'s output, at the log level `check` runs with."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", "plain")
+        code = run_checks(env.settings(DISCORD_TOKEN="discord-token"))
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out, err = capsys.readouterr()
+    assert code == 0 and "\ndiscord: ok (bot " in out, out
+    assert err == ""
 
 
 def test_a_postgres_server_that_never_answers_fails_in_seconds(

@@ -7,9 +7,11 @@ import asyncio
 import aiohttp
 import discord
 
+from bot.core.logs import quiet
 from bot.core.settings import Settings
 
 discord.VoiceClient.warn_nacl = False  # no voice here: no "PyNaCl is not installed" warning
+discord.VoiceClient.warn_dave = False  # nor, from discord.py 2.7, "davey is not installed"
 
 INTENT_HELP = "turn on the Message Content intent on the Bot page of the Discord application"
 
@@ -18,7 +20,10 @@ def check_discord_token(settings: Settings) -> tuple[bool, str]:
     """Log in with DISCORD_TOKEN (no gateway) and read the application's intent flags."""
     if not settings.discord_token:
         return False, "DISCORD_TOKEN is not set"
-    return asyncio.run(_check(settings.discord_token))
+    # discord.py's own lines while it logs in (the Guilds intent it needn't have, the login
+    # itself): the one line says it all. Its state logger has a level of its own (logs.py).
+    with quiet("discord", "discord.client", "discord.state", "discord.http"):
+        return asyncio.run(_check(settings.discord_token))
 
 
 async def _check(token: str) -> tuple[bool, str]:

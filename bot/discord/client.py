@@ -43,6 +43,7 @@ from bot.discord.feedback import (
 
 log = logging.getLogger("bot.discord")
 discord.VoiceClient.warn_nacl = False  # no voice here: no "PyNaCl is not installed" warning
+discord.VoiceClient.warn_dave = False  # nor, from discord.py 2.7, "davey is not installed"
 
 RATE_COMMAND = "Rate this conversation"
 # What a call to Discord can fail with: its answer, or the connection (after discord.py's retries).
