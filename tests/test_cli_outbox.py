@@ -163,6 +163,18 @@ def test_send_with_an_id_that_is_not_utf8_gives_one_line_and_exit_2(
     assert brixo.requests == []
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t \u3000"])
+def test_send_with_a_blank_id_says_it_is_blank(
+    env: Env, brixo: FakeBrixo, tmp_path: Path, blank: str
+) -> None:
+    """IDs are text of 1 to 1024 characters, not only blanks: one of blanks isn't called empty
+    (it isn't), nor a string of the wrong length."""
+    result = send(env, tmp_path, "--conversation", blank, "--value", "up")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --conversation: target ID is empty or blank"]
+    assert brixo.requests == []
+
+
 def test_send_with_a_comment_that_is_not_utf8_gives_one_line_and_exit_2(
     env: Env, brixo: FakeBrixo, tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ class Target:
         if self.kind not in ("message", "conversation"):
             raise ValueError(f"target kind must be message or conversation, not {self.kind!r}")
         if not isinstance(self.id, str) or not self.id.strip():
-            raise ValueError("target ID must be a non-empty string")
+            raise ValueError("target ID is empty or blank")
         if len(self.id) > 1024:
             raise ValueError("target ID is longer than 1024 characters")
 

@@ -73,7 +73,7 @@ class Templates:
             if template and value is None:
                 log.warning(
                     "ignored the ID %s_ID_TEMPLATE gave for %s in %s: "
-                    "not text of 1 to 1024 characters",
+                    "not text of 1 to 1024 characters, not only blanks",
                     name,
                     ts,
                     channel,

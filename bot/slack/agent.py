@@ -92,7 +92,7 @@ class AgentBridge:
         if not (message_id or conversation_id):
             log.warning(
                 "agent answered without a usable message_id or conversation_id (text of 1 to "
-                "1024 characters): reply posted without feedback"
+                "1024 characters, not only blanks): reply posted without feedback"
             )
             self._post(client, channel=question.channel, thread_ts=root, text=text)
             return

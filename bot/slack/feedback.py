@@ -78,7 +78,8 @@ def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | Non
         ids.append(customer_id(raw))
         if raw is not None and ids[-1] is None:
             log.warning(
-                "ignored the %s of brixo_message metadata on %s: not text of 1 to 1024 characters",
+                "ignored the %s of brixo_message metadata on %s: "
+                "not text of 1 to 1024 characters, not only blanks",
                 field,
                 message.get("ts"),
             )
