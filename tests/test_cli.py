@@ -12,7 +12,7 @@ import pytest
 from bot.cli import main
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo
-from tests.procs import run_bot
+from tests.procs import run_bot, start_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,3 +198,34 @@ def test_manifest_needs_no_settings(tmp_path: Path) -> None:
     result = run_bot("manifest", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), dict)
+
+
+DISCORD_AT = """
+import sys
+
+import discord.http
+
+discord.http.Route.BASE = sys.argv[1]  # where discord.py finds Discord's REST API
+from bot.cli import main
+
+sys.exit(main(["discord"]))
+"""
+
+
+def test_discord_unreachable_at_start_is_a_log_line_not_a_traceback(
+    env: Env, tmp_path: Path, closed_port: int
+) -> None:
+    """As a Slack it can't reach stops serve and socket with one line, a Discord it can't reach
+    (DNS, a firewall) stops `discord` with one log line and status 1: no 80-line traceback,
+    and under LOG_FORMAT=json still one JSON object a line."""
+    environ = env.process(DISCORD_TOKEN="discord-token", LOG_FORMAT="json")
+    base = f"http://127.0.0.1:{closed_port}/api/v10"
+    proc = start_python(DISCORD_AT, base, env=environ, cwd=tmp_path)
+    try:
+        assert proc.wait(timeout=30) == 1, proc.describe()
+    finally:
+        proc.stop()
+    entries = [json.loads(line) for line in proc.stderr_lines if line.strip()]
+    errors = [e["message"] for e in entries if e["level"] == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
+    assert not any("exception" in e for e in entries), entries  # no traceback either

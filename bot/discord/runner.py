@@ -21,6 +21,7 @@ def run_discord(settings: Settings) -> int:
     settings.require("discord_token", "brixo_api_key")
     assert settings.discord_token
     try:
+        import aiohttp
         import discord
 
         from bot.discord.checks import INTENT_HELP
@@ -39,6 +40,11 @@ def run_discord(settings: Settings) -> int:
         return 1
     except discord.PrivilegedIntentsRequired:
         log.error(INTENT_HELP)
+        return 1
+    except (aiohttp.ClientError, OSError, TimeoutError, discord.HTTPException) as error:
+        # At login (discord.py retries the gateway itself once logged in): DNS, a firewall, a
+        # Discord down. One line, as for a Slack the relay can't reach; no traceback.
+        log.error("Discord unreachable, can't log in: %s: %s", type(error).__name__, error)
         return 1
     finally:
         relay.stop(25.0)
