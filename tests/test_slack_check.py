@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import Env
-from tests.fakes import FakeSlackAPI
+from tests.fakes import FakeBrixo, FakeSlackAPI
+from tests.procs import run_bot
 from tests.slack_harness import BOT_TOKEN
 
 REQUIRED = ("reactions:write", "metadata.message:read")
@@ -97,3 +99,25 @@ def test_check_tries_the_app_token_for_socket_mode(env: Env, fake_slack: FakeSla
     )
     assert _slack_line(accepted).startswith("slack: ok (team T1"), accepted.stdout
     assert [c.token for c in fake_slack.calls_to("apps.connections.open")] == ["xapp-1-A1-bad"] * 2
+
+
+def test_a_slack_api_url_that_is_not_slacks_is_named_not_the_token(
+    env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """SLACK_API_URL without its /api/, with it twice, or some other server's: the token
+    isn't at fault, and the one line says which setting is (as Brixo's line does), for
+    `check` and for `serve`, which stops on it."""
+    bare = fake_slack.url.removesuffix("api/")
+    for url in (bare, fake_slack.url + "api/", brixo.url + "/"):
+        environ = env.process(
+            SLACK_API_URL=url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET="secret"
+        )
+        result = run_bot("check", env=environ, cwd=tmp_path)
+        line = _slack_line(result)
+        assert line.startswith(f"slack: {url} doesn't answer as Slack's Web API does ("), line
+        assert line.endswith("is SLACK_API_URL Slack's API base (https://slack.com/api/)?"), line
+        assert result.returncode == 1
+    result = run_bot("serve", env=env.process(**environ, PORT="9"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: SLACK_API_URL: {brixo.url}/ doesn't answer"), result

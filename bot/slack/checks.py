@@ -40,7 +40,16 @@ def auth_test(settings: Settings) -> SlackResponse:
                 "try again shortly",
                 "SLACK_API_URL",
             ) from None
-        raise SlackTokenError(f"Slack refused the token: {error.response.get('error')}") from None
+        reason = error.response.get("error") if isinstance(error.response.data, dict) else None
+        not_json = str(reason).startswith("Received a response in a non-JSON format")
+        if status == 404 or not_json or reason in (None, "unknown_method"):  # the URL's fault
+            got = f"HTTP {status}" + (": not JSON" if not_json else f": {reason}" if reason else "")
+            raise SlackTokenError(
+                f"{settings.slack_api_url} doesn't answer as Slack's Web API does ({got}); "
+                "is SLACK_API_URL Slack's API base (https://slack.com/api/)?",
+                "SLACK_API_URL",
+            ) from None
+        raise SlackTokenError(f"Slack refused the token: {reason}") from None
     except Exception as error:  # network trouble: one line, no traceback
         raise unreachable(settings, error) from None
 
