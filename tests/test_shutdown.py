@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,14 @@ class FakeSocketMode:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/link/?ticket=t1"
         self.acks: list[str] = []
+        self.answers: dict[str, dict[str, Any]] = {}  # envelope ID -> the whole ack message
+        # Called in the reader thread with each ack, before it is recorded (a check of what was
+        # stored at the moment the ack arrived).
+        self.on_ack: Callable[[dict[str, Any]], None] | None = None
+        self.connections = 0
+        # Cleared: new connections wait before their handshake is answered (a slow reconnect).
+        self.handshakes = threading.Event()
+        self.handshakes.set()
         self.clients: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -70,6 +78,7 @@ class FakeSocketMode:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "sec-websocket-key":
                     key = value.strip()
+            self.handshakes.wait(timeout=30)
             accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
             conn.sendall(
                 (
@@ -81,6 +90,7 @@ class FakeSocketMode:
             self._send(conn, 0x1, json.dumps(hello).encode())
             with self._lock:
                 self.clients.append(conn)
+                self.connections += 1
             self._read(conn)
         except OSError:
             pass
@@ -109,9 +119,13 @@ class FakeSocketMode:
             if opcode == 0x9:  # ping
                 self._send(conn, 0xA, data)
             elif opcode == 0x1:
-                envelope_id = json.loads(data).get("envelope_id")
+                answer = json.loads(data)
+                envelope_id = answer.get("envelope_id")
                 if envelope_id:
+                    if self.on_ack:
+                        self.on_ack(answer)
                     with self._lock:
+                        self.answers[envelope_id] = answer
                         self.acks.append(envelope_id)
 
     def _send(self, conn: socket.socket, opcode: int, data: bytes) -> None:
@@ -129,19 +143,34 @@ class FakeSocketMode:
         with self._lock:
             return bool(self.clients)
 
-    def interactive(self, payload: dict[str, Any]) -> str:
+    def interactive(self, payload: Any) -> str:
         """Send an interactivity payload as Slack does over the socket; returns its envelope ID."""
-        envelope_id = str(uuid.uuid4())
-        envelope = {
-            "envelope_id": envelope_id,
-            "type": "interactive",
-            "payload": payload,
-            "accepts_response_payload": True,
-        }
+        return self.envelope("interactive", payload, accepts_response_payload=True)
+
+    def events_api(self, body: Any, envelope_id: str | None = None, retry_attempt: int = 0) -> str:
+        """Send an Events API body (event_callback); Slack's redelivery has retry_attempt > 0."""
+        return self.envelope(
+            "events_api",
+            body,
+            envelope_id,
+            accepts_response_payload=False,
+            retry_attempt=retry_attempt,
+            retry_reason="timeout" if retry_attempt else "",
+        )
+
+    def envelope(
+        self, kind: str, payload: Any, envelope_id: str | None = None, **extra: Any
+    ) -> str:
+        """Send an envelope of any type on the newest connection; returns its envelope ID."""
+        envelope_id = envelope_id or str(uuid.uuid4())
+        self.send({"envelope_id": envelope_id, "type": kind, "payload": payload, **extra})
+        return envelope_id
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message (an envelope, or e.g. a `disconnect`) on the newest connection."""
         with self._lock:
             conn = self.clients[-1]
-        self._send(conn, 0x1, json.dumps(envelope).encode())
-        return envelope_id
+        self._send(conn, 0x1, json.dumps(message).encode())
 
     def drop(self) -> None:
         """Cut every connection without a close frame, as a network blip does."""

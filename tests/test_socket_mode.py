@@ -1,0 +1,157 @@
+"""Socket Mode as a real process: `python -m bot socket` against the fake Socket Mode server.
+
+The same acts as in HTTP mode, each stored before its envelope is acknowledged; the modal's
+answers (`response_action: errors`) travel in the ack's payload; Slack's redeliveries and
+`disconnect` messages lose nothing and add nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Env
+from tests.fakes import FakeBrixo, FakeSlackAPI
+from tests.fakes import slack_requests as sr
+from tests.procs import Proc, start_bot
+from tests.slack_harness import BOT_TOKEN
+from tests.test_deploy import seed_reply
+from tests.test_shutdown import FakeSocketMode, socket_mode  # noqa: F401  (fixture)
+from tests.test_slack_support import comment_values, rating_values
+from tests.waiting import wait_until
+
+APP_TOKEN = "xapp-1-A1-socket-token"
+
+
+def relay_env(env: Env, slack: FakeSlackAPI, **overrides: str) -> dict[str, str]:
+    values = {"ASK_COMMENT": "never", **overrides}
+    return env.process(SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, **values)
+
+
+def stored_acts(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        count = conn.execute("SELECT count(*) FROM brixo_acts").fetchone()[0]
+    conn.close()
+    return int(count)
+
+
+class Running:
+    """The relay process in Socket Mode and what it talks to."""
+
+    def __init__(
+        self, proc: Proc, server: FakeSocketMode, slack: FakeSlackAPI, brixo: FakeBrixo, db: Path
+    ) -> None:
+        self.proc, self.server, self.slack, self.brixo, self.db = proc, server, slack, brixo, db
+        self.acts_at_ack: dict[str, int] = {}
+        server.on_ack = lambda answer: self.acts_at_ack.__setitem__(
+            answer["envelope_id"], stored_acts(db)
+        )
+
+    def answer(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The ack of one envelope (waits for it)."""
+        return wait_until(
+            lambda: self.server.answers.get(envelope_id),
+            timeout=timeout,
+            message=f"envelope {envelope_id} not acked:\n{self.proc.describe()}",
+        )
+
+
+@pytest.fixture
+def run_socket(
+    env: Env,
+    brixo: FakeBrixo,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+    tmp_path: Path,
+) -> Iterator[Any]:
+    procs: list[Proc] = []
+
+    def start(**overrides: str) -> Running:
+        db = tmp_path / "relay.db"
+        settings = {"DATABASE_URL": f"sqlite:///{db}", "SLACK_APP_TOKEN": APP_TOKEN}
+        environ = relay_env(env, fake_slack, **{**settings, **overrides})
+        proc = start_bot("socket", env=environ, cwd=tmp_path)
+        procs.append(proc)
+        proc.wait_for_line("connected to Slack over Socket Mode", stream="stderr", timeout=20)
+        wait_until(socket_mode.connected, timeout=20, message=f"no socket:\n{proc.describe()}")
+        return Running(proc, socket_mode, fake_slack, brixo, db)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            proc.stop()
+
+
+def reaction(_slack: FakeSlackAPI, channel: str, ts: str, name: str, event_id: str) -> Any:
+    sender = sr.SlackSender("http://unused", "unused")
+    return sender.envelope(sr.reaction_added("U1", name, channel, ts), event_id=event_id)
+
+
+def test_reaction_is_stored_before_the_ack_and_sent_once(run_socket: Any) -> None:
+    app = run_socket()
+    ts = seed_reply(app.slack, "C1", "m-react")
+    body = reaction(app.slack, "C1", ts, "+1", "Ev1")
+    first = app.server.events_api(body)
+    assert app.answer(first) == {"envelope_id": first}
+    assert app.acts_at_ack[first] == 1
+    again = app.server.events_api(body, retry_attempt=1)  # Slack's redelivery: same event_id
+    app.answer(again)
+    accepted = app.brixo.wait_for_accepted(1)
+    assert [(r.id, r.attributes["value"]) for r in accepted] == [("m-react", "thumbs_up")]
+    assert stored_acts(app.db) == 1
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
+
+
+def test_click_opens_the_modal_and_its_submission_sends_the_comment(run_socket: Any) -> None:
+    app = run_socket(ASK_COMMENT="negative")
+    ts = seed_reply(app.slack, "C1", "m-click")
+    payload = sr.block_action(
+        "U1", "T1", "C1", ts, sr.feedback_button_action("down"), message_bot_id="BOTHER",
+        trigger_id="trig-socket",
+    )  # fmt: skip
+    click = app.server.interactive(payload)
+    app.answer(click)
+    assert app.acts_at_ack[click] == 1
+    opened = app.slack.wait_for_call("views.open")[0]
+    assert opened.args["trigger_id"] == "trig-socket"
+    view = opened.args["view"]
+    submit = app.server.interactive(sr.view_submission("U1", "T1", view, comment_values("vague")))
+    assert "payload" not in app.answer(submit) or not app.answer(submit)["payload"].get("errors")
+    got = app.brixo.wait_for_accepted(1)
+    assert got[0].id == "m-click" and got[0].attributes["user_message"] == "vague"
+    # The same modal submitted again after its act went: refused in the modal, in the ack.
+    late = app.server.interactive(sr.view_submission("U1", "T1", view, comment_values("more")))
+    assert app.answer(late)["payload"]["response_action"] == "errors"
+    assert len(app.brixo.accepted) == 1
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
+
+
+def test_rate_this_conversation(run_socket: Any) -> None:
+    app = run_socket()
+    ts = app.slack.next_ts()
+    ids = {"message_id": "m-conv", "conversation_id": "c-conv"}
+    metadata = {"event_type": "brixo_message", "event_payload": ids}
+    app.slack.add_message("C1", ts, "an assistant reply", bot_id="BOTHER", metadata=metadata)
+    shortcut = app.server.interactive(sr.message_shortcut("U1", "T1", "C1", ts))
+    app.answer(shortcut)
+    opened = app.slack.wait_for_call("views.open")[0]
+    assert opened.args["trigger_id"] == "trig-2"
+    view = opened.args["view"]
+    empty = app.server.interactive(sr.view_submission("U1", "T1", view, {}))
+    assert app.answer(empty)["payload"]["response_action"] == "errors"
+    rate = app.server.interactive(sr.view_submission("U1", "T1", view, rating_values("down")))
+    app.answer(rate)
+    assert app.acts_at_ack[rate] == 1
+    got = app.brixo.wait_for_accepted(1)
+    assert (got[0].kind, got[0].id) == ("conversations", "c-conv")
+    assert got[0].attributes["value"] == "thumbs_down"
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
