@@ -155,3 +155,48 @@ def test_rate_this_conversation(run_socket: Any) -> None:
     assert (got[0].kind, got[0].id) == ("conversations", "c-conv")
     assert got[0].attributes["value"] == "thumbs_down"
     assert "Traceback" not in app.proc.stderr, app.proc.describe()
+
+
+def test_disconnect_refresh_requested_loses_nothing(run_socket: Any) -> None:
+    app = run_socket()
+    opened = len(app.slack.calls_to("apps.connections.open"))
+    ts = seed_reply(app.slack, "C1", "m-before")
+    before = app.server.events_api(reaction(app.slack, "C1", ts, "+1", "Ev-before"))
+    app.server.send({"type": "disconnect", "reason": "refresh_requested"})
+    wait_until(
+        lambda: (
+            len(app.slack.calls_to("apps.connections.open")) > opened
+            and app.server.connections > 1
+            and app.server.connected()
+        ),
+        timeout=15,
+        message=f"no new socket:\n{app.proc.describe()}",
+    )
+    app.answer(before)
+    ts2 = seed_reply(app.slack, "C1", "m-after")
+    after = app.server.events_api(reaction(app.slack, "C1", ts2, "+1", "Ev-after"))
+    app.answer(after)
+    got = app.brixo.wait_for_accepted(2)
+    assert sorted(r.id for r in got) == ["m-after", "m-before"]
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
+
+
+def test_an_envelope_in_flight_across_a_refresh_is_still_acknowledged(run_socket: Any) -> None:
+    """Slack's `disconnect` (refresh_requested) arrives while a click is being recorded: the
+    client swaps to a new socket that is not open yet when the click's ack is ready. The ack
+    waits for the new socket instead of being dropped (the person would see an error)."""
+    app = run_socket()
+    ts = seed_reply(app.slack, "C1", "m-in-flight")
+    app.slack.delay_next("conversations.replies", 0.2)  # the click is looked up before its ack
+    payload = sr.block_action(
+        "U1", "T1", "C1", ts, sr.feedback_button_action("up"), message_bot_id="BOTHER"
+    )
+    app.server.handshakes.clear()  # the new socket opens only once the act is stored
+    click = app.server.interactive(payload)
+    app.server.send({"type": "disconnect", "reason": "refresh_requested"})
+    wait_until(lambda: stored_acts(app.db) == 1, message=f"no act:\n{app.proc.describe()}")
+    app.server.handshakes.set()
+    assert app.answer(click) == {"envelope_id": click}
+    assert app.acts_at_ack[click] == 1
+    assert [r.id for r in app.brixo.wait_for_accepted(1)] == ["m-in-flight"]
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
