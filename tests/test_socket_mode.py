@@ -7,6 +7,7 @@ answers (`response_action: errors`) travel in the ack's payload; Slack's redeliv
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,40 @@ def test_an_envelope_in_flight_across_a_refresh_is_still_acknowledged(run_socket
     assert app.acts_at_ack[click] == 1
     assert [r.id for r in app.brixo.wait_for_accepted(1)] == ["m-in-flight"]
     assert "Traceback" not in app.proc.stderr, app.proc.describe()
+
+
+def unreadable_payloads(ts: str) -> list[tuple[str, Any]]:
+    """Envelope payloads Bolt itself can't read (HTTP mode answers these 400 in one line)."""
+    click = sr.block_action("U1", "T1", "C1", ts, sr.feedback_button_action("up"))
+    view = {"callback_id": "brixo_comment", "private_metadata": json.dumps({"act": 1})}
+    untyped = sr.view_submission("U1", "T1", view, comment_values("x"))
+    del untyped["view"]["type"]
+    reaction_body = sr.SlackSender("http://unused", "unused").envelope(
+        sr.reaction_added("U1", "+1", "C1", ts)
+    )
+    return [
+        ("interactive", [1, 2, 3]),
+        ("interactive", {**click, "actions": []}),
+        ("interactive", {**click, "actions": {"action_id": "brixo_feedback"}}),
+        ("interactive", {**sr.view_closed("U1", "T1", view), "view": None}),
+        ("interactive", untyped),
+        ("events_api", {**reaction_body, "event": None}),
+    ]
+
+
+def test_unreadable_envelopes_are_refused_in_one_line(run_socket: Any) -> None:
+    app = run_socket()
+    ts = seed_reply(app.slack, "C1", "m-after-bad")
+    bad = [app.server.envelope(kind, payload) for kind, payload in unreadable_payloads(ts)]
+    good = app.server.events_api(reaction(app.slack, "C1", ts, "+1", "Ev-good"))
+    app.answer(good)
+    assert [r.id for r in app.brixo.wait_for_accepted(1)] == ["m-after-bad"]
+    refused = wait_until(
+        lambda: (lambda lines: lines if len(lines) >= len(bad) else None)(
+            [line for line in app.proc.stderr_lines if "refused an unreadable Slack" in line]
+        ),
+        message=f"not refused one by one:\n{app.proc.describe()}",
+    )
+    assert len(refused) == len(bad)
+    assert "Traceback" not in app.proc.stderr, app.proc.describe()
+    assert stored_acts(app.db) == 1

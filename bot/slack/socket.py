@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from time import monotonic
+from time import monotonic, time
 from types import FrameType
+from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.socket_mode.internals import build_headers, send_response
 from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
 from websocket import WebSocketApp, WebSocketConnectionClosedException, WebSocketException
 
@@ -18,6 +21,7 @@ from bot.core.logs import quiet
 from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackTokenError, unreachable
+from bot.slack.payloads import unreadable
 
 log = logging.getLogger("bot.socket")
 
@@ -83,6 +87,12 @@ class AckingClient(SocketModeClient):
             except Exception as error:
                 log.warning("can't reconnect to Slack yet: %s", type(error).__name__)
 
+    def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
+        if "payload" in message and not isinstance(message["payload"], dict | str):
+            log.warning("refused an unreadable Slack envelope: not a JSON object")
+            return  # slack_sdk would log a traceback
+        super().run_message_listeners(message, raw_message)
+
     def _on_open(self, _session: WebSocketApp) -> None:
         with self._opened:
             self._opened.notify_all()
@@ -111,13 +121,32 @@ class AckingClient(SocketModeClient):
 
 
 class RelaySocketModeHandler(SocketModeHandler):
-    """Bolt's Socket Mode handler on an AckingClient."""
+    """Bolt's Socket Mode handler on an AckingClient; like HTTP mode, it refuses an envelope
+    whose payload Bolt can't read in one line (unacknowledged, as HTTP mode answers 400)."""
 
     def __init__(self, app: App, app_token: str) -> None:  # noqa: D107
         self.app = app
         self.app_token = app_token
         self.client = AckingClient(app_token, app)
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
+
+    def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        start = time()
+        why: str | None
+        try:
+            request = BoltRequest(mode="socket_mode", body=req.payload, headers=build_headers(req))
+        except Exception as error:  # a shape Bolt's extractors trip on
+            why = f"not readable by Bolt ({type(error).__name__})"
+        else:
+            why = unreadable(request.body)
+        if why is not None:
+            log.warning("refused an unreadable Slack envelope: %s", why)
+            return
+        response = self.app.dispatch(request)
+        try:
+            send_response(client, req, response, start)
+        except WebSocketException as error:
+            log.warning("envelope not acknowledged: %s", error)
 
 
 def connect(handler: SocketModeHandler, settings: Settings) -> None:
