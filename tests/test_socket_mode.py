@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -238,3 +239,35 @@ def test_unreadable_envelopes_are_refused_in_one_line(run_socket: Any) -> None:
     assert len(refused) == len(bad)
     assert "Traceback" not in app.proc.stderr, app.proc.describe()
     assert stored_acts(app.db) == 1
+
+
+def test_delivery_makes_way_while_an_envelope_is_answered(fake_slack: FakeSlackAPI) -> None:
+    """As in HTTP mode (AcksFirst): an envelope counts as a request being answered from
+    before its listener runs until its ack is sent, so delivery keeps out of the ack's way."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    from bot.core.delivery import AcksFirst
+    from bot.slack.socket import RelaySocketModeHandler
+
+    acks_first = AcksFirst()
+    seen: list[tuple[str, int]] = []
+    app = App(
+        client=WebClient(token="xoxb-test", base_url=fake_slack.url),
+        token_verification_enabled=False,
+        process_before_response=True,
+    )
+    app.event("app_mention")(lambda: seen.append(("listener", acks_first._answering)))
+    handler = RelaySocketModeHandler(app, APP_TOKEN, acks_first)
+    client = SimpleNamespace(
+        logger=app.logger,
+        send_socket_mode_response=lambda _ack: seen.append(("ack", acks_first._answering)),
+    )
+    body = {"type": "event_callback", "team_id": "T1", "event": {"type": "app_mention"}}
+    try:
+        handler.handle(client, SocketModeRequest("events_api", "e1", body))  # type: ignore[arg-type]
+    finally:
+        handler.close()
+    assert seen == [("listener", 1), ("ack", 1)]
+    assert acks_first._answering == 0

@@ -17,6 +17,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
 from websocket import WebSocketApp, WebSocketConnectionClosedException, WebSocketException
 
+from bot.core.delivery import AcksFirst
 from bot.core.logs import quiet
 from bot.core.relay import Relay
 from bot.core.settings import Settings
@@ -124,9 +125,10 @@ class RelaySocketModeHandler(SocketModeHandler):
     """Bolt's Socket Mode handler on an AckingClient; like HTTP mode, it refuses an envelope
     whose payload Bolt can't read in one line (unacknowledged, as HTTP mode answers 400)."""
 
-    def __init__(self, app: App, app_token: str) -> None:  # noqa: D107
+    def __init__(self, app: App, app_token: str, acks_first: AcksFirst | None = None) -> None:
         self.app = app
         self.app_token = app_token
+        self.acks_first = acks_first or AcksFirst()  # delivery makes way while one is answered
         self.client = AckingClient(app_token, app)
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
@@ -142,11 +144,14 @@ class RelaySocketModeHandler(SocketModeHandler):
         if why is not None:
             log.warning("refused an unreadable Slack envelope: %s", why)
             return
-        response = self.app.dispatch(request)
+        self.acks_first.begin()
         try:
+            response = self.app.dispatch(request)
             send_response(client, req, response, start)
         except WebSocketException as error:
             log.warning("envelope not acknowledged: %s", error)
+        finally:
+            self.acks_first.end()
 
 
 def connect(handler: SocketModeHandler, settings: Settings) -> None:
@@ -170,7 +175,7 @@ def run_socket_mode(settings: Settings) -> int:
     relay = Relay(settings)
     app = build_app(relay, socket_mode=True, identity=identity)
     assert settings.slack_app_token
-    handler = RelaySocketModeHandler(app, settings.slack_app_token)
+    handler = RelaySocketModeHandler(app, settings.slack_app_token, relay.acks_first)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
