@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,24 @@ def test_a_line_break_from_outside_cannot_forge_a_log_line(
     ), starts[0]
     assert "\x1b" not in starts[0]
     assert lines[-1] == "ValueError: boom"  # the traceback keeps its lines
+
+
+def test_a_python_warning_is_a_log_line_in_the_format_with_secrets_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", "json", secrets=["xoxb-warned-token"])
+        warnings.warn_explicit("token xoxb-warned-token is old", UserWarning, "lib.py", 3)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = capsys.readouterr().err.splitlines()
+    entries = [json.loads(line) for line in lines]  # every line JSON: the warning's two too
+    assert len(entries) == 1 and "UserWarning" in entries[0]["message"], entries
+    assert "xoxb-warned-token" not in lines[0]
 
 
 def test_an_ack_message_of_blanks_turns_the_thanks_off_and_json_logs_stay_json(

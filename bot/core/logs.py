@@ -136,6 +136,8 @@ def setup_logging(level: str = "INFO", fmt: str = "plain", secrets: Iterable[str
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # A library's Python warning goes through the same handler: JSON when asked, secrets masked.
+    logging.captureWarnings(True)
     for noisy in ("urllib3", "slack_sdk.web.base_client", "slack_bolt.App"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
     # discord.py's debug lines hold every gateway event and REST call: people's comments and
