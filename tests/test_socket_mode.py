@@ -271,3 +271,27 @@ def test_delivery_makes_way_while_an_envelope_is_answered(fake_slack: FakeSlackA
         handler.close()
     assert seen == [("listener", 1), ("ack", 1)]
     assert acks_first._answering == 0
+
+
+def test_a_socket_slack_cannot_open_is_said_then_tried_again(
+    env: Env,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """No "connected" line before a socket is open: a warning, then the line once it opens."""
+    fake_slack.respond("apps.connections.open", {"ok": True, "url": "ws://127.0.0.1:9/link"})
+    settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}", "SLACK_APP_TOKEN": APP_TOKEN}
+    proc = start_bot("socket", env=relay_env(env, fake_slack, **settings), cwd=tmp_path)
+    try:
+        proc.wait_for_line("socket isn't open after 5 s: trying again", stream="stderr")
+        assert "connected to Slack" not in proc.stderr, proc.describe()
+        fake_slack.respond("apps.connections.open", {"ok": True, "url": socket_mode.url})
+        proc.wait_for_line("connected to Slack over Socket Mode", stream="stderr", timeout=20)
+        wait_until(socket_mode.connected, timeout=5, message=proc.describe())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            proc.stop()

@@ -26,6 +26,9 @@ from bot.slack.socket_client import AckingClient
 
 log = logging.getLogger("bot.socket")
 
+# How long the start waits for Slack's socket to open before saying it doesn't.
+OPEN_WAIT = 5.0
+
 
 class RelaySocketModeHandler(BaseSocketModeHandler):
     """Bolt's Socket Mode handler on an AckingClient; like HTTP mode, it refuses an envelope
@@ -96,7 +99,8 @@ def run_socket_mode(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     connect(handler, settings)
     relay.start()
-    log.info("connected to Slack over Socket Mode")
+    if not handler.client.wait_open(OPEN_WAIT):  # the monitor keeps trying, every 10 s
+        log.warning("Slack's socket isn't open after %.0f s: trying again every 10 s", OPEN_WAIT)
     stop.wait()
     handler.close()
     relay.stop(25.0)

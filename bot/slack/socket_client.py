@@ -82,8 +82,14 @@ class AckingClient(SocketModeClient):
         super().run_message_listeners(message, raw_message)
 
     def _on_open(self, _session: WebSocketApp) -> None:
+        log.info("connected to Slack over Socket Mode")
         with self._opened:
             self._opened.notify_all()
+
+    def wait_open(self, timeout: float) -> bool:
+        """Whether a socket is open within `timeout` seconds."""
+        with self._opened:
+            return self._opened.wait_for(lambda: self._open_session() is not None, timeout)
 
     def _open_session(self) -> WebSocketApp | None:
         session = self.current_session
