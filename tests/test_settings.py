@@ -139,10 +139,26 @@ def test_lists_replace_defaults() -> None:
         ("postgresql://u:p@db.example/d1", "postgresql+psycopg://u:p@db.example/d1"),
         ("sqlite:///relay.db", "sqlite:///relay.db"),
         ("sqlite:////abs/relay.db", "sqlite:////abs/relay.db"),
+        ("POSTGRES://U:P@DB/D1", "postgresql+psycopg://U:P@DB/D1"),  # schemes: any case
+        ("SQLite:///Relay.db", "sqlite:///Relay.db"),
     ],
 )
 def test_database_urls(raw: str, expected: str) -> None:
     assert load_settings({"DATABASE_URL": raw}, dotenv=None).database_url == expected
+
+
+def test_url_schemes_are_any_case_and_the_rest_is_kept() -> None:
+    settings = load_settings(
+        {
+            "BRIXO_API_URL": "HTTPS://API.Brixo.com/Base",
+            "SLACK_API_URL": "Http://127.0.0.1:9/api/",
+            "AGENT_URL": "hTTps://agent.example/Ask?Key=V",
+        },
+        dotenv=None,
+    )
+    assert settings.brixo_api_url == "https://API.Brixo.com/Base"
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+    assert settings.agent_url == "https://agent.example/Ask?Key=V"
 
 
 def test_heroku_postgres_url_connects(postgres_url: str) -> None:

@@ -77,10 +77,18 @@ def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 def parse_url(name: str, raw: str) -> str:
     """An http(s) URL with a host and nothing blank in it."""
-    value = raw.strip()
+    value = _lower_scheme(raw.strip())
     if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
         raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
     return value
+
+
+def _lower_scheme(url: str) -> str:
+    """`url` with its scheme in lower case (schemes are case-insensitive: `HTTPS://` works)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return scheme.lower() + sep + rest
+    return url
 
 
 def parse_base_url(name: str, raw: str) -> str:
@@ -103,7 +111,7 @@ def parse_brixo_url(name: str, raw: str) -> str:
 
 def parse_database_url(name: str, raw: str) -> str:
     """`sqlite:///PATH`, `postgres://…` or `postgresql://…` (SQLAlchemy URL with psycopg 3)."""
-    value = raw.strip()
+    value = _lower_scheme(raw.strip())
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         if value.removeprefix("sqlite:///").startswith(":memory:"):
             raise SettingsError(
