@@ -325,3 +325,12 @@ def test_a_key_with_a_pasted_character_is_refused_without_showing_it() -> None:
     assert load_settings({"BRIXO_API_KEY": "  brixo-key-1  "}, dotenv=None).brixo_api_key == (
         "brixo-key-1"
     )
+
+
+def test_id_templates_lose_the_blanks_around_them() -> None:
+    settings = load_settings(
+        {"MESSAGE_ID_TEMPLATE": "  {channel}-{ts} ", "CONVERSATION_ID_TEMPLATE": "\t{thread_ts}\n"},
+        dotenv=None,
+    )
+    assert settings.message_id_template == "{channel}-{ts}"
+    assert settings.conversation_id_template == "{thread_ts}"

@@ -149,7 +149,9 @@ def _redact_url(value: str) -> str:
 
 
 def parse_template(name: str, raw: str) -> str:
-    """An ID template using only {team}, {channel}, {ts} and {thread_ts}."""
+    """An ID template using only {team}, {channel}, {ts} and {thread_ts}; blanks around it
+    dropped, as for every setting (they would be in every ID, which no trace has)."""
+    raw = raw.strip()
     allowed = {"team", "channel", "ts", "thread_ts"}
     try:
         parts = list(string.Formatter().parse(raw))
