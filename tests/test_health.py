@@ -87,6 +87,16 @@ def test_head_answers_the_headers_alone(start_relay: StartRelay) -> None:
     assert b"Content-Length: " in headers and body == b""
 
 
+def test_a_known_path_with_another_method_is_405_with_allow(start_relay: StartRelay) -> None:
+    app = start_relay()
+    wrong = [("POST", "/healthz", "GET, HEAD"), ("GET", "/slack/events", "POST")]
+    for method, path, allow in wrong:
+        answer = requests.request(method, app.url + path, timeout=10)
+        assert (answer.status_code, answer.headers.get("Allow")) == (405, allow), path
+        assert answer.json() == {"error": "method not allowed"}
+    assert requests.get(app.url + "/slack/nope", timeout=10).status_code == 404
+
+
 def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="never")
     wait_health(app, brixo="ok")

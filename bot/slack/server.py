@@ -92,7 +92,19 @@ class RelayWSGI:
                 raise
         if path in self.oauth_paths and method == "GET":
             return self.bolt(environ, start_response)
+        allowed = self._methods(path)
+        if allowed:
+            headers = [("Allow", allowed)]
+            return _json(start_response, 405, {"error": "method not allowed"}, headers)
         return _json(start_response, 404, {"error": "not found"})
+
+    def _methods(self, path: str) -> str:
+        """The methods `path` answers to (`Allow`), empty when there is no such path."""
+        if path == HEALTH_PATH:
+            return "GET, HEAD"
+        if path == EVENTS_PATH:
+            return "POST"
+        return "GET" if path in self.oauth_paths else ""
 
 
 def read_body(environ: dict[str, Any]) -> bytes | None:
@@ -137,11 +149,20 @@ class SentThen:
             then()
 
 
-def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
+def _json(
+    start_response: StartResponse,
+    status: int,
+    body: dict[str, Any],
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
     data = json.dumps(body).encode()
     start_response(
         f"{status} {HTTPStatus(status).phrase}",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *(headers or []),
+        ],
     )
     return [data]
 
