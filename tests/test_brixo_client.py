@@ -14,7 +14,13 @@ from time import time, tzset
 import pytest
 
 from bot.core.acts import Signal, Target
-from bot.core.brixo import MAX_RETRY_AFTER, BrixoClient, Outcome, parse_retry_after
+from bot.core.brixo import (
+    MAX_RETRY_AFTER,
+    BrixoClient,
+    Outcome,
+    parse_retry_after,
+    signal_path,
+)
 from bot.core.logs import setup_logging
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo
@@ -123,6 +129,20 @@ def test_odd_ids_round_trip_exactly(
     assert len(segments) == 5, request.raw_path
     assert segments[3] not in (".", ".."), f"dot-segment on the wire: {request.raw_path}"
     assert "?" not in request.raw_path and "#" not in request.raw_path
+
+
+@pytest.mark.parametrize(
+    ("ident", "segment"),
+    [
+        ("C1-1712345678.000100", "C1-1712345678.000100"),  # a {channel}-{ts} template's IDs
+        ("v1.2/x y", "v1.2%2Fx%20y"),
+        ("...", "..."),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+    ],
+)
+def test_ids_are_encoded_as_quote_does_but_for_dot_segments(ident: str, segment: str) -> None:
+    assert signal_path(Target("message", ident)) == f"/v1/messages/{segment}/signals"
 
 
 def test_one_keep_alive_connection_for_many_sends(brixo: FakeBrixo, client: BrixoClient) -> None:

@@ -61,8 +61,15 @@ class Answer:
 
 
 def signal_path(target: Target) -> str:
-    """`/v1/messages/<id>/signals` with the ID percent-encoded as one path segment."""
-    segment = quote(target.id, safe="").replace(".", "%2E")
+    """`/v1/messages/<id>/signals` with the ID percent-encoded as one path segment.
+
+    Dots stay as they are (`quote` leaves unreserved characters alone, as RFC 3986 asks), but
+    in an ID that is only `.` or `..`: that would be a dot-segment, which URL normalisation (in
+    clients, proxies and servers) resolves away.
+    """
+    segment = quote(target.id, safe="")
+    if segment in (".", ".."):
+        segment = segment.replace(".", "%2E")
     return f"/v1/{target.kind}s/{segment}/signals"
 
 
