@@ -224,6 +224,7 @@ def test_a_python_warning_is_a_log_line_in_the_format_with_secrets_masked(
 ) -> None:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    logging.captureWarnings(False)  # an earlier test's setup_logging left it on, outside pytest's
     try:
         setup_logging("INFO", "json", secrets=["xoxb-warned-token"])
         warnings.warn_explicit("token xoxb-warned-token is old", UserWarning, "lib.py", 3)

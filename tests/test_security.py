@@ -310,7 +310,8 @@ def test_ids_cannot_escape_their_path_segment(start_relay: StartRelay) -> None:
         segment = r.raw_path.split("/")
         assert len(segment) == 5 and segment[:3] == ["", "v1", "messages"], r.raw_path
         assert segment[4] == "signals"
-        assert not re.search(r"[/?#.]", segment[3]), r.raw_path  # dots encoded, nothing raw
+        assert not re.search(r"[/?#]", segment[3]), r.raw_path  # nothing raw that ends it
+        assert segment[3] not in (".", ".."), r.raw_path  # nor a dot-segment, resolved away
         assert validate_body(r.body) is None
 
 
