@@ -295,3 +295,25 @@ def test_a_socket_slack_cannot_open_is_said_then_tried_again(
             proc.wait(timeout=30)
         finally:
             proc.stop()
+
+
+def test_sigterm_lets_an_envelope_under_way_get_its_ack(run_socket: Any) -> None:
+    """A click being answered when SIGTERM comes (a dyno restart) still gets its ack before
+    the socket closes: Slack would show the person an error, and never send it again."""
+    app = run_socket()
+    ts = app.slack.next_ts()
+    metadata = {"event_type": "brixo_message", "event_payload": {"message_id": "m-late"}}
+    app.slack.add_message("C1", ts, "an assistant reply", bot_id="BOTHER", metadata=metadata)
+    lookup = app.slack.hold_next("conversations.replies")  # the unseen reply, before the ack
+    payload = sr.block_action(
+        "U1", "T1", "C1", ts, sr.feedback_button_action("up"), message_bot_id="BOTHER"
+    )
+    click = app.server.interactive(payload)
+    assert lookup.arrived.wait(10), app.proc.describe()
+    app.proc.terminate()
+    app.proc.wait_for_line("signal 15: closing the socket", stream="stderr")
+    lookup.released.set()
+    app.answer(click)
+    assert app.acts_at_ack[click] == 1
+    assert app.proc.wait(timeout=30) == 0, app.proc.describe()
+    assert [r.id for r in app.brixo.accepted] == ["m-late"]

@@ -153,10 +153,11 @@ class AcksFirst:
             if not self._answering:
                 self._quiet.notify_all()
 
-    def wait(self) -> None:
-        """Until no request is being answered, or `max_wait` has passed."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Until no request is being answered, or `timeout` (default `max_wait`) has passed."""
         with self._quiet:
-            self._quiet.wait_for(lambda: not self._answering, self.max_wait)
+            limit = self.max_wait if timeout is None else timeout
+            self._quiet.wait_for(lambda: not self._answering, limit)
 
 
 class DeliveryWorker:

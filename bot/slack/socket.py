@@ -22,7 +22,7 @@ from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackTokenError, unreachable
 from bot.slack.payloads import unreadable
-from bot.slack.socket_client import AckingClient
+from bot.slack.socket_client import ACK_WAIT, AckingClient
 
 log = logging.getLogger("bot.socket")
 
@@ -102,6 +102,7 @@ def run_socket_mode(settings: Settings) -> int:
     if not handler.client.wait_open(OPEN_WAIT):  # the monitor keeps trying, every 10 s
         log.warning("Slack's socket isn't open after %.0f s: trying again every 10 s", OPEN_WAIT)
     stop.wait()
+    relay.acks_first.wait(ACK_WAIT)  # envelopes under way get their acks before the socket goes
     handler.close()
     relay.stop(25.0)
     return 0

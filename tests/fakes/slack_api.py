@@ -65,6 +65,14 @@ class _Failure:
     retry_after: str | None
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A call held unanswered: `arrived` once it came in, answered once `released` is set."""
+
+    arrived: threading.Event
+    released: threading.Event
+
+
 def _maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("{", "["):
         try:
@@ -223,6 +231,7 @@ class FakeSlackAPI(LocalHTTPFake):
         self._failures: dict[str, deque[_Failure]] = {}
         self._delays: dict[str, deque[float]] = {}
         self._drops: dict[str, int] = {}
+        self._holds: dict[str, deque[Hold]] = {}
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ts_counter = itertools.count(1)
         self._view_counter = itertools.count(1)
@@ -295,6 +304,13 @@ class FakeSlackAPI(LocalHTTPFake):
         """Answer the next ``n`` calls of ``method`` only after ``seconds`` (a slow Slack)."""
         with self._lock:
             self._delays.setdefault(method, deque()).extend([seconds] * n)
+
+    def hold_next(self, method: str) -> Hold:
+        """Hold the next call of ``method`` unanswered until the test releases it."""
+        hold = Hold(threading.Event(), threading.Event())
+        with self._lock:
+            self._holds.setdefault(method, deque()).append(hold)
+        return hold
 
     def drop_next(self, method: str, n: int = 1) -> None:
         """Close the connection of the next ``n`` calls of ``method`` without an answer."""
@@ -369,6 +385,11 @@ class FakeSlackAPI(LocalHTTPFake):
             override = self._overrides.get(call.method)
             delays = self._delays.get(call.method)
             delay = delays.popleft() if delays else 0.0
+            holds = self._holds.get(call.method)
+            hold = holds.popleft() if holds else None
+        if hold is not None:
+            hold.arrived.set()
+            hold.released.wait(30)
         time.sleep(delay)  # the slow Slack being played, not a wait in a test
         if failure is not None:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
