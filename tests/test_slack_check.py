@@ -121,3 +121,23 @@ def test_a_slack_api_url_that_is_not_slacks_is_named_not_the_token(
     assert result.returncode == 1
     assert result.stderr.splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"error: SLACK_API_URL: {brixo.url}/ doesn't answer"), result
+
+
+def test_a_server_answering_200_but_not_as_slack_is_named_not_the_token(
+    env: Env, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """A SLACK_API_URL whose server answers 200, but with a page instead of JSON, or with JSON
+    that is no Slack answer (no error in it, or not even an object): still SLACK_API_URL's
+    fault, in one line that says what came, never a traceback."""
+    html = fake_slack.response_url("x").removesuffix("x")  # answers 200 "ok" as text/html
+    cases = ((html, None, "HTTP 200: not JSON"), (fake_slack.url, {}, "HTTP 200"),
+             (fake_slack.url, [], "HTTP 200"))  # fmt: skip
+    for url, answer, got in cases:
+        fake_slack.respond("auth.test", lambda _args, answer=answer: answer)
+        environ = env.process(
+            SLACK_API_URL=url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET="secret"
+        )
+        result = run_bot("check", env=environ, cwd=tmp_path)
+        line = _slack_line(result)
+        assert line.startswith(f"slack: {url} doesn't answer as Slack's Web API does ({got}); ")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
