@@ -317,3 +317,59 @@ def test_sigterm_lets_an_envelope_under_way_get_its_ack(run_socket: Any) -> None
     assert app.acts_at_ack[click] == 1
     assert app.proc.wait(timeout=30) == 0, app.proc.describe()
     assert [r.id for r in app.brixo.accepted] == ["m-late"]
+
+
+@pytest.fixture
+def acking_client(fake_slack: FakeSlackAPI) -> Iterator[Any]:
+    """The relay's Socket Mode client in this process, its monitor every 0.05 s (not 10 s)."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+
+    from bot.slack.socket_client import AckingClient
+
+    app = App(
+        client=WebClient(token="xoxb-test", base_url=fake_slack.url),
+        token_verification_enabled=False,
+    )
+    client = AckingClient(APP_TOKEN, app)
+    client.current_app_monitor.interval_seconds = 0.05
+    yield client
+    client.close()
+
+
+def test_a_socket_being_opened_is_not_opened_again(
+    acking_client: Any,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+) -> None:
+    """The monitor (at start, then every 10 s) counts a socket being opened as connected: no
+    second apps.connections.open while Slack is slow to answer the first socket's handshake."""
+    socket_mode.handshakes.clear()
+    acking_client.connect()
+    acking_client._monitor_current_session()  # what the monitor does at start and each round
+    assert len(fake_slack.calls_to("apps.connections.open")) == 1
+    socket_mode.handshakes.set()
+    assert acking_client.wait_open(5)
+    acking_client._monitor_current_session()
+    assert len(fake_slack.calls_to("apps.connections.open")) == 1
+    assert socket_mode.connections == 1
+
+
+def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
+    acking_client: Any,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The connection drops and apps.connections.open fails for a while: each try is a
+    warning, and the monitor tries again until Slack opens a socket."""
+    acking_client.connect()
+    assert acking_client.wait_open(5)
+    fake_slack.respond("apps.connections.open", {"ok": False, "error": "internal_error"})
+    opened = len(fake_slack.calls_to("apps.connections.open"))
+    socket_mode.drop()
+    fake_slack.wait_for_call("apps.connections.open", count=opened + 2, timeout=5)
+    assert "can't reconnect to Slack yet: SlackApiError" in caplog.text
+    fake_slack.respond("apps.connections.open", {"ok": True, "url": socket_mode.url})
+    wait_until(socket_mode.connected, timeout=5, message="no new socket")
+    assert acking_client.wait_open(5)
