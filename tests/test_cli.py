@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from bot.cli import main
 from tests.conftest import BRIXO_KEY, Env
+from tests.discord_fakes import FakeDiscordAPI
 from tests.fakes import FakeBrixo
 from tests.procs import run_bot, start_python
 
@@ -229,3 +231,44 @@ def test_discord_unreachable_at_start_is_a_log_line_not_a_traceback(
     errors = [e["message"] for e in entries if e["level"] == "ERROR"]
     assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
     assert not any("exception" in e for e in entries), entries  # no traceback either
+
+
+@pytest.fixture
+def hanging_up_port() -> Iterator[int]:
+    """A port whose server accepts each connection and closes it before any answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("discord_is", ["down", "hanging_up"])
+def test_discord_down_or_hanging_up_at_start_is_a_log_line_not_a_traceback(
+    discord_is: str, env: Env, tmp_path: Path, hanging_up_port: int
+) -> None:
+    """Discord answering 503 (down: DiscordServerError) or closing the connection unanswered
+    (aiohttp's ServerDisconnectedError, no OSError): one log line and status 1 as well."""
+    environ = env.process(DISCORD_TOKEN="discord-token", LOG_FORMAT="json")
+    with FakeDiscordAPI() as discord_api:
+        discord_api.fail("GET /users/@me", 503)
+        base = discord_api.api_base
+        if discord_is == "hanging_up":
+            base = f"http://127.0.0.1:{hanging_up_port}/api/v10"
+        proc = start_python(DISCORD_AT, base, env=environ, cwd=tmp_path)
+        try:
+            assert proc.wait(timeout=30) == 1, proc.describe()
+        finally:
+            proc.stop()
+    entries = [json.loads(line) for line in proc.stderr_lines if line.strip()]
+    errors = [e["message"] for e in entries if e["level"] == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
+    assert not any("exception" in e for e in entries), entries
