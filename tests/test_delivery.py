@@ -870,3 +870,30 @@ def test_a_paused_relay_probes_the_key_again_soon_after_the_clock_stepped_back(
     clock.step()
     brixo.set_key("a-key-brixo-refuses")
     wait_until(lambda: not worker.paused, timeout=5, message="still paused")
+
+
+def test_upkeep_forgets_expired_event_keys_now_and_then(
+    outbox: Outbox, make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About one upkeep round in a hundred forgets the seen-event keys that expired; here
+    every round's draw falls in that hundredth."""
+    from sqlalchemy import select
+
+    from bot.core.db import seen
+    from bot.core.outbox import mark_seen
+
+    class Lucky(random.SystemRandom):
+        def random(self) -> float:
+            return 0.0
+
+    monkeypatch.setattr("bot.core.delivery._RANDOM", Lucky())
+    with outbox.db.write() as conn:
+        assert mark_seen(outbox.db, conn, "expired-event", time() - 100, ttl=10)
+
+    def keys() -> list[str]:
+        with outbox.db.read() as conn:
+            return list(conn.scalars(select(seen.c.key)).all())
+
+    assert keys()
+    make_worker(lease=0.3)  # an upkeep round every 0.1 s
+    wait_until(lambda: not keys(), timeout=5, message="expired keys kept")
