@@ -343,14 +343,18 @@ def test_a_socket_being_opened_is_not_opened_again(
     socket_mode: FakeSocketMode,  # noqa: F811
 ) -> None:
     """The monitor (at start, then every 10 s) counts a socket being opened as connected: no
-    second apps.connections.open while Slack is slow to answer the first socket's handshake."""
+    second apps.connections.open while Slack is slow to answer the first socket's handshake;
+    nor does slack_sdk's runner touch the socket its own thread runs."""
     socket_mode.handshakes.clear()
     acking_client.connect()
     acking_client._monitor_current_session()  # what the monitor does at start and each round
     assert len(fake_slack.calls_to("apps.connections.open")) == 1
     socket_mode.handshakes.set()
     assert acking_client.wait_open(5)
+    session = acking_client.current_session
     acking_client._monitor_current_session()
+    acking_client._run_current_session()  # slack_sdk's runner (every 0.5 s): leaves it alone
+    assert acking_client._open_session() is session
     assert len(fake_slack.calls_to("apps.connections.open")) == 1
     assert socket_mode.connections == 1
 
