@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from time import monotonic
 from types import SimpleNamespace
 from typing import Any
 
@@ -348,9 +349,13 @@ def test_a_socket_being_opened_is_not_opened_again(
     socket_mode.handshakes.clear()
     acking_client.connect()
     acking_client._monitor_current_session()  # what the monitor does at start and each round
+    wait_until(lambda: acking_client.current_session.sock, timeout=5, message="not dialling")
+    assert not acking_client.wait_open(0)  # dialled, its handshake unanswered: not open yet
     assert len(fake_slack.calls_to("apps.connections.open")) == 1
     socket_mode.handshakes.set()
+    started = monotonic()
     assert acking_client.wait_open(5)
+    assert monotonic() - started < 1.5  # woken by the open (an ack waits this way too)
     session = acking_client.current_session
     acking_client._monitor_current_session()
     acking_client._run_current_session()  # slack_sdk's runner (every 0.5 s): leaves it alone
@@ -377,3 +382,37 @@ def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
     fake_slack.respond("apps.connections.open", {"ok": True, "url": socket_mode.url})
     wait_until(socket_mode.connected, timeout=5, message="no new socket")
     assert acking_client.wait_open(5)
+
+
+def test_an_ack_with_no_socket_to_send_it_on_is_one_line(
+    fake_slack: FakeSlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No socket opened within the ack's 3 s: a warning line, not an exception out of the
+    handler (slack_sdk would log its traceback), and delivery isn't left making way."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+    from websocket import WebSocketConnectionClosedException
+
+    from bot.core.delivery import AcksFirst
+    from bot.slack.socket import RelaySocketModeHandler
+
+    def no_socket(_ack: Any) -> None:
+        raise WebSocketConnectionClosedException("no open socket to Slack")
+
+    acks_first = AcksFirst()
+    app = App(
+        client=WebClient(token="xoxb-test", base_url=fake_slack.url),
+        token_verification_enabled=False,
+        process_before_response=True,
+    )
+    app.event("app_mention")(lambda: None)
+    handler = RelaySocketModeHandler(app, APP_TOKEN, acks_first)
+    client = SimpleNamespace(logger=app.logger, send_socket_mode_response=no_socket)
+    body = {"type": "event_callback", "team_id": "T1", "event": {"type": "app_mention"}}
+    try:
+        handler.handle(client, SocketModeRequest("events_api", "e1", body))  # type: ignore[arg-type]
+    finally:
+        handler.close()
+    assert "envelope not acknowledged: no open socket to Slack" in caplog.text
+    assert acks_first._answering == 0
