@@ -416,3 +416,34 @@ def test_an_ack_with_no_socket_to_send_it_on_is_one_line(
         handler.close()
     assert "envelope not acknowledged: no open socket to Slack" in caplog.text
     assert acks_first._answering == 0
+
+
+def test_an_ack_whose_send_fails_is_sent_again_within_its_time(
+    acking_client: Any,
+    socket_mode: FakeSocketMode,  # noqa: F811
+) -> None:
+    """A send that fails because the socket closed meanwhile is tried again on the socket
+    open next (within the ack's 3 s); once the client is closed, it fails at once."""
+    from websocket import WebSocketConnectionClosedException
+
+    acking_client.connect()
+    assert acking_client.wait_open(5)
+    session = acking_client.current_session
+    failed: list[str] = []
+    send = session.send
+
+    def closed_once(message: str) -> Any:
+        if not failed:
+            failed.append(message)
+            raise WebSocketConnectionClosedException("Connection is already closed.")
+        return send(message)
+
+    session.send = closed_once
+    acking_client.send_message(json.dumps({"envelope_id": "e-again"}))
+    assert failed
+    wait_until(lambda: socket_mode.answers.get("e-again"), timeout=5, message="ack not resent")
+    acking_client.close()
+    started = monotonic()
+    with pytest.raises(WebSocketConnectionClosedException):
+        acking_client.send_message(json.dumps({"envelope_id": "e-closed"}))
+    assert monotonic() - started < 1.5
