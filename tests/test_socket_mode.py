@@ -221,6 +221,7 @@ def unreadable_payloads(ts: str) -> list[tuple[str, Any]]:
         ("interactive", {**sr.view_closed("U1", "T1", view), "view": None}),
         ("interactive", untyped),
         ("events_api", {**reaction_body, "event": None}),
+        ("events_api", {**reaction_body, "authorizations": "x"}),  # BoltRequest itself raises
     ]
 
 
