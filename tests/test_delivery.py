@@ -747,6 +747,24 @@ def test_a_429_on_the_key_check_while_paused_keeps_the_pause(
     assert accepted[0].at - limited[0].at >= 0.9, "sent within the Retry-After of the key check"
 
 
+def test_an_answer_to_a_send_from_before_the_pause_keeps_the_pause_in_health(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """A 204 for a send already under way when another got the 401 leaves Brixo reported as
+    unauthorized, not ok, until a key check passes."""
+    worker = make_worker()
+    worker.probe_interval = 60.0  # no key check passes during the test
+    brixo.stall_next(1, seconds=1.0)  # the first send in: answered (204) a second later
+    brixo.fail_next(1, status=401)  # the second: the key is refused
+    first, second = record(outbox, "m-before-1"), record(outbox, "m-before-2")
+    wait_until(lambda: worker.paused, timeout=5)
+    delivered = wait_until(
+        lambda: [a for a in (first, second) if entry(outbox, a).state == DELIVERED], timeout=5
+    )
+    assert len(delivered) == 1
+    assert worker.paused and worker.brixo_state == "unauthorized"
+
+
 @pytest.mark.parametrize("started", ["before the 429", "after it (a restart)"])
 def test_a_429_holds_the_sends_of_every_process_on_the_database(
     outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, started: str

@@ -444,7 +444,8 @@ class DeliveryWorker:
             if self._unanswered:
                 log.info("Brixo answers again: delivery resumed")
             self._unanswered = 0
-            self.brixo_state = "ok"
+            # Paused, an answer (a send from before the 401, a busy key check) isn't the key's.
+            self.brixo_state = "unauthorized" if self._paused else "ok"
         elif now >= self._hold_until:  # the sends already under way when it went down don't count
             self._unanswered += 1
             hold = min(UNREACHABLE_HOLD_CAP, self.policy.backoff(self._unanswered))
