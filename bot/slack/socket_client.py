@@ -26,11 +26,14 @@ class AckingClient(SocketModeClient):
     missed the close. Meanwhile no socket was open, and an envelope being handled had its ack
     dropped (an error shown to the person who clicked, and a traceback). Each socket now runs
     in a thread of its own, started at once, and an ack waits, up to ACK_WAIT, for an open one.
+    An open socket that is cut is replaced at once; one that never opened, at the monitor's
+    next round (every 10 s), so a Slack that can't be reached isn't asked twice a second.
     """
 
     def __init__(self, app_token: str, app: App) -> None:
         self._opened = threading.Condition()
         self._running: set[WebSocketApp] = set()  # sessions whose thread runs (or opens) them
+        self._was_open: set[WebSocketApp] = set()  # of those, the ones that opened
         super().__init__(
             app_token=app_token,
             logger=app.logger,
@@ -60,6 +63,10 @@ class AckingClient(SocketModeClient):
         finally:
             with self._opened:
                 self._running.discard(session)
+                dropped = session in self._was_open and session is self.current_session
+                self._was_open.discard(session)
+        if dropped and not self.closed:  # an open socket cut (not replaced): a new one now
+            self._reconnect()
 
     def is_connected(self) -> bool:
         """The current socket is open or being opened (not replaced again meanwhile)."""
@@ -67,13 +74,19 @@ class AckingClient(SocketModeClient):
             return self.current_session in self._running
 
     def _monitor_current_session(self) -> None:
-        if self.current_app_monitor_started and self.auto_reconnect_enabled:
-            try:
-                if not self.is_connected():
-                    self.logger.info("The session seems to be already closed. Reconnecting...")
-                    self.connect_to_new_endpoint()
-            except Exception as error:
-                log.warning("can't reconnect to Slack yet: %s", type(error).__name__)
+        """Every 10 s: a new socket when none is open or opening (one that never opened)."""
+        if self.current_app_monitor_started:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        if not self.auto_reconnect_enabled:
+            return
+        try:
+            if not self.is_connected():
+                self.logger.info("The session seems to be already closed. Reconnecting...")
+                self.connect_to_new_endpoint()
+        except Exception as error:  # the monitor tries again
+            log.warning("can't reconnect to Slack yet: %s", type(error).__name__)
 
     def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
         if "payload" in message and not isinstance(message["payload"], dict | str):
@@ -81,9 +94,10 @@ class AckingClient(SocketModeClient):
             return  # slack_sdk would log a traceback
         super().run_message_listeners(message, raw_message)
 
-    def _on_open(self, _session: WebSocketApp) -> None:
+    def _on_open(self, session: WebSocketApp) -> None:
         log.info("connected to Slack over Socket Mode")
         with self._opened:
+            self._was_open.add(session)
             self._opened.notify_all()
 
     def wait_open(self, timeout: float) -> bool:
