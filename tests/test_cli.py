@@ -214,25 +214,6 @@ sys.exit(main(["discord"]))
 """
 
 
-def test_discord_unreachable_at_start_is_a_log_line_not_a_traceback(
-    env: Env, tmp_path: Path, closed_port: int
-) -> None:
-    """As a Slack it can't reach stops serve and socket with one line, a Discord it can't reach
-    (DNS, a firewall) stops `discord` with one log line and status 1: no 80-line traceback,
-    and under LOG_FORMAT=json still one JSON object a line."""
-    environ = env.process(DISCORD_TOKEN="discord-token", LOG_FORMAT="json")
-    base = f"http://127.0.0.1:{closed_port}/api/v10"
-    proc = start_python(DISCORD_AT, base, env=environ, cwd=tmp_path)
-    try:
-        assert proc.wait(timeout=30) == 1, proc.describe()
-    finally:
-        proc.stop()
-    entries = [json.loads(line) for line in proc.stderr_lines if line.strip()]
-    errors = [e["message"] for e in entries if e["level"] == "ERROR"]
-    assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
-    assert not any("exception" in e for e in entries), entries  # no traceback either
-
-
 @pytest.fixture
 def hanging_up_port() -> Iterator[int]:
     """A port whose server accepts each connection and closes it before any answer."""
@@ -251,18 +232,22 @@ def hanging_up_port() -> Iterator[int]:
     listener.close()
 
 
-@pytest.mark.parametrize("discord_is", ["down", "hanging_up"])
-def test_discord_down_or_hanging_up_at_start_is_a_log_line_not_a_traceback(
-    discord_is: str, env: Env, tmp_path: Path, hanging_up_port: int
+@pytest.mark.parametrize("discord_is", ["unreachable", "down", "hanging_up"])
+def test_discord_failing_at_start_is_a_log_line_not_a_traceback(
+    discord_is: str, env: Env, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """Discord answering 503 (down: DiscordServerError) or closing the connection unanswered
-    (aiohttp's ServerDisconnectedError, no OSError): one log line and status 1 as well."""
+    """As a Slack it can't reach stops serve and socket with one line, a Discord it can't reach
+    (DNS, a firewall: a closed port), answering 503 (DiscordServerError) or closing the
+    connection unanswered (aiohttp's ServerDisconnectedError, no OSError) stops `discord` with
+    one log line and status 1: no 80-line traceback, and under LOG_FORMAT=json still one JSON
+    object a line."""
     environ = env.process(DISCORD_TOKEN="discord-token", LOG_FORMAT="json")
     with FakeDiscordAPI() as discord_api:
         discord_api.fail("GET /users/@me", 503)
         base = discord_api.api_base
-        if discord_is == "hanging_up":
-            base = f"http://127.0.0.1:{hanging_up_port}/api/v10"
+        if discord_is != "down":
+            fixture = "closed_port" if discord_is == "unreachable" else "hanging_up_port"
+            base = f"http://127.0.0.1:{request.getfixturevalue(fixture)}/api/v10"
         proc = start_python(DISCORD_AT, base, env=environ, cwd=tmp_path)
         try:
             assert proc.wait(timeout=30) == 1, proc.describe()
@@ -271,4 +256,4 @@ def test_discord_down_or_hanging_up_at_start_is_a_log_line_not_a_traceback(
     entries = [json.loads(line) for line in proc.stderr_lines if line.strip()]
     errors = [e["message"] for e in entries if e["level"] == "ERROR"]
     assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
-    assert not any("exception" in e for e in entries), entries
+    assert not any("exception" in e for e in entries), entries  # no traceback either
