@@ -43,7 +43,8 @@ def auth_test(settings: Settings) -> SlackResponse:
         reason = error.response.get("error") if isinstance(error.response.data, dict) else None
         not_json = str(reason).startswith("Received a response in a non-JSON format")
         if status == 404 or not_json or reason in (None, "unknown_method"):  # the URL's fault
-            got = f"HTTP {status}" + (": not JSON" if not_json else f": {reason}" if reason else "")
+            detail = "not JSON" if not_json else reason
+            got = f"HTTP {status}" + (f": {detail}" if detail else "")
             raise SlackTokenError(
                 f"{settings.slack_api_url} doesn't answer as Slack's Web API does ({got}); "
                 "is SLACK_API_URL Slack's API base (https://slack.com/api/)?",
