@@ -33,3 +33,24 @@ def test_single_workspace_acks_the_uninstall_events_it_subscribes_to(
         {"type": "tokens_revoked", "tokens": {"bot": ["UBOT"]}, "event_ts": "1700000000.000002"},
     ):
         assert app.sender.event(event).status_code == 200
+
+
+def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
+    """Bolt tries listeners in order, and each try costs CPU before the ack: a click matches
+    the first listener, a reaction the third (after the two click listeners)."""
+    import json
+
+    from slack_bolt import BoltRequest, BoltResponse
+
+    app = start_relay()
+    listeners = app.wsgi.bolt.app._listeners  # Bolt's own list, in the order tried
+    reaction = app.sender.envelope(sr.reaction_added("U1", "+1", "C1", "1700000000.000100"))
+    click = sr.block_action("U1", "T1", "C1", "1700000000.000100", sr.feedback_button_action("up"))
+    for body, position in ((reaction, 2), (click, 0)):
+        request = BoltRequest(body=json.dumps(body), headers={"content-type": "application/json"})
+        matching = [
+            i
+            for i, listener in enumerate(listeners)
+            if listener.matches(req=request, resp=BoltResponse(status=200))
+        ]
+        assert matching[0] == position

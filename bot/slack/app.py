@@ -78,6 +78,7 @@ def build_app(
         app = _bolt_app(relay, settings, identity)
     app.error(answer_malformed)
     attach(app, relay)
+    on_removal(app, settings)  # after the votes: Bolt tries listeners in order
     return app
 
 
@@ -85,7 +86,7 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
     """The App for OAuth (installations in the database) or for the one workspace's token."""
     if settings.oauth:
         # Imported only here: slack-sdk's OAuth stores cost a single workspace's process 6 MB.
-        from bot.slack.oauth import forget_on_uninstall, oauth_settings
+        from bot.slack.oauth import oauth_settings
 
         oauth = oauth_settings(relay)
         app = App(
@@ -95,7 +96,6 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
             authorize=StoredBotAuthorize(oauth.installation_store),  # type: ignore[arg-type]
             process_before_response=True,
         )
-        forget_on_uninstall(app, oauth.installation_store)
     else:
         settings.require("slack_bot_token")
         assert settings.slack_bot_token
@@ -107,9 +107,20 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
             ),
             process_before_response=True,
         )
-        app.event("app_uninstalled")(log_removal)  # the manifest subscribes to them: acked
-        app.event("tokens_revoked")(log_removal)
     return app
+
+
+def on_removal(app: App, settings: Settings) -> None:
+    """app_uninstalled and tokens_revoked (the manifest subscribes to them): OAuth forgets the
+    workspace's tokens; a single workspace's token is void, which is logged."""
+    if settings.oauth:
+        from bot.slack.oauth import forget_on_uninstall
+
+        assert app.installation_store is not None
+        forget_on_uninstall(app, app.installation_store)
+    else:
+        app.event("app_uninstalled")(log_removal)
+        app.event("tokens_revoked")(log_removal)
 
 
 def log_removal(event: dict[str, Any]) -> None:
