@@ -103,6 +103,7 @@ def test_log_lines_per_act_and_outcome_without_secrets(
         if oauth:
             assert install(base).status_code == 200
         sender = SlackSender(base, SIGNING_SECRET)
+        brixo.wait_for_requests(1, timeout=20)  # the key check at start: faults only after it
         brixo.fail_next(1, status=503)  # attempt 1 is retried, attempt 2 delivers
         vote_with_comment(fake_slack, sender, team, "m-logged")
         got = brixo.wait_for_accepted(1, timeout=20)[0]
