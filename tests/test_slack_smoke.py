@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+import pytest
+
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import StartRelay
+from tests.slack_harness import SIGNING_SECRET, StartRelay
 
 
 def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
@@ -38,8 +43,6 @@ def test_single_workspace_acks_the_uninstall_events_it_subscribes_to(
 def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
     """Bolt tries listeners in order, and each try costs CPU before the ack: a click matches
     the first listener, a reaction the third (after the two click listeners)."""
-    import json
-
     from slack_bolt import BoltRequest, BoltResponse
 
     app = start_relay()
@@ -54,3 +57,45 @@ def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
             if listener.matches(req=request, resp=BoltResponse(status=200))
         ]
         assert matching[0] == position
+
+
+def test_app_rate_limited_is_acked_with_a_warning(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack's notice that it drops the app's events (votes among them) has no inner event and
+    no listener: acked, and the operator told, in one line."""
+    app = start_relay()
+    notice = {
+        "token": "legacy",
+        "type": "app_rate_limited",
+        "team_id": "T1",
+        "minute_rate_limited": 1518467820,
+        "api_app_id": "A1",
+    }
+    body = json.dumps(notice).encode()
+    with caplog.at_level(logging.INFO):
+        forged = app.sender.raw(body, sr.sign(body, "not-the-signing-secret"))
+        assert forged.status_code == 401
+        assert "app_rate_limited" not in caplog.text
+        assert app.sender.raw(body, sr.sign(body, SIGNING_SECRET)).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "workspace T1 since 2018-02-12T20:37:00Z (app_rate_limited" in m for m in warnings
+    ), warnings
+
+
+def test_other_requests_without_a_listener_get_one_line(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event the manifest doesn't subscribe to is acked (Slack would retry it); a click on
+    a button the relay never posted stays Bolt's 404. One line each, not Bolt's advice."""
+    app = start_relay()
+    with caplog.at_level(logging.INFO):
+        assert app.sender.event({"type": "channel_created", "channel": {}}).status_code == 200
+        action = {"type": "button", "action_id": "someone_elses", "value": "x"}
+        click = sr.block_action("U1", "T1", "C1", "1700000000.000100", action)
+        assert app.sender.interaction(click).status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith(("bot", "slack_bolt"))]
+    assert "ignored a Slack event the relay has no use for: channel_created" in lines
+    assert "no listener for a Slack request of type block_actions: answered 404" in lines
+    assert not any("Unhandled request" in line for line in lines), lines

@@ -12,6 +12,7 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -22,12 +23,14 @@ from slack_sdk.oauth.installation_store import InstallationStore
 from slack_sdk.web import SlackResponse
 from sqlalchemy.exc import DataError
 
+from bot.core.acts import rfc3339
 from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.agent import AgentBridge
 from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
+from bot.slack.listeners.common import slack_time
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 
 log = logging.getLogger("bot.slack")
@@ -76,7 +79,7 @@ def build_app(
         settings.require("slack_signing_secret")
     with hidden_from_bolt():
         app = _bolt_app(relay, settings, identity)
-    app.error(answer_malformed)
+    app.error(answer_error)
     attach(app, relay)
     on_removal(app, settings)  # after the votes: Bolt tries listeners in order
     return app
@@ -95,6 +98,7 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
             oauth_settings=oauth,
             authorize=StoredBotAuthorize(oauth.installation_store),  # type: ignore[arg-type]
             process_before_response=True,
+            raise_error_for_unhandled_request=True,  # to answer_error: see answer_unhandled
         )
     else:
         settings.require("slack_bot_token")
@@ -106,6 +110,7 @@ def _bolt_app(relay: Relay, settings: Settings, identity: SlackResponse | None) 
                 identity or auth_test(settings), settings.slack_bot_token
             ),
             process_before_response=True,
+            raise_error_for_unhandled_request=True,  # to answer_error: see answer_unhandled
         )
     return app
 
@@ -132,8 +137,11 @@ def log_removal(event: dict[str, Any]) -> None:
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError, DataError)
 
 
-def answer_malformed(error: Exception) -> BoltResponse | None:
-    """A 400 for a request of an unexpected shape; any other error stays a 500 (Slack retries)."""
+def answer_error(error: Exception) -> BoltResponse | None:
+    """A request no listener takes: see answer_unhandled. A 400 for a request of an unexpected
+    shape; any other error stays a 500 (Slack retries)."""
+    if isinstance(error, BoltUnhandledRequestError):
+        return answer_unhandled(error.body)
     if isinstance(error, MALFORMED):
         log.warning("refused a malformed Slack request: %s", type(error).__name__)
         return BoltResponse(status=400, body="")
@@ -143,6 +151,29 @@ def answer_malformed(error: Exception) -> BoltResponse | None:
         )
         return None
     log.error("error while handling a Slack request", exc_info=error)
+    return None
+
+
+def answer_unhandled(body: dict[str, Any]) -> BoltResponse | None:
+    """Slack's app_rate_limited notice is acked with a warning: Slack is dropping the app's
+    events, votes among them. Another event is acked and logged (the manifest doesn't
+    subscribe to it; unanswered, Slack would retry it and count the failures). Anything else
+    stays Bolt's 404, in one line."""
+    kind = body.get("type")
+    if kind == "app_rate_limited":
+        log.warning(
+            "Slack is dropping this app's events for workspace %s since %s (app_rate_limited: "
+            "over 30,000 events an hour from one workspace): reactions meanwhile are lost "
+            "(messages in busy channels count too: remove the app from channels it needn't watch)",
+            body.get("team_id"),
+            rfc3339(slack_time(body.get("minute_rate_limited"), time())),
+        )
+        return BoltResponse(status=200, body="")
+    event = body.get("event")
+    if kind == "event_callback" and isinstance(event, dict):
+        log.info("ignored a Slack event the relay has no use for: %s", event.get("type"))
+        return BoltResponse(status=200, body="")
+    log.warning("no listener for a Slack request of type %s: answered 404", kind)
     return None
 
 
