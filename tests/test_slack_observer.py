@@ -312,6 +312,48 @@ def test_reply_without_metadata_mapped_from_templates(start_relay: StartRelay) -
     assert values_of(app) == [("messages", f"T1-C1-{ts}", "thumbs_up")]
 
 
+def test_a_changed_template_applies_to_replies_seen_before(start_relay: StartRelay) -> None:
+    """Templates are a rule: a reply mapped from them before MESSAGE_ID_TEMPLATE or
+    CONVERSATION_ID_TEMPLATE changed is rated with the IDs the new ones give."""
+    root = "1700000000.000001"  # watched_reply's thread
+    old = {"MESSAGE_ID_TEMPLATE": "old-{ts}", "CONVERSATION_ID_TEMPLATE": "old-{thread_ts}"}
+    first = start_relay(**WATCH, **old)
+    seen, rated = "1700000000.000610", "1700000000.000620"
+    for ts in (seen, rated):
+        ok(first.sender.event(watched_reply(ts)))
+    first.slack.wait_for_call("reactions.add", 4)
+    react(first, rated, "+1", channel="C1")
+    settled(first, 1)
+    first.stop()
+    new = {"MESSAGE_ID_TEMPLATE": "new-{ts}", "CONVERSATION_ID_TEMPLATE": "new-{thread_ts}"}
+    later = start_relay(**WATCH, **new)
+    react(later, seen, "+1", channel="C1")
+    react(later, rated, "-1", user="U2", channel="C1")
+    _rate_conversation(later, seen, root, 1)  # "Rate this conversation" on the thread
+    settled(later, 4)
+    assert sorted(values_of(later)) == [
+        ("conversations", f"new-{root}", "thumbs_up"),
+        ("messages", f"new-{seen}", "thumbs_up"),
+        ("messages", f"new-{rated}", "thumbs_down"),
+        ("messages", f"old-{rated}", "thumbs_up"),
+    ]
+
+
+def test_a_removed_template_maps_nothing_it_mapped_before(start_relay: StartRelay) -> None:
+    first = start_relay(**WATCH, MESSAGE_ID_TEMPLATE="old-{ts}")
+    ts = "1700000000.000630"
+    ok(first.sender.event(watched_reply(ts)))
+    first.slack.wait_for_call("reactions.add", 2)
+    first.stop()
+    later = start_relay(**WATCH)
+    later.slack.add_message("C1", ts, "bot answer", user="UASSIST", bot_id="BASSIST")
+    react(later, ts, "+1", channel="C1")  # no metadata, no template: no signal
+    sentinel = map_by_metadata(later, "m-sentinel", channel="C1")
+    react(later, sentinel, "+1", channel="C1")
+    settled(later, 1)
+    assert values_of(later) == [("messages", "m-sentinel", "thumbs_up")]
+
+
 def test_unwatched_bot_is_not_mapped_by_templates(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH, MESSAGE_ID_TEMPLATE="{team}-{channel}-{ts}")
     other = "1700000000.000700"

@@ -129,10 +129,15 @@ def _record_thread(database: Database) -> Any:
 
 
 class Mappings:
-    """The mapping tables, keyed by workspace so no workspace can reach another's replies."""
+    """The mapping tables, keyed by workspace so no workspace can reach another's replies.
 
-    def __init__(self, database: Database) -> None:
+    The IDs of a reply mapped from the templates are worked out again from `templates` each
+    time it is looked up: a template changed (or removed) since then applies to it too.
+    """
+
+    def __init__(self, database: Database, templates: Templates | None = None) -> None:
         self.db = database
+        self.templates = templates or Templates()
         self._message = DriverStatement(database, _MESSAGE)  # on every vote's ack path
         self._record_message = _record_message(database)
         self._record_thread = _record_thread(database)
@@ -178,17 +183,23 @@ class Mappings:
         return mapping
 
     def message(self, workspace: str, channel: str, ts: str) -> Mapping | None:
-        """The IDs recorded for a reply, if any."""
+        """The IDs recorded for a reply (from today's templates for a template's), if any."""
         key = {"workspace": workspace, "channel": channel, "ts": ts}
         with self.db.read(single=True) as conn:
             row = self._message.first(conn, key)
-        return Mapping(*row) if row else None
+        if not row:
+            return None
+        mapping = Mapping(*row)
+        if mapping.source == TEMPLATE:
+            return self.templates.mapping(workspace, channel, ts, mapping.thread_ts)
+        return mapping
 
     def conversation(
         self, workspace: str, channel: str, thread_ts: str, source: str | None = None
     ) -> str | None:
-        """The conversation ID recorded for a thread (from `source` alone, if given), if any."""
-        query = select(threads.c.conversation_id).where(
+        """The conversation ID recorded for a thread (from `source` alone, if given), if any;
+        one from the templates comes from today's templates, the thread's root as its {ts}."""
+        query = select(threads.c.conversation_id, threads.c.source).where(
             threads.c.workspace == workspace,
             threads.c.channel == channel,
             threads.c.thread_ts == thread_ts,
@@ -196,4 +207,8 @@ class Mappings:
         if source is not None:
             query = query.where(threads.c.source == source)
         with self.db.read(single=True) as conn:
-            return conn.scalar(query)
+            row = conn.execute(query).first()
+        if not row or row.source != TEMPLATE:
+            return row.conversation_id if row else None
+        mapping = self.templates.mapping(workspace, channel, thread_ts, thread_ts)
+        return mapping.conversation_id if mapping else None

@@ -30,8 +30,8 @@ class Relay:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.db.migrate(time())
-        self.mappings = Mappings(self.db)
         self.templates = Templates(settings.message_id_template, settings.conversation_id_template)
+        self.mappings = Mappings(self.db, self.templates)
         self.outbox = Outbox(self.db)
         # `relay.acks_first.begin()`/`end()` around each chat request: delivery makes way for it.
         self.acks_first = AcksFirst()
