@@ -428,7 +428,9 @@ class DeliveryWorker:
         with self._lock:
             if until > max(self._hold_until, now):
                 log.info(
-                    "sends held %.1f s: Brixo asked for it (429) in another process", until - now
+                    "sends held %.1f s: Brixo asked for it (429) in another process or an "
+                    "earlier run",
+                    until - now,
                 )
                 self._hold_until = until
 
