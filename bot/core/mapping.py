@@ -208,7 +208,9 @@ class Mappings:
             query = query.where(threads.c.source == source)
         with self.db.read(single=True) as conn:
             row = conn.execute(query).first()
-        if not row or row.source != TEMPLATE:
-            return row.conversation_id if row else None
+        if row is None:
+            return None
+        if row.source != TEMPLATE:
+            return str(row.conversation_id)
         mapping = self.templates.mapping(workspace, channel, thread_ts, thread_ts)
         return mapping.conversation_id if mapping else None
