@@ -618,7 +618,7 @@ def test_an_act_handed_to_a_worker_that_stopped_meanwhile_is_claimed_once_its_le
     lease = stopped.lease_new(time())
     assert lease is not None
     stopped.stop(timeout=2)
-    taken: list[Claimed] = []
+    taken: list[list[Claimed]] = []
     recorder = Outbox(outbox.db, SimpleNamespace(lease_new=lambda now: lease, take=taken.append))
     act_id = record(recorder, "m1")
     stopped.take(taken[0])  # no error, no send

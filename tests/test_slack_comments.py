@@ -305,21 +305,32 @@ def test_skipping_the_modal_thanks_nobody_when_ack_message_is_empty(
     assert len(ephemerals(app)) == 1
 
 
-def test_a_changed_vote_sends_the_one_waiting_for_its_comment_at_once(
-    start_relay: StartRelay,
+@pytest.mark.parametrize("how", ["reaction", "click"])
+def test_a_changed_vote_sends_the_one_waiting_for_its_comment_first(
+    how: str, start_relay: StartRelay
 ) -> None:
-    """👎 by reaction (waiting up to COMMENT_WAIT for a comment), then 👍: the 👎 goes now,
-    without a comment, not ten minutes after the person's latest vote."""
+    """👎 (waiting up to COMMENT_WAIT for a comment), then 👍: the 👎 goes now, without a comment,
+    not ten minutes after the person's latest vote, and reaches Brixo before the 👍."""
     app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="10m")
-    ts = map_by_metadata(app, "m-1", channel="C1")
-    react(app, ts, "-1", channel="C1", event_ts="1700000001.000000")
-    app.slack.wait_for_call("chat.postEphemeral")
+    app.brixo.set_latency(0.3)
+    if how == "reaction":
+        message_id, ts = "m-1", map_by_metadata(app, "m-1", channel="C1")
+        react(app, ts, "-1", channel="C1", event_ts="1700000001.000000")
+        app.slack.wait_for_call("chat.postEphemeral")
+    else:
+        message_id, ts = "msg-1", ask_agent(app, "hi", ts=ROOT)
+        click(app, ts, "down", thread_ts=ROOT)
+        opened_view(app)
     assert outbox(app)["awaiting_comment"] == 1
-    react(app, ts, "+1", channel="C1", event_ts="1700000002.000000")
-    app.brixo.wait_for_accepted(2)
+    if how == "reaction":
+        react(app, ts, "+1", channel="C1", event_ts="1700000002.000000")
+    else:
+        click(app, ts, "up", thread_ts=ROOT)
+    down, up = app.brixo.wait_for_accepted(2)
     settled(app, 2)
-    assert sorted(values_of(app)) == [
-        ("messages", "m-1", "thumbs_down"),
-        ("messages", "m-1", "thumbs_up"),
+    assert values_of(app) == [
+        ("messages", message_id, "thumbs_down"),
+        ("messages", message_id, "thumbs_up"),
     ]
+    assert up.at - down.at >= 0.3  # the 👍 was sent once the 👎 had its answer
     assert all("user_message" not in r.attributes for r in app.brixo.accepted)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 from psycopg.pq import TransactionStatus
@@ -105,6 +106,29 @@ def test_an_act_due_now_is_recorded_leased_to_the_deliverer_and_handed_over(stor
     assert waiting.created
 
 
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_changed_vote_releases_the_vote_waiting_for_its_comment_to_go_first(
+    store: Outbox, busy: bool
+) -> None:
+    deliverer = FakeDeliverer(lease=None if busy else ("owner-a", T0 + 30))
+    outbox = Outbox(store.db, deliverer)
+    waiting = outbox.record(act("m1", "thumbs_down"), T0, comment_until=T0 + 600)
+    changed = outbox.record(act("m1", "thumbs_up", at=T0 + 1), T0 + 1)
+
+    if busy:  # both wait for the deliverer's claim
+        assert deliverer.taken == [] and deliverer.woken == 1
+        claimed = outbox.claim("owner-b", limit=10, lease=30, now=T0 + 1)
+        assert sorted(c.id for c in claimed) == [waiting.act_id, changed.act_id]
+        return
+    # Handed over together, the earlier vote first (without a comment), both leased already.
+    assert [(c.id, c.value, c.comment, c.comment_cut) for c in deliverer.taken] == [
+        (waiting.act_id, "thumbs_down", None, False),
+        (changed.act_id, "thumbs_up", None, False),
+    ]
+    assert deliverer.woken == 0
+    assert outbox.claim("owner-b", limit=10, lease=30, now=T0 + 29) == []
+
+
 def test_a_handed_over_act_whose_owner_died_is_claimed_when_its_lease_lapses(
     store: Outbox,
 ) -> None:
@@ -144,8 +168,8 @@ class FakeDeliverer:
     def lease_new(self, now: float) -> tuple[str, float] | None:
         return self.lease
 
-    def take(self, act: Claimed) -> None:
-        self.taken.append(act)
+    def take(self, acts: Sequence[Claimed]) -> None:
+        self.taken.extend(acts)
 
 
 def test_record_claim_settle_counts(store: Outbox) -> None:

@@ -492,6 +492,12 @@ class DriverStatement:
             cursor.execute(self.sql, self._args(params))
             return cursor.fetchone()
 
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row the statement returns (tuples)."""
+        with self._cursor(conn) as cursor:
+            cursor.execute(self.sql, self._args(params))
+            return list(cursor.fetchall())
+
     def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once for each row of parameters."""
         with self._cursor(conn) as cursor:

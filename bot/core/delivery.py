@@ -7,7 +7,7 @@ import queue
 import random
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import monotonic, time
@@ -239,16 +239,21 @@ class DeliveryWorker:
             return None
         return self.owner, now + self.lease
 
-    def take(self, act: Claimed) -> None:
-        """Send an act recorded under a lease from `lease_new` (no claim needed)."""
+    def take(self, acts: Sequence[Claimed]) -> None:
+        """Send acts recorded under a lease from `lease_new` (no claim needed), each once the
+        one before has its answer: a person's earlier vote reaches Brixo before their new one."""
         pool = self._pool
-        if pool is None:  # stopped meanwhile: the lease lapses and the next claim takes it
+        if pool is None:  # stopped meanwhile: the leases lapse and the next claim takes them
             return
-        self._count_in_flight(1)
+        self._count_in_flight(len(acts))
         try:
-            pool.submit(self._send, act)
+            pool.submit(self._send_in_order, acts)
         except RuntimeError:  # the pool shut down meanwhile: likewise
-            self._count_in_flight(-1)
+            self._count_in_flight(-len(acts))
+
+    def _send_in_order(self, acts: Sequence[Claimed]) -> None:
+        for act in acts:
+            self._send(act)
 
     def _count_in_flight(self, change: int) -> None:
         with self._lock:

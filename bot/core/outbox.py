@@ -64,6 +64,10 @@ class Claimed:
     created_at: float
 
 
+# What a vote's transaction returns: its act's ID and lease, and the earlier acts it released.
+_Stored = tuple[int, tuple[str, float] | None, list[Claimed]]
+
+
 @dataclass(frozen=True)
 class Entry:
     """One outbox row, for listing."""
@@ -89,8 +93,8 @@ class Deliverer(Protocol):
     def lease_new(self, now: float) -> tuple[str, float] | None:
         """(owner, lease end) for an act due now, if the worker can take it at once."""
 
-    def take(self, act: Claimed) -> None:
-        """Send an act recorded under a lease from `lease_new`."""
+    def take(self, acts: Sequence[Claimed]) -> None:
+        """Send acts recorded under a lease from `lease_new`, one after another in this order."""
 
 
 # Acts deleted a transaction by `outbox purge`: one of 1M rows held a vote's write for 1.6 s.
@@ -134,7 +138,8 @@ class Outbox:
             database, insert(acts).returning(acts.c.id), _ACT_COLUMNS
         )
         # The person's earlier vote on the target that still waits for its comment goes now,
-        # without one: a changed vote is no reason to send the old one minutes after the new.
+        # without one, leased with the new act (when the deliverer can take them) so that it
+        # is sent first: a changed vote is no reason to send the old one after the new.
         release_waiting = (
             update(acts)
             .where(
@@ -144,8 +149,13 @@ class Outbox:
                 acts.c.target_kind == bindparam("target_kind"),
                 acts.c.target_id == bindparam("target_id"),
             )
-            .values(state=PENDING, next_attempt_at=bindparam("now"))
-            .returning(acts.c.id)
+            .values(
+                state=PENDING,
+                next_attempt_at=bindparam("now"),
+                lease_owner=bindparam("owner"),
+                lease_until=bindparam("until"),
+            )
+            .returning(*_CLAIMED)
         )
         self._release_waiting = DriverStatement(database, release_waiting)
         settle = (
@@ -196,7 +206,7 @@ class Outbox:
         later = comment_until is not None or not_before is not None  # not due at once
         comment = clean_comment(act.comment)
 
-        def store(conn: Connection) -> Recorded | tuple[int, tuple[str, float] | None, bool]:
+        def store(conn: Connection) -> Recorded | _Stored:
             if seen_key and not mark_seen(self.db, conn, seen_key, now):
                 return Recorded(None, "event already handled")
             vote = {
@@ -212,10 +222,11 @@ class Outbox:
             person_on_target = {
                 k: vote[k] for k in ("workspace", "user_id", "target_kind", "target_id")
             }
-            released = (
-                self._release_waiting.first(conn, {**person_on_target, "now": now}) is not None
+            lease = self.deliverer.lease_new(now) if self.deliverer else None
+            owner, until = lease or (None, None)
+            released = self._release_waiting.all(
+                conn, {**person_on_target, "now": now, "owner": owner, "until": until}
             )
-            lease = None if later or not self.deliverer else self.deliverer.lease_new(now)
             row = {
                 "platform": act.platform,
                 "workspace": act.workspace,
@@ -233,19 +244,18 @@ class Outbox:
                 "attempts": 0,
                 "next_attempt_at": comment_until or not_before or now,
                 "created_at": now,
-                "lease_owner": lease[0] if lease else None,
-                "lease_until": lease[1] if lease else None,
+                "lease_owner": None if later else owner,
+                "lease_until": None if later else until,
             }
             (act_id,) = self._insert_act.first(conn, row)
-            return act_id, lease, released
+            return act_id, lease, [_claimed(r) for r in released]
 
         stored = self.db.write_together(store)
         if isinstance(stored, Recorded):
             return stored
         act_id, lease, released = stored
-        if released:
-            self._wake()
-        if lease and self.deliverer:
+        handed = released if lease else []
+        if lease and not later:
             fresh = Claimed(
                 act_id,
                 act.workspace,
@@ -258,9 +268,11 @@ class Outbox:
                 not_found_since=None,
                 created_at=now,
             )
-            self.deliverer.take(fresh)
-        elif not later:
-            self._wake()
+            handed = [*handed, fresh]
+        if handed and self.deliverer:
+            self.deliverer.take(handed)
+        if (released or not later) and not lease:
+            self._wake()  # due now, left to the deliverer's next claim
         return Recorded(act_id)
 
     def _wake(self) -> None:
@@ -465,18 +477,10 @@ def _revive(now: float, act_ids: Sequence[int]) -> Update:
 
 
 def _claimed(row: Any) -> Claimed:
-    """A row of `_CLAIMED` columns as a Claimed act."""
+    """A row of `_CLAIMED` columns (SQLAlchemy's or the driver's tuple) as a Claimed act."""
+    act_id, workspace, kind, target_id, value, occurred_at, comment, cut, *counts = row
     return Claimed(
-        row.id,
-        row.workspace,
-        Target(row.target_kind, row.target_id),
-        row.value,
-        row.occurred_at,
-        row.comment,
-        row.comment_cut,
-        row.attempts,
-        row.not_found_since,
-        row.created_at,
+        act_id, workspace, Target(kind, target_id), value, occurred_at, comment, bool(cut), *counts
     )
 
 
