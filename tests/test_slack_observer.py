@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 import pytest
 
-from bot.slack.feedback import UNAVAILABLE_NOTE
+from bot.slack.feedback import UNAVAILABLE_NOTE, UNMAPPED_NOTE
 from bot.slack.listeners.shortcuts import NOT_OPENED, UNAVAILABLE_THREAD, UNMAPPED_THREAD
 from bot.slack.lookups import LOOKUP_TIMEOUT
 from tests.fakes import slack_requests as sr
@@ -426,14 +427,21 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
     assert app.brixo.accepted[0].attributes["value"] == "thumbs_up"
 
 
-def test_vote_while_slack_fails_is_redelivered_not_dropped(start_relay: StartRelay) -> None:
-    """Slack's 5xx on the lookup fails the event (Slack redelivers it) instead of dropping it."""
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(500, "fatal_error"), (200, "internal_error"), (200, "service_unavailable")],
+)
+def test_vote_while_slack_fails_is_redelivered_not_dropped(
+    start_relay: StartRelay, status: int, error: str
+) -> None:
+    """Slack's 5xx, or an error on its side in a 200, on the lookup fails the event (Slack
+    redelivers it) instead of dropping it."""
     app = start_relay(**WATCH)
     ts = "1700000000.000550"
     app.slack.add_message(
         "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-7")
     )
-    app.slack.respond("conversations.replies", {"ok": False, "error": "fatal_error"}, status=500)
+    app.slack.respond("conversations.replies", {"ok": False, "error": error}, status=status)
     first = app.sender.event(sr.reaction_added("U1", "+1", "C1", ts), event_id="Ev-slack-down")
     assert first.status_code >= 500, first.status_code
     assert app.relay.outbox.counts(0)["pending"] + app.relay.outbox.counts(0)["delivered"] == 0
@@ -641,6 +649,33 @@ def test_a_click_whose_lookup_is_too_slow_before_the_ack_is_recorded_after_it(
     app.brixo.wait_for_accepted(1)  # recorded after the ack
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-click-2", "thumbs_up")]
+
+
+def test_a_click_whose_lookup_slack_fails_in_a_200_is_recorded_after_the_ack(
+    start_relay: StartRelay,
+) -> None:
+    """Slack's `internal_error` (HTTP 200) on the lookup before the ack is a failure for now,
+    not an unknown message: the lookup is made again after the ack."""
+    app = start_relay(**WATCH)
+    failed: set[str] = set()
+
+    def failing_once(method: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def answer(args: dict[str, Any]) -> dict[str, Any]:
+            if method not in failed:
+                failed.add(method)
+                return {"ok": False, "error": "internal_error"}
+            found = app.slack.find_message("C1", str(args.get("ts") or args.get("latest")))
+            return {"ok": True, "messages": [found] if found else []}
+
+        return answer
+
+    for method in ("conversations.replies", "conversations.history"):
+        app.slack.respond(method, failing_once(method))
+    _click_on_unseen_reply(app, "1700000000.000615", "cust-click-4")
+    app.brixo.wait_for_accepted(1)  # recorded after the ack
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-click-4", "thumbs_up")]
+    assert ephemerals(app, UNMAPPED_NOTE) == []
 
 
 def test_a_click_slack_cannot_look_up_even_after_the_ack_gets_a_note(

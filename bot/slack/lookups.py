@@ -46,10 +46,18 @@ def unavailable_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
 
+# Errors Slack's Web API documents for a failure on its side, often answered with HTTP 200.
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+
+
 def raise_if_transient(error: SlackApiError) -> None:
-    """Slack's 429 and 5xx (left after the client's retries, if it makes any) fail the request,
-    so Slack redelivers the vote later instead of it being taken for one on an unknown message."""
-    if error.response.status_code == 429 or error.response.status_code >= 500:
+    """Slack's 429, 5xx and failures on its side (left after the client's retries, if it makes
+    any) fail the request, so Slack redelivers the vote later instead of it being taken for
+    one on an unknown message."""
+    status = error.response.status_code
+    if status == 429 or status >= 500 or error.response.get("error") in TRANSIENT_ERRORS:
         raise error
 
 
