@@ -193,6 +193,9 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("MESSAGE_ID_TEMPLATE", "{team}-{nope}"),
         ("CONVERSATION_ID_TEMPLATE", "c" * 1025 + "{ts}"),
         ("ASSISTANT_BOT_IDS", "B1, not an id"),
+        ("ASSISTANT_BOT_IDS", "BASSIST,hello"),  # starts, then watches nothing: refused
+        ("ASSISTANT_BOT_IDS", "bassist"),
+        ("ASSISTANT_BOT_IDS", "Bassist"),
         ("AGENT_TIMEOUT", "0s"),
         ("COMMENT_WAIT", "0"),
         ("BRIXO_API_URL", "https://api.brixo.com/v1/"),

@@ -311,10 +311,14 @@ def _log_level(name: str, raw: str) -> str:
 
 
 def _ids(name: str, raw: str) -> tuple[str, ...]:
+    """Slack bot IDs (B…) and user IDs (U…, W… on Enterprise Grid), or Discord IDs (digits)."""
     ids = parse_list(name, raw)
     for item in ids:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", item):
-            raise SettingsError(f"{name}: expected comma-separated bot or user IDs, got {item!r}")
+        if not re.fullmatch(r"[BUW][A-Z0-9]+|[0-9]+", item):
+            raise SettingsError(
+                f"{name}: expected comma-separated Slack bot IDs (B…) or user IDs (U…, W…), "
+                f"or Discord IDs (digits), got {item!r}"
+            )
     return ids
 
 
