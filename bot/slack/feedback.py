@@ -81,7 +81,7 @@ def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | Non
                 "ignored the %s of brixo_message metadata on %s: "
                 "not text of 1 to 1024 characters, not only blanks",
                 field,
-                message.get("ts"),
+                message.get("ts") or message.get("message_ts"),  # a fetched message, or an event
             )
     message_id, conversation_id = ids
     if not message_id and not conversation_id:
