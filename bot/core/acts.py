@@ -79,12 +79,22 @@ def rfc3339(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Zero-width characters (space, non-joiner, joiner, word joiner, BOM): blanks around a comment.
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+
+
 def clean_comment(text: str | None) -> str | None:
-    """A comment without control characters (line breaks and tabs stay) or surrounding blanks,
-    cut to MAX_COMMENT_CHARS; None when nothing in it would show."""
+    """A comment without control characters (line breaks and tabs stay) or surrounding blanks
+    (zero-width ones too), cut to MAX_COMMENT_CHARS; None when nothing in it would show."""
     if text is None:
         return None
     text = text.encode("utf-8", "replace").decode("utf-8")
-    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc").strip()
+    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or text[start] in _ZERO_WIDTH):
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in _ZERO_WIDTH):
+        end -= 1
+    text = text[start:end]
     visible = any(unicodedata.category(c)[0] in "LMNPS" for c in text)
     return text[:MAX_COMMENT_CHARS] if visible else None
