@@ -479,6 +479,19 @@ def test_not_found_grace_counts_from_the_first_404() -> None:
     assert first["state"] == DEAD  # no grace: the first 404 is final
 
 
+def test_the_last_retry_comes_when_max_age_or_the_404_grace_ends_not_a_backoff_later() -> None:
+    policy = RetryPolicy(max_age=600, not_found_grace=600, backoff_base=300, backoff_cap=300)
+    failing = claimed(created_at=NOW - 500, attempts=5)
+    row = policy.settle(failing, Answer(Outcome.RETRY, 503), NOW)
+    assert row["next_attempt_at"] == NOW + 100
+    # Brixo's Retry-After is still honoured past it (then the next failure is final).
+    row = policy.settle(failing, Answer(Outcome.RETRY, 429, retry_after=200.0), NOW)
+    assert row["next_attempt_at"] == NOW + 200
+    missing = claimed(created_at=NOW - 550, not_found_since=NOW - 550, attempts=5)
+    row = policy.settle(missing, Answer(Outcome.NOT_FOUND, 404), NOW)
+    assert row["next_attempt_at"] == NOW + 50 and row["state"] == PENDING
+
+
 def test_a_refused_key_keeps_the_act_as_it_is_even_past_max_age() -> None:
     act = claimed(created_at=NOW - 2 * 86400, attempts=3)
     row = RetryPolicy().settle(act, Answer(Outcome.UNAUTHORIZED, 401), NOW)

@@ -85,22 +85,24 @@ class RetryPolicy:
         elif outcome is Outcome.NOT_FOUND:
             since = act.not_found_since or now
             row["not_found_since"] = since
-            if now - since >= self.not_found_grace:
+            grace = self.not_found_grace
+            if now - since >= grace:
                 row.update(
                     state=DEAD,
                     finished_at=now,
                     last_error=f"not found for {int(now - since)} s: {answer.describe()}",
                 )
-            else:
-                row["next_attempt_at"] = now + self.backoff(attempts)
+            else:  # the last try comes when the grace ends, not a backoff after it
+                row["next_attempt_at"] = now + min(self.backoff(attempts), since + grace - now)
         elif now - act.created_at >= self.max_age:
             row.update(
                 state=DEAD,
                 finished_at=now,
                 last_error=f"gave up after {int(now - act.created_at)} s: {answer.describe()}",
             )
-        else:
-            row["next_attempt_at"] = now + max(self.backoff(attempts), answer.retry_after or 0)
+        else:  # likewise when DELIVERY_MAX_AGE ends (unless Brixo asked to wait longer)
+            wait = min(self.backoff(attempts), act.created_at + self.max_age - now)
+            row["next_attempt_at"] = now + max(wait, answer.retry_after or 0)
         return row
 
 
