@@ -340,19 +340,50 @@ def test_a_changed_template_applies_to_replies_seen_before(start_relay: StartRel
     ]
 
 
-def test_a_removed_template_maps_nothing_it_mapped_before(start_relay: StartRelay) -> None:
-    first = start_relay(**WATCH, MESSAGE_ID_TEMPLATE="old-{ts}")
+@pytest.mark.parametrize(
+    "template", [{"MESSAGE_ID_TEMPLATE": "old-{ts}"}, {"CONVERSATION_ID_TEMPLATE": "old-{ts}"}]
+)
+def test_a_removed_template_maps_nothing_it_mapped_before(
+    start_relay: StartRelay, template: dict[str, str]
+) -> None:
+    root = "1700000000.000001"  # watched_reply's thread
+    first = start_relay(**WATCH, **template)
     ts = "1700000000.000630"
     ok(first.sender.event(watched_reply(ts)))
     first.slack.wait_for_call("reactions.add", 2)
     first.stop()
     later = start_relay(**WATCH)
-    later.slack.add_message("C1", ts, "bot answer", user="UASSIST", bot_id="BASSIST")
+    later.slack.add_message("C1", root, "question", user="U1")
+    reply = {"user": "UASSIST", "bot_id": "BASSIST", "thread_ts": root}
+    later.slack.add_message("C1", ts, "bot answer", **reply)
     react(later, ts, "+1", channel="C1")  # no metadata, no template: no signal
+    ok(later.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts, thread_ts=root)))
+    wait_until(lambda: ephemerals(later, UNMAPPED_THREAD), message="no note")
+    assert later.slack.calls_to("views.open") == []
     sentinel = map_by_metadata(later, "m-sentinel", channel="C1")
     react(later, sentinel, "+1", channel="C1")
     settled(later, 1)
     assert values_of(later) == [("messages", "m-sentinel", "thumbs_up")]
+
+
+@pytest.mark.parametrize("template", ["conv-{thread_ts}", "conv-{ts}"])
+def test_the_conversation_template_names_a_thread_by_its_root(
+    start_relay: StartRelay, template: str
+) -> None:
+    """A conversation is its thread: a vote on a reply in it and Rate this conversation give
+    the same conversation ID, the root's, whether the template says {thread_ts} or {ts}."""
+    root = "1700000000.000001"  # watched_reply's thread
+    app = start_relay(**WATCH, CONVERSATION_ID_TEMPLATE=template)
+    ts = "1700000000.000640"
+    ok(app.sender.event(watched_reply(ts)))
+    app.slack.wait_for_call("reactions.add", 2)
+    react(app, ts, "-1", user="U2", channel="C1")
+    _rate_conversation(app, ts, root, 1)
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("conversations", f"conv-{root}", "thumbs_down"),
+        ("conversations", f"conv-{root}", "thumbs_up"),
+    ]
 
 
 def test_unwatched_bot_is_not_mapped_by_templates(start_relay: StartRelay) -> None:

@@ -67,9 +67,14 @@ class Templates:
             return None
         root = thread_ts or ts
         fields = {"team": team, "channel": channel, "ts": ts, "thread_ts": root}
+        # A conversation is its thread: its {ts} is the root's, whichever reply is rated.
+        for_conversation = {**fields, "ts": root}
         ids = []
-        for name, template in (("MESSAGE", self.message), ("CONVERSATION", self.conversation)):
-            value = customer_id(template.format(**fields)) if template else None
+        for name, template, values in (
+            ("MESSAGE", self.message, fields),
+            ("CONVERSATION", self.conversation, for_conversation),
+        ):
+            value = customer_id(template.format(**values)) if template else None
             if template and value is None:
                 log.warning(
                     "ignored the ID %s_ID_TEMPLATE gave for %s in %s: "
