@@ -928,3 +928,26 @@ def test_upkeep_forgets_expired_event_keys_now_and_then(
     assert keys()
     make_worker(lease=0.3)  # an upkeep round every 0.1 s
     wait_until(lambda: not keys(), timeout=5, message="expired keys kept")
+
+
+@pytest.mark.parametrize("ahead", [2.0, -60.0])
+def test_a_hold_from_an_earlier_run_is_said_only_while_it_lasts(
+    outbox: Outbox,
+    brixo: FakeBrixo,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+    ahead: float,
+) -> None:
+    """A 429's hold left in the database: one line while it lasts (it may come from an earlier
+    run, not only another process), and none once it is over."""
+    caplog.set_level(logging.INFO, logger="bot.delivery")
+    outbox.hold(time() + ahead)
+    make_worker(start=False).start()  # not waiting for the key check: it may be held
+    record(outbox, "m-after")
+    brixo.wait_for_accepted(1, timeout=10)
+    held = [r.getMessage() for r in caplog.records if "sends held" in r.getMessage()]
+    if ahead < 0:
+        assert held == []
+    else:
+        assert len(held) == 1, held
+        assert held[0].endswith("in another process or an earlier run"), held

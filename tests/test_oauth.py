@@ -23,6 +23,10 @@ from tests.slack_harness import (
     RunningRelay,
     StartRelay,
 )
+from tests.test_slack_smoke import (
+    assert_app_rate_limited_is_acked_with_a_warning,
+    assert_votes_meet_their_listeners_first,
+)
 
 CLIENT_ID = "1111.2222"
 CLIENT_SECRET = "client-secret-5a7e"
@@ -260,3 +264,17 @@ def test_empty_oauth_variables_in_the_environment_leave_a_single_workspace_app(
     app = start_relay(ASK_COMMENT="never")
     assert requests.get(f"{app.url}/slack/install", timeout=10).status_code == 404
     assert not [r for r in caplog.records if r.name.startswith("slack_bolt")], caplog.text
+
+
+def test_votes_meet_their_listeners_first_in_oauth_mode(oauth_relay: RunningRelay) -> None:
+    """The uninstall events' listeners (forgetting the workspace here) come after the votes'."""
+    assert_votes_meet_their_listeners_first(oauth_relay, "T9")
+
+
+def test_app_rate_limited_and_unsubscribed_events_are_acked_in_oauth_mode(
+    oauth_relay: RunningRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert install(oauth_relay).status_code == 200
+    assert_app_rate_limited_is_acked_with_a_warning(oauth_relay, "T9", caplog)
+    created = oauth_relay.sender.event({"type": "channel_created", "channel": {}}, team_id="T9")
+    assert created.status_code == 200

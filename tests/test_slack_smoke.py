@@ -6,9 +6,10 @@ import json
 import logging
 
 import pytest
+from slack_bolt import BoltRequest, BoltResponse
 
 from tests.fakes import slack_requests as sr
-from tests.slack_harness import SIGNING_SECRET, StartRelay
+from tests.slack_harness import SIGNING_SECRET, RunningRelay, StartRelay
 
 
 def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
@@ -29,26 +30,29 @@ def test_agent_reply_then_click_reaches_brixo(start_relay: StartRelay) -> None:
 
 
 def test_single_workspace_acks_the_uninstall_events_it_subscribes_to(
-    start_relay: StartRelay,
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The manifest subscribes to them; left unanswered (404), Slack would resend them."""
+    """The manifest subscribes to them; left unanswered (404), Slack would resend them. The
+    operator is told the token no longer works."""
     app = start_relay()
-    for event in (
-        {"type": "app_uninstalled", "event_ts": "1700000000.000001"},
-        {"type": "tokens_revoked", "tokens": {"bot": ["UBOT"]}, "event_ts": "1700000000.000002"},
-    ):
-        assert app.sender.event(event).status_code == 200
+    with caplog.at_level(logging.INFO):
+        for event in (
+            {"type": "app_uninstalled", "event_ts": "1700000000.000001"},
+            {"type": "tokens_revoked", "tokens": {"bot": ["UB"]}, "event_ts": "1700000000.000002"},
+        ):
+            assert app.sender.event(event).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for kind in ("app_uninstalled", "tokens_revoked"):
+        assert f"Slack says {kind}: SLACK_BOT_TOKEN no longer works" in warnings, warnings
 
 
-def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
+def assert_votes_meet_their_listeners_first(app: RunningRelay, team: str) -> None:
     """Bolt tries listeners in order, and each try costs CPU before the ack: a click matches
     the first listener, a reaction the third (after the two click listeners)."""
-    from slack_bolt import BoltRequest, BoltResponse
-
-    app = start_relay()
     listeners = app.wsgi.bolt.app._listeners  # Bolt's own list, in the order tried
-    reaction = app.sender.envelope(sr.reaction_added("U1", "+1", "C1", "1700000000.000100"))
-    click = sr.block_action("U1", "T1", "C1", "1700000000.000100", sr.feedback_button_action("up"))
+    event = sr.reaction_added("U1", "+1", "C1", "1700000000.000100")
+    reaction = app.sender.envelope(event, team_id=team)
+    click = sr.block_action("U1", team, "C1", "1700000000.000100", sr.feedback_button_action("up"))
     for body, position in ((reaction, 2), (click, 0)):
         request = BoltRequest(body=json.dumps(body), headers={"content-type": "application/json"})
         matching = [
@@ -59,16 +63,19 @@ def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
         assert matching[0] == position
 
 
-def test_app_rate_limited_is_acked_with_a_warning(
-    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+def test_votes_meet_their_listeners_first(start_relay: StartRelay) -> None:
+    assert_votes_meet_their_listeners_first(start_relay(), "T1")
+
+
+def assert_app_rate_limited_is_acked_with_a_warning(
+    app: RunningRelay, team: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Slack's notice that it drops the app's events (votes among them) has no inner event and
     no listener: acked, and the operator told, in one line."""
-    app = start_relay()
     notice = {
         "token": "legacy",
         "type": "app_rate_limited",
-        "team_id": "T1",
+        "team_id": team,
         "minute_rate_limited": 1518467820,
         "api_app_id": "A1",
     }
@@ -80,8 +87,14 @@ def test_app_rate_limited_is_acked_with_a_warning(
         assert app.sender.raw(body, sr.sign(body, SIGNING_SECRET)).status_code == 200
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
-        "workspace T1 since 2018-02-12T20:37:00Z (app_rate_limited" in m for m in warnings
+        f"workspace {team} since 2018-02-12T20:37:00Z (app_rate_limited" in m for m in warnings
     ), warnings
+
+
+def test_app_rate_limited_is_acked_with_a_warning(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert_app_rate_limited_is_acked_with_a_warning(start_relay(), "T1", caplog)
 
 
 def test_other_requests_without_a_listener_get_one_line(
