@@ -1,6 +1,6 @@
 """An AI assistant on Bolt for Python, with Brixo 👍/👎 feedback on every answer.
 
-    pip install brixo-feedback-relay          # or: pip install -e . in this repository
+    pip install /path/to/relay                # this repository (it isn't on PyPI)
     export SLACK_BOT_TOKEN=xoxb-… SLACK_SIGNING_SECRET=… BRIXO_API_KEY=…
     python examples/my_assistant.py           # HTTP on $PORT (3000) at /slack/events
     SLACK_APP_TOKEN=xapp-… python examples/my_assistant.py   # or Socket Mode
@@ -42,12 +42,13 @@ def conversation_of(channel: str, thread_ts: str) -> str:
 def build_app(relay: FeedbackRelay, client: WebClient) -> App:
     """The assistant: mentions in channels, Slack's assistant threads, and a `ping` command."""
     app = App(client=client, signing_secret=os.environ.get("SLACK_SIGNING_SECRET"))
-    relay.attach(app)  # 👍/👎 buttons, reactions, comment modals, "Rate this conversation"
 
-    @app.middleware
+    @app.middleware  # before attach(): it sees the relay's clicks and modals too
     def log_requests(body: dict[str, Any], next: Callable[[], None]) -> None:
         log.debug("request %s", body.get("type"))
         next()
+
+    relay.attach(app)  # 👍/👎 buttons, reactions, comment modals, "Rate this conversation"
 
     @app.message("ping")
     def pong(say: Say) -> None:

@@ -122,6 +122,11 @@ def their_app(
         )
         relay.attach(app)
 
+        @app.middleware
+        def their_later_middleware(body: dict[str, Any], next: Callable[[], None]) -> None:
+            seen.append(f"later middleware:{body.get('type')}")
+            next()
+
         @app.message("hello")
         def hello(message: dict[str, Any], say: Say) -> None:
             seen.append("hello")
@@ -266,6 +271,11 @@ def test_every_posting_path_and_every_vote_reaches_brixo_once(
     assert app.seen.count("hello") == 1
     for kind in ("event_callback", "block_actions", "message_action", "view_submission"):
         assert app.saw(f"middleware:{kind}")
+    # A middleware added after attach() sees what the relay leaves to the app: its events and
+    # its own button, not the relay's shortcut and modal, which the relay answered.
+    assert app.saw("later middleware:event_callback") and app.saw("later middleware:block_actions")
+    assert not app.saw("later middleware:message_action")
+    assert not app.saw("later middleware:view_submission")
     # The follow-ups (thanks) ran after the ack: one per act at least.
     slack.wait_for_call("chat.postEphemeral", count=5)
 
