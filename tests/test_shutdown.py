@@ -53,6 +53,7 @@ class FakeSocketMode:
         self.handshakes = threading.Event()
         self.handshakes.set()
         self.clients: list[socket.socket] = []
+        self.silent: set[socket.socket] = set()  # connections that no longer answer pings
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -116,7 +117,7 @@ class FakeSocketMode:
             if opcode == 0x8:  # close
                 self._send(conn, 0x8, data[:2])
                 return
-            if opcode == 0x9:  # ping
+            if opcode == 0x9 and conn not in self.silent:  # ping
                 self._send(conn, 0xA, data)
             elif opcode == 0x1:
                 answer = json.loads(data)
@@ -171,6 +172,12 @@ class FakeSocketMode:
         with self._lock:
             conn = self.clients[-1]
         self._send(conn, 0x1, json.dumps(message).encode())
+
+    def silence(self) -> None:
+        """Leave every connection open but answer nothing more on it, pings included (a NAT or
+        Wi-Fi change that drops packets without a reset)."""
+        with self._lock:
+            self.silent.update(self.clients)
 
     def drop(self) -> None:
         """Cut every connection without a close frame, as a network blip does."""

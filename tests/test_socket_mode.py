@@ -366,6 +366,27 @@ def test_a_socket_being_opened_is_not_opened_again(
     assert wait_until(lambda: socket_mode.connections, timeout=5) == 1
 
 
+def test_a_socket_that_goes_silent_is_replaced_once_a_ping_goes_unanswered(
+    acking_client: Any,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+) -> None:
+    """No close frame, no reset: the connection just stops answering. The client pings every
+    `ping_interval` (10 s; 0.4 here) and replaces a socket whose pong is late."""
+    acking_client.ping_interval = 0.4
+    acking_client.connect()
+    assert acking_client.wait_open(5)
+    silenced = acking_client.current_session
+    socket_mode.silence()
+    wait_until(
+        lambda: socket_mode.connections == 2 and acking_client.current_session is not silenced,
+        timeout=5,
+        message="the silent socket was never replaced",
+    )
+    assert acking_client.wait_open(5)
+    assert len(fake_slack.calls_to("apps.connections.open")) == 2
+
+
 def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
     acking_client: Any,
     fake_slack: FakeSlackAPI,

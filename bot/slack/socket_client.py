@@ -15,6 +15,9 @@ log = logging.getLogger("bot.socket")
 
 # How long an ack waits for the socket to be open (Slack allows 3 s in all).
 ACK_WAIT = 3.0
+# How long Slack may take to answer a ping: a socket that goes silent (a NAT or Wi-Fi change
+# that leaves no reset) is replaced then, not when TCP gives up minutes later.
+PONG_WAIT = 5.0
 
 
 class AckingClient(SocketModeClient):
@@ -26,8 +29,9 @@ class AckingClient(SocketModeClient):
     missed the close. Meanwhile no socket was open, and an envelope being handled had its ack
     dropped (an error shown to the person who clicked, and a traceback). Each socket now runs
     in a thread of its own, started at once, and an ack waits, up to ACK_WAIT, for an open one.
-    An open socket that is cut is replaced at once; one that never opened, at the monitor's
-    next round (every 10 s), so a Slack that can't be reached isn't asked twice a second.
+    An open socket that is cut, or whose pong is PONG_WAIT late, is replaced at once; one that
+    never opened, at the monitor's next round (every 10 s), so a Slack that can't be reached
+    isn't asked twice a second.
     """
 
     def __init__(self, app_token: str, app: App) -> None:
@@ -56,7 +60,8 @@ class AckingClient(SocketModeClient):
 
     def _run_session(self, session: WebSocketApp) -> None:
         try:
-            session.run_forever(ping_interval=self.ping_interval)
+            pong_wait = min(PONG_WAIT, self.ping_interval / 2)  # websocket-client wants less
+            session.run_forever(ping_interval=self.ping_interval, ping_timeout=pong_wait)
         except Exception as error:  # the monitor replaces the session
             log.warning("the Slack socket failed: %s", type(error).__name__)
             session.close()
