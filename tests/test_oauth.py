@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from slack_sdk.oauth.installation_store.models.bot import Bot
+from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
 from sqlalchemy import MetaData, Table, func, insert, inspect, select
 
@@ -100,6 +101,12 @@ def stored_bot(app: RunningRelay, team: str = "T9") -> Bot | None:
     return store.find_bot(enterprise_id=None, team_id=team)
 
 
+def stored_installation(app: RunningRelay, team: str = "T9") -> Installation | None:
+    """The installation row (with its copy of the bot token) the database holds for `team`."""
+    store = SQLAlchemyInstallationStore(client_id=CLIENT_ID, engine=app.relay.db.engine)
+    return store.find_installation(enterprise_id=None, team_id=team)
+
+
 def unmapped_click(app: RunningRelay, team: str) -> requests.Response:
     """A 👍 on a message the relay can't map: Slack is asked for it, then a note is posted."""
     payload = sr.block_action(
@@ -167,9 +174,10 @@ def test_uninstall_and_revocation_forget_the_workspace(
 ) -> None:
     app = oauth_relay
     assert install(app).status_code == 200
-    assert stored_bot(app) is not None
+    assert stored_bot(app) is not None and stored_installation(app) is not None
     assert app.sender.event(dict(event), team_id="T9").status_code == 200
     assert stored_bot(app) is None
+    assert stored_installation(app) is None  # no copy of the token is kept either
     app.slack.clear()
     unmapped_click(app, "T9")
     assert INSTALLED_TOKEN not in tokens_used(app.slack, "conversations.replies")

@@ -74,8 +74,7 @@ def oauth_settings(relay: Relay) -> OAuthSettings:
         client_secret=settings.slack_client_secret,
         scopes=list(BOT_SCOPES),
         installation_store=installations,
-        # Bot tokens only: tokens_revoked deletes the bot, and a deleted bot is never used again
-        # (the default also reads the installation row, which keeps the revoked token).
+        # Bot tokens only: the relay installs no user token, and authorizes with the bot's.
         installation_store_bot_only=True,
         state_store=states,
         install_path=INSTALL_PATH,
@@ -85,7 +84,11 @@ def oauth_settings(relay: Relay) -> OAuthSettings:
 
 def forget_on_uninstall(app: App, installations: InstallationStore) -> None:
     """app_uninstalled and tokens_revoked delete the workspace's stored tokens, unless the
-    workspace installed the app again after the event (Slack redelivered it late)."""
+    workspace installed the app again after the event (Slack redelivered it late).
+
+    The relay installs a bot token only: its installation is that token, so a revoked bot
+    token deletes the whole installation, as an uninstall does (no copy of it is kept).
+    """
 
     def reinstalled_since(body: dict[str, Any], context: BoltContext) -> bool:
         bot = installations.find_bot(
@@ -111,9 +114,8 @@ def forget_on_uninstall(app: App, installations: InstallationStore) -> None:
 
     def tokens_revoked(event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
         tokens = event.get("tokens") or {}  # user tokens: the relay installs none
-        if not tokens.get("bot") or reinstalled_since(body, context):
-            return
-        installations.delete_bot(enterprise_id=context.enterprise_id, team_id=context.team_id)
+        if tokens.get("bot"):
+            app_uninstalled(body, context)
 
     app.event("app_uninstalled")(app_uninstalled)
     app.event("tokens_revoked")(tokens_revoked)
