@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODE ?= serve
 
-.PHONY: run test install install-dev lint bench manifest
+.PHONY: run test install install-dev lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,3 @@ lint: install-dev
 ## Run the benchmark (see benchmarks/README.md).
 bench: install-dev
 	$(BIN)/python -m benchmarks.run
-
-manifest: install
-	$(BIN)/python -m bot manifest $(if $(URL),--url $(URL))

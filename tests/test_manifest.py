@@ -131,6 +131,7 @@ def test_render_is_json_in_built_order_with_trailing_newline() -> None:
         "https://relay.example.com",
         "https://relay.example.com/",
         "https://relay.example.com/slack/events",  # the events URL itself: its base is taken
+        "HTTPS://relay.example.com",  # Slack's schema takes the scheme only in lower case
     ],
 )
 def test_http_urls_built_from_given_url(url: str) -> None:

@@ -47,6 +47,17 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
     assert load_settings({}, dotenv=str(tmp_path / "absent.env")).port == 3000
 
 
+def test_an_empty_variable_does_not_hide_the_dotenv_value_but_for_ack_message(
+    tmp_path: Path,
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("BRIXO_API_KEY=from-dotenv\nASK_COMMENT=always\nACK_MESSAGE=Thanks\n")
+    environ = {"BRIXO_API_KEY": "", "ASK_COMMENT": " ", "ACK_MESSAGE": ""}
+    settings = load_settings(environ, dotenv=str(dotenv))
+    assert (settings.brixo_api_key, settings.ask_comment) == ("from-dotenv", "always")
+    assert settings.ack_message == ""  # empty turns the thanks off
+
+
 def test_a_dotenv_line_that_cannot_be_read_stops_with_its_line_and_name(tmp_path: Path) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text('PORT=4000\nBRIXO_API_KEY="s3cret-key\nDELIVERY_MAX_AGE=1h\n', "utf-8")
@@ -259,8 +270,15 @@ def test_a_reaction_in_both_sets_is_an_error() -> None:
 
 
 def test_a_reaction_in_both_sets_in_another_tone_is_an_error() -> None:
-    with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: expected .* '\+1' in both"):
+    with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: .* '\+1::skin-tone-2' in both"):
         load_settings({"NEGATIVE_REACTIONS": "+1::skin-tone-2"}, None)
+
+
+def test_slacks_two_names_of_a_thumb_are_one_reaction_in_both_sets() -> None:
+    with pytest.raises(SettingsError, match=r"^NEGATIVE_REACTIONS: .* got '\+1' in both"):
+        load_settings({"POSITIVE_REACTIONS": "heart,thumbsup", "NEGATIVE_REACTIONS": "+1"}, None)
+    settings = load_settings({"POSITIVE_REACTIONS": "thumbsup", "NEGATIVE_REACTIONS": "-1"}, None)
+    assert settings.positive_reactions == ("thumbsup",)
 
 
 def test_half_an_oauth_install_is_an_error() -> None:

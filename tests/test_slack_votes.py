@@ -167,6 +167,19 @@ def test_a_reaction_set_with_a_skin_tone_counts_that_reaction_in_every_tone(
     ]
 
 
+def test_a_reaction_set_counts_both_of_slacks_names_for_a_thumb(start_relay: StartRelay) -> None:
+    """Slack's events may name 👍 `+1` or `thumbsup`: a set listing one counts the other."""
+    app = start_relay(**NEVER, POSITIVE_REACTIONS="thumbsup", NEGATIVE_REACTIONS="-1::skin-tone-2")
+    one, two = map_by_metadata(app, "m-1"), map_by_metadata(app, "m-2")
+    react(app, one, "+1::skin-tone-4", channel="C1")
+    react(app, two, "thumbsdown", channel="C1")
+    settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-1", "thumbs_up"),
+        ("messages", "m-2", "thumbs_down"),
+    ]
+
+
 @pytest.mark.parametrize(
     "conversation", ["💬" * 1024, "c" + "\x01" * 1023], ids=["emoji", "control characters"]
 )

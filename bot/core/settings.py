@@ -322,9 +322,15 @@ def _ids(name: str, raw: str) -> tuple[str, ...]:
     return ids
 
 
-def without_skin_tone(reaction: str) -> str:
-    """A reaction's name without its skin tone: `+1::skin-tone-3` → `+1`."""
-    return reaction.split("::", 1)[0]
+# Slack names 👍 and 👎 two ways each, and a reaction event may carry either name.
+_SLACK_ALIASES = {"thumbsup": "+1", "thumbsdown": "-1"}
+
+
+def reaction_name(reaction: str) -> str:
+    """The emoji a Slack reaction names, skin tone dropped: `+1::skin-tone-3` and `thumbsup`
+    are both `+1`."""
+    name = reaction.split("::", 1)[0]
+    return _SLACK_ALIASES.get(name, name)
 
 
 def _reactions(name: str, raw: str) -> tuple[str, ...]:
@@ -378,7 +384,11 @@ def load_settings(
 ) -> Settings:
     """Read settings from `environ` (default: os.environ) over the values in `dotenv`."""
     values = read_dotenv(dotenv) if dotenv and os.path.exists(dotenv) else {}
-    values.update(os.environ if environ is None else environ)
+    for name, value in (os.environ if environ is None else environ).items():
+        # An empty variable counts as unset (`VAR: ${VAR}` in docker-compose, say): it doesn't
+        # hide `.env`'s value, but for ACK_MESSAGE, where empty means "no thanks".
+        if value.strip() or name == "ACK_MESSAGE" or name not in values:
+            values[name] = value
     parsed: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
         raw = values.get(name.upper())
@@ -418,17 +428,17 @@ def read_dotenv(path: str) -> dict[str, str]:
 
 
 def _check_combinations(settings: Settings) -> None:
-    both = {without_skin_tone(n) for n in settings.positive_reactions} & {
-        without_skin_tone(n) for n in settings.negative_reactions
-    }
-    if both:
-        # Name the set that was changed (the default one can't be at fault).
+    negative = {reaction_name(n) for n in settings.negative_reactions}
+    if any(reaction_name(n) in negative for n in settings.positive_reactions):
+        # Name the set that was changed (the default one can't be at fault), and its reaction.
         changed, other = "NEGATIVE_REACTIONS", "POSITIVE_REACTIONS"
-        if settings.negative_reactions == Settings.negative_reactions:
-            changed, other = other, changed
+        given, others = settings.negative_reactions, settings.positive_reactions
+        if given == Settings.negative_reactions:
+            changed, other, given, others = other, changed, others, given
+        names = {reaction_name(n) for n in others}
+        both = next(n for n in given if reaction_name(n) in names)
         raise SettingsError(
-            f"{changed}: expected reactions that are not in {other} too, "
-            f"got {sorted(both)[0]!r} in both"
+            f"{changed}: expected reactions that are not in {other} too, got {both!r} in both"
         )
     oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)
     if any(oauth) and not all(oauth):

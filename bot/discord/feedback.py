@@ -12,7 +12,7 @@ from bot.core.acts import DOWN, UP, Act, Value, clean_comment
 from bot.core.mapping import POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
-from bot.core.settings import without_skin_tone
+from bot.core.settings import reaction_name
 
 log = logging.getLogger("bot.discord")
 
@@ -40,7 +40,7 @@ def emoji_key(name: str) -> str:
     Slack's names (`+1`, `white_check_mark`, `+1::skin-tone-3`) become the emoji they name,
     so POSITIVE/NEGATIVE_REACTIONS mean the same on both platforms; custom emoji keep their name.
     """
-    name = without_skin_tone(name.strip(":"))
+    name = reaction_name(name.strip(":"))
     named = emoji.emojize(f":{name}:", language="alias")
     if named != f":{name}:":
         name = named

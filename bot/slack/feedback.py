@@ -14,7 +14,7 @@ from bot.core.acts import DOWN, UP, Act, Value
 from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
-from bot.core.settings import Settings, without_skin_tone
+from bot.core.settings import Settings, reaction_name
 from bot.slack.bot_users import BotUsers
 from bot.slack.follow_ups import FollowUps
 from bot.slack.lookups import (
@@ -118,9 +118,10 @@ class SlackFeedback:
         self.watched = frozenset(relay.settings.assistant_bot_ids)
         self.bot_users = BotUsers(relay.db)
         self.slack_users = SlackUsers()
-        # Every skin tone counts, also of a name configured with one (seeded as given).
-        self.positive = frozenset(map(without_skin_tone, relay.settings.positive_reactions))
-        self.negative = frozenset(map(without_skin_tone, relay.settings.negative_reactions))
+        # Every skin tone and both of Slack's names count, also of a name configured with a
+        # skin tone (seeded as given).
+        self.positive = frozenset(map(reaction_name, relay.settings.positive_reactions))
+        self.negative = frozenset(map(reaction_name, relay.settings.negative_reactions))
         self.follow_ups = FollowUps()
         # Clicks' and the shortcut's: threads of their own, so that their modals (trigger IDs
         # lapse after 3 s) never queue behind work waiting out a 429's Retry-After (seeding).
@@ -310,8 +311,8 @@ class SlackFeedback:
     # --- votes ---------------------------------------------------------------------------
 
     def reaction_value(self, reaction: str) -> Value | None:
-        """thumbs_up / thumbs_down for a reaction name (skin tones ignored), else None."""
-        name = without_skin_tone(reaction)
+        """thumbs_up / thumbs_down for a reaction name (see `reaction_name`), else None."""
+        name = reaction_name(reaction)
         if name in self.positive:
             return UP
         if name in self.negative:

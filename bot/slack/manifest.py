@@ -69,7 +69,7 @@ def _base_url(url: str | None) -> str:
             f"expected the relay's public https:// base URL, like https://relay.example.com "
             f"(Slack sends events only to https), got {url!r}"
         )
-    return base
+    return "https" + base[len("https") :]  # Slack's manifest schema wants it in lower case
 
 
 def build_manifest(url: str | None = None, socket: bool = False, name: str = APP_NAME) -> dict:
