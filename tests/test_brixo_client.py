@@ -351,3 +351,8 @@ def test_brixos_error_detail_is_stored_without_control_characters(
     brixo.fail_next(1, status=400, detail="bad\x00 value\x07\x1b[31m here")
     answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
     assert answer.detail == "bad value[31m here"
+
+
+def test_retry_after_a_date_already_past_is_no_wait() -> None:
+    now = 1_790_000_000.0  # 2026-09-21 14:13:20 GMT
+    assert parse_retry_after("Mon, 21 Sep 2026 14:12:20 GMT", now) == 0.0

@@ -20,7 +20,13 @@ from sqlalchemy.exc import OperationalError
 from bot.core.acts import Act, Target
 from bot.core.brixo import KEY_CHECK_ID, Answer, BrixoClient, Outcome
 from bot.core.db import Database
-from bot.core.delivery import CUT_COMMENT_CHARS, AcksFirst, DeliveryWorker, RetryPolicy
+from bot.core.delivery import (
+    CUT_COMMENT_CHARS,
+    UNREACHABLE_HOLD_CAP,
+    AcksFirst,
+    DeliveryWorker,
+    RetryPolicy,
+)
 from bot.core.outbox import DEAD, DELIVERED, PENDING, STATES, Claimed, Entry, Outbox
 from bot.core.relay import Relay
 from tests.conftest import BRIXO_KEY, Env
@@ -563,6 +569,17 @@ def test_relay_built_from_settings_delivers_and_reports_health(env: Env, brixo: 
         relay.db.dispose()
 
 
+def test_the_retry_windows_come_from_the_settings(env: Env) -> None:
+    """DELIVERY_MAX_AGE and NOT_FOUND_GRACE are the relay's own delivery windows."""
+    relay = Relay(env.settings(DELIVERY_MAX_AGE="2h", NOT_FOUND_GRACE="5m"))
+    try:
+        assert relay.worker is not None
+        policy = relay.worker.policy
+        assert (policy.max_age, policy.not_found_grace) == (7200, 300)
+    finally:
+        relay.db.dispose()
+
+
 def test_relay_health_when_key_is_refused(env: Env, brixo: FakeBrixo) -> None:
     relay = Relay(env.settings(BRIXO_API_KEY="wrong-key-123"))
     relay.start()
@@ -951,3 +968,86 @@ def test_a_hold_from_an_earlier_run_is_said_only_while_it_lasts(
     else:
         assert len(held) == 1, held
         assert held[0].endswith("in another process or an earlier run"), held
+
+
+def test_a_paused_relay_checks_the_key_only_after_a_stored_retry_after(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """Paused after a 401, the key checks are requests to Brixo too: a 429's hold another
+    process stored in the database holds them as it holds every send."""
+    worker = make_worker(key="a-key-brixo-refuses")
+    wait_until(lambda: worker.paused, timeout=5)
+    worker.hold_check_interval = 0.0
+    until = time() + 1.5
+    outbox.hold(until)  # another process on this database got a 429 with Retry-After
+    wait_until(lambda: worker._hold_until >= until, timeout=5, message="hold not learned")
+    learned = time()
+    later = wait_until(
+        lambda: [r for r in brixo.requests if r.at > learned], timeout=5, message="no key check"
+    )
+    assert later[0].id == KEY_CHECK_ID
+    assert later[0].at >= until, f"key checked {until - later[0].at:.2f} s within Retry-After"
+    assert worker.paused
+
+
+def test_a_send_in_flight_has_its_lease_renewed_well_before_it_lapses(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
+) -> None:
+    """Leases are renewed a third of a lease apart: one that ran out before its renewal would
+    let another process claim the act and send it a second time. The worker's clock stands
+    still but where the test moves it."""
+    clock = [time()]
+    worker = make_worker(lease=3.0, read_timeout=10.0, clock=lambda: clock[0])
+    brixo.stall_next(1, seconds=2.0)  # the send is under way while the clock moves on
+    start = clock[0]
+    act_id = record(outbox, "slow", now=start)  # handed over, leased until start + 3
+    assert worker._in_flight == 1
+    clock[0] = start + 2.5  # two thirds of the lease and more have passed
+    lapse = start + 3.5  # past the lease taken at the start
+    wait_until(
+        lambda: outbox.states_of([act_id], lapse)[act_id][1],
+        timeout=1.5,
+        message="the lease was not renewed before it lapsed",
+    )
+    assert outbox.claim("other-process", limit=10, lease=30, now=lapse) == []
+    wait_state(outbox, act_id, DELIVERED)
+    assert [r.id for r in signals(brixo)] == ["slow"]
+
+
+def test_a_send_that_raises_is_retried_not_lost(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
+) -> None:
+    """An unexpected error in the Brixo client counts as no answer: the act is retried."""
+    worker = make_worker()
+    client = worker.sender
+    calls = [0]
+
+    class RaisesOnce:
+        def send(self, signal: Any) -> Answer:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise RuntimeError("a bug in the client")
+            return client.send(signal)
+
+        def probe(self) -> Answer:
+            return client.probe()
+
+    worker.sender = RaisesOnce()
+    act_id = record(outbox, "m1")
+    assert wait_state(outbox, act_id, DELIVERED).attempts == 2
+    assert [r.id for r in signals(brixo)] == ["m1"]
+
+
+def test_the_hold_while_brixo_gives_no_answer_grows_to_a_cap(outbox: Outbox) -> None:
+    """An outage holds sends for a backoff that grows, but never past UNREACHABLE_HOLD_CAP:
+    Brixo back up gets the votes within seconds, whatever RetryPolicy's own cap."""
+    worker = DeliveryWorker(
+        outbox, BrixoClient(BRIXO_KEY, "http://127.0.0.1:9"), 4, RetryPolicy(backoff_cap=300.0)
+    )
+    now, holds = NOW, list[float]()
+    for _ in range(12):  # each send after the last hold ended gets no answer either
+        worker._observe(Answer(Outcome.RETRY, None, "connection refused"), now)
+        holds.append(worker._hold_until - now)
+        now = worker._hold_until
+    assert max(holds) <= UNREACHABLE_HOLD_CAP
+    assert holds[-1] >= UNREACHABLE_HOLD_CAP / 2  # it did grow (jitter takes up to half)
