@@ -15,9 +15,10 @@ from time import time
 
 import discord
 import pytest
+from sqlalchemy import insert
 
 from bot.commands.check import run_checks
-from bot.core.db import Database
+from bot.core.db import Database, schema_version
 from bot.core.logs import setup_logging
 from bot.core.outbox import Outbox
 from bot.core.settings import parse_database_url
@@ -307,3 +308,29 @@ def test_check_both_slack_and_discord(
     assert lines["slack"].startswith("ok"), lines
     assert lines["discord"].startswith("ok (bot "), lines
     assert code == 0, lines
+
+
+def test_any_failed_line_fails_the_check_not_only_the_last(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Brixo refuses the key while the Discord line after it passes: exit 1 all the same."""
+    env.values["BRIXO_API_KEY"] = "wrong-key-0123456789"
+    code, lines = in_process_check(env, capsys)
+    assert lines["brixo"].startswith("unauthorized"), lines
+    assert lines["discord"].startswith("ok (bot "), lines
+    assert code == 1, lines
+
+
+def test_check_fails_on_a_schema_the_relay_would_refuse(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database written by a newer relay stops this one at start: `check` must not pass it."""
+    database = Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"]))
+    database.migrate(time())
+    with database.write() as conn:
+        conn.execute(insert(schema_version).values(version=99, applied_at=time()))
+    database.dispose()
+    code, lines = in_process_check(env, capsys)
+    assert not lines["database"].startswith("ok"), lines
+    assert lines["database"] == "SQLite schema is newer than this relay's; upgrade the relay"
+    assert code == 1, lines

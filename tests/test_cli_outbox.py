@@ -24,7 +24,7 @@ from bot.cli import main
 from bot.commands.outbox import retry as retry_now
 from bot.core.acts import Act, Target
 from bot.core.db import Database, acts
-from bot.core.outbox import DEAD, DELIVERED, PENDING, Outbox
+from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
 from bot.core.settings import parse_database_url
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo
@@ -192,6 +192,11 @@ def test_send_says_when_a_long_comment_is_cut(env: Env, brixo: FakeBrixo, tmp_pa
     assert brixo.accepted[0].attributes["user_message"] == "x" * 3000
     exact = send(env, tmp_path, "--message", "m", "--value", "up", "--comment", "y" * 3000)
     assert exact.returncode == 0 and exact.stderr == ""
+    # What is removed anyway (control characters, blanks around it) is no cut.
+    padded = "\a" * 20 + "z" * 2990 + " " * 20
+    clean = send(env, tmp_path, "--message", "m2", "--value", "up", "--comment", padded)
+    assert clean.returncode == 0 and clean.stderr == ""
+    assert brixo.accepted[-1].attributes["user_message"] == "z" * 2990
 
 
 def test_send_too_large_with_a_comment_is_sent_once_more_with_it_cut(
@@ -343,6 +348,20 @@ def test_outbox_list_limit_says_how_many_more_there_are(env: Env, tmp_path: Path
     assert lines[2] == "… and 2 more not shown: --limit 3 shows them (dead letters alone: --dead)"
     every = run_bot("outbox", "list", "--limit", "3", env=env.process(), cwd=tmp_path)
     assert len(every.stdout.splitlines()) == 4 and "more" not in every.stdout
+
+
+def test_outbox_list_shows_acts_waiting_for_their_comment(env: Env, tmp_path: Path) -> None:
+    """An act waiting for its comment is a signal still to be sent: listed as such, not hidden
+    (and counted in what a --limit leaves out)."""
+    url = env()["DATABASE_URL"]
+    waiting, dead = seed(url, [("asked", AWAITING_COMMENT, None), ("broken", DEAD, "HTTP 400")])
+    result = run_bot("outbox", "list", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    body = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()[1:]}
+    assert set(body) == {str(waiting), str(dead)}
+    assert body[str(waiting)][1:4] == [AWAITING_COMMENT, "T1", "message:asked"]
+    first = run_bot("outbox", "list", "--limit", "1", env=env.process(), cwd=tmp_path)
+    assert first.stdout.splitlines()[-1].startswith("… and 1 more not shown: --limit 2")
 
 
 @pytest.mark.parametrize("database_url", database_params(), indirect=True)

@@ -139,13 +139,14 @@ def test_huge_comment_is_cut_to_3000(start_relay: StartRelay) -> None:
     ("typed", "sent"),
     [
         ("\u200b\u2060 \u200b", None),  # nothing that shows: no comment
+        ("\u00ad\u200e \u2061", None),  # format characters alone show nothing either
         ("too slow\x07\x1b[31m!\r\n\tfix it", "too slow[31m!\n\tfix it"),
         (
             "\ufeff wrong\u200d\u200banswer\n\tline2\u200b\u2060 ",
             "wrong\u200d\u200banswer\n\tline2",
         ),
     ],
-    ids=["invisible", "control characters", "zero-width around"],
+    ids=["invisible", "invisible format", "control characters", "zero-width around"],
 )
 def test_comments_keep_only_what_shows(
     start_relay: StartRelay, typed: str, sent: str | None

@@ -362,6 +362,22 @@ def test_vote_records_older_than_the_24_h_rule_needs_are_forgotten(store: Outbox
     assert not again.created and again.reason == "same vote within 24 h"
 
 
+def test_forgetting_expired_records_keeps_the_24_h_rule_whenever_it_runs(store: Outbox) -> None:
+    """The delivery worker forgets old vote records from time to time: never one the 24 h rule
+    still needs, even for a repeat acted within the day that arrives late (times are the chat
+    platform's; a redelivery or a held reaction can come hours after the act)."""
+    assert store.record(act("m1", at=T0), T0).created
+    almost_a_day = T0 + SAME_VOTE_WINDOW - 60
+    forget_expired(store.db, almost_a_day)
+    again = store.record(act("m1", at=almost_a_day), almost_a_day)
+    assert not again.created and again.reason == "same vote within 24 h"
+    assert store.record(act("m2", at=T0), T0).created
+    arrived = T0 + SAME_VOTE_WINDOW + 3600  # acted within the day, recorded a day and an hour on
+    forget_expired(store.db, arrived)
+    late = store.record(act("m2", at=T0 + SAME_VOTE_WINDOW - 3600), arrived)
+    assert not late.created and late.reason == "same vote within 24 h"
+
+
 def test_purge_deletes_in_batches_of_its_own_transaction(
     store: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

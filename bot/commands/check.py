@@ -52,6 +52,8 @@ def check_database(settings: Settings) -> tuple[bool, str]:
         return True, f"ok ({backend}, schema current)"
     if schema == "missing":
         return True, f"ok ({backend}; the schema will be created at start)"
+    if schema == "newer":
+        return False, f"{backend} schema is newer than this relay's; upgrade the relay"
     return False, f"{backend} schema is {schema}; start the relay once to migrate it"
 
 

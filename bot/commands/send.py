@@ -64,9 +64,10 @@ def utf8(text: str) -> str:
 
 def stored_comment(text: str | None) -> str | None:
     """The comment as stored (`clean_comment`), saying on stderr when it had to be cut."""
-    if text is not None and len(text.replace("\x00", "").strip()) > MAX_COMMENT_CHARS:
+    comment = clean_comment(text, limit=None)
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
         print(f"note: comment cut to {MAX_COMMENT_CHARS} characters", file=sys.stderr)
-    return clean_comment(text)
+    return None if comment is None else comment[:MAX_COMMENT_CHARS]
 
 
 def deliver_once(

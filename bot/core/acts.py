@@ -83,9 +83,9 @@ def rfc3339(epoch: float) -> str:
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 
 
-def clean_comment(text: str | None) -> str | None:
+def clean_comment(text: str | None, limit: int | None = MAX_COMMENT_CHARS) -> str | None:
     """A comment without control characters (line breaks and tabs stay) or surrounding blanks
-    (zero-width ones too), cut to MAX_COMMENT_CHARS; None when nothing in it would show."""
+    (zero-width ones too), cut to `limit` characters; None when nothing in it would show."""
     if text is None:
         return None
     text = text.encode("utf-8", "replace").decode("utf-8")
@@ -97,4 +97,4 @@ def clean_comment(text: str | None) -> str | None:
         end -= 1
     text = text[start:end]
     visible = any(unicodedata.category(c)[0] in "LMNPS" for c in text)
-    return text[:MAX_COMMENT_CHARS] if visible else None
+    return text[:limit] if visible else None

@@ -252,14 +252,17 @@ class Database:
         return None
 
     def schema_state(self) -> str:
-        """'ok', 'missing' or 'outdated', without changing anything."""
+        """'ok', 'missing', 'outdated' or 'newer' (than this relay's), without changing
+        anything."""
         with self.read() as conn:
             if not inspect(conn).has_table(schema_version.name):
                 return "missing"
             current = conn.scalar(
                 select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
             )
-        return "ok" if current == SCHEMA_VERSION else "outdated"
+        if current is None or current < SCHEMA_VERSION:
+            return "outdated"
+        return "ok" if current == SCHEMA_VERSION else "newer"
 
     def write_together(self, job: Callable[[Connection], T]) -> T:
         """Run `job` in a durable write transaction and return what it returns.
