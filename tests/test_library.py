@@ -98,13 +98,16 @@ def their_app(
     """`their_app(process_before_response=…, **relay_settings)`: the README's app, running."""
     started: list[tuple[FeedbackRelay, Callable[[], None], SlackSender]] = []
 
-    def build(process_before_response: bool = False, **settings: Any) -> TheirApp:
+    def build(
+        process_before_response: bool = False, ignore_self_events: bool = True, **settings: Any
+    ) -> TheirApp:
         # --- what a team writes (README, "Library") ---------------------------------------
         client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
         app = App(
             signing_secret=SIGNING_SECRET,
             client=client,
             process_before_response=process_before_response,
+            ignoring_self_events_enabled=ignore_self_events,
         )
         seen: list[str] = []
 
@@ -325,6 +328,33 @@ def test_watched_bot_replies_are_mapped_seeded_and_rated(
         sr.message("C2", "U3", "hello", "1700000000.000600", channel_type="channel")
     ).ok
     wait_until(lambda: app.saw("hello"), message="their app.message('hello') never ran")
+
+
+def test_the_relays_own_reactions_are_no_votes_in_an_app_that_hears_its_own_events(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    """An App built with ignoring_self_events_enabled=False hears its own seeded reactions:
+    they are still no votes, also where users.info can't say who reacted (no users:read)."""
+    # process_before_response: each event's act is stored (or not) before its request ends.
+    app = their_app(True, assistant_bot_ids="BOTHER", ignore_self_events=False)
+    app.slack.respond("users.info", {"ok": False, "error": "missing_scope"})
+    ts = "1700000000.000700"
+    reply = sr.message(
+        "C2",
+        None,
+        "Another bot's answer",
+        ts,
+        channel_type="channel",
+        bot_id="BOTHER",
+        metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"message_id": "m-own"}},
+    )
+    assert app.sender.event(reply).ok
+    app.slack.wait_for_call("reactions.add", count=2)
+    for user, name in (("UBOT", "+1"), ("U3", "-1")):  # the relay's own, then a person's
+        reaction = sr.reaction_added(user, name, "C2", ts, item_user="UOTHER")
+        assert app.sender.event(reaction).ok
+    wait_until(lambda: app.settled(1), message="the person's vote was delivered")
+    assert [(r.id, r.attributes["value"]) for r in app.brixo.accepted] == [("m-own", "thumbs_down")]
 
 
 def test_the_apps_own_replies_map_by_template_even_with_agent_url_set(

@@ -460,13 +460,18 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(500, "fatal_error"), (200, "internal_error"), (200, "service_unavailable")],
+    [
+        (500, "fatal_error"),
+        (200, "internal_error"),
+        (200, "service_unavailable"),
+        (429, None),  # a 429 without Slack's error code
+    ],
 )
 def test_vote_while_slack_fails_is_redelivered_not_dropped(
-    start_relay: StartRelay, status: int, error: str
+    start_relay: StartRelay, status: int, error: str | None
 ) -> None:
-    """Slack's 5xx, or an error on its side in a 200, on the lookup fails the event (Slack
-    redelivers it) instead of dropping it."""
+    """Slack's 429 or 5xx, or an error on its side in a 200, on the lookup fails the event
+    (Slack redelivers it) instead of dropping it."""
     app = start_relay(**WATCH)
     ts = "1700000000.000550"
     app.slack.add_message(
@@ -851,3 +856,47 @@ def test_without_users_read_a_reaction_counts_as_a_persons(start_relay: StartRel
     react(app, ts, "+1", user="U9", channel="C1")
     settled(app, 1)
     assert values_of(app) == [("messages", "m-old-install", "thumbs_up")]
+
+
+def test_metadata_of_another_event_type_maps_nothing(start_relay: StartRelay) -> None:
+    """Only `brixo_message` metadata carries the customer's IDs: another app's metadata with
+    a message_id field, in a message event, a metadata event or a fetched reply, is none."""
+    app = start_relay(**WATCH)
+    other = {"event_type": "ticket_created", "event_payload": {"message_id": "not-brixo"}}
+    in_event, by_metadata_event, fetched = (
+        "1700000000.001200",
+        "1700000000.001300",
+        "1700000000.001400",
+    )
+    ok(app.sender.event(watched_reply(in_event, other)))
+    ok(
+        app.sender.event(
+            sr.message_metadata_posted(
+                "C1", by_metadata_event, "ticket_created", {"message_id": "not-brixo"}
+            )
+        )
+    )
+    app.slack.add_message("C1", fetched, "answer", user="UASSIST", bot_id="BASSIST", metadata=other)
+    for ts in (in_event, by_metadata_event, fetched):
+        react(app, ts, "+1", user="U7", channel="C1")
+    sentinel = map_by_metadata(app, "cust-msg-sentinel")
+    react(app, sentinel, "-1", user="U7", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-sentinel", "thumbs_down")]
+
+
+def test_a_watched_bots_bot_message_is_mapped_and_seeded(start_relay: StartRelay) -> None:
+    """Watched bots posting with the `bot_message` subtype (legacy bots, webhooks) are
+    observed as they post: mapped from their metadata and seeded with 👍/👎."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.001500"
+    event = watched_reply(ts, meta("cust-msg-legacy"))
+    event["subtype"] = "bot_message"
+    ok(app.sender.event(event))
+    adds = app.slack.wait_for_call("reactions.add", 2)
+    assert sorted(c.args["name"] for c in adds) == ["+1", "-1"]
+    assert {(c.args["channel"], c.args["timestamp"]) for c in adds} == {("C1", ts)}
+    react(app, ts, "+1", user="U7", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-legacy", "thumbs_up")]
+    assert app.slack.calls_to("conversations.replies") == []  # mapped as it was posted

@@ -431,3 +431,20 @@ def test_no_thanks_when_ack_message_is_empty(start_relay: StartRelay) -> None:
     note = app.slack.wait_for_call("chat.postEphemeral")[0]
     assert note.args["text"].startswith(UNMAPPED_NOTE_START)
     assert len(ephemerals(app)) == 1
+
+
+def test_a_vote_from_another_workspace_of_the_same_org_gives_nothing(
+    start_relay: StartRelay,
+) -> None:
+    """Enterprise Grid: keys are the workspace's (team), not the org's, so a reply of T1
+    can't be rated from T2 of the same enterprise (a shared channel)."""
+    app = start_relay(**NEVER)
+    root = "1700000000.000700"
+    reply = ask_agent(app, "hi", ts=root)
+    grid = {"enterprise_id": "E1", "user_id": "UBOT", "is_bot": True}
+    from_t2 = [{**grid, "team_id": "T2", "is_enterprise_install": False}]
+    event = sr.reaction_added("U9", "+1", "D1", reply)
+    ok(app.sender.event(event, team_id="T2", authorizations=from_t2))
+    click(app, reply, "down", thread_ts=root)  # the sentinel, from T1
+    settled(app, 1)
+    assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
