@@ -610,3 +610,57 @@ def test_emoji_times_and_modal_values() -> None:
     assert intents.guilds and intents.guild_messages and intents.dm_messages
     assert intents.guild_reactions and intents.dm_reactions and intents.message_content
     assert not intents.members and not intents.presences
+
+
+def test_a_message_delivered_twice_reaches_the_agent_once(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    """The gateway may replay an event (a resumed session): the person is answered once."""
+    bot = start()
+    question = df.message(f"<@{df.BOT_ID}> how?", channel_id=df.THREAD, mentions=(df.BOT_ID,))
+    bot.feed("MESSAGE_CREATE", question)
+    bot.feed("MESSAGE_CREATE", question)
+    api.wait_for_sent(df.THREAD)
+    bot.loop.settle()
+    assert len(agent.requests) == 1
+    assert len(api.sent(df.THREAD)) == 1
+
+
+def test_an_answer_without_ids_is_posted_but_never_rated(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.reply_with({"text": "an answer"})
+    bot = start(ASK_COMMENT="never")
+    _, reply = ask(bot, api)
+    assert not reply.get("components")
+    assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
+    reaction = df.reaction_add(reply["id"], channel_id=reply["channel_id"], author=df.BOT_ID)
+    bot.feed("MESSAGE_REACTION_ADD", reaction)
+    bot.loop.settle()
+    assert bot.acts() == 0
+
+
+def test_a_reaction_in_a_thread_on_a_reply_not_seen_posted_rates_the_thread(
+    start: StartBot, brixo: FakeBrixo
+) -> None:
+    """A watched bot's reply posted while the relay was away: the templates still get the
+    thread it is in (reaction events carry only its channel)."""
+    bot = start(CONVERSATION_ID_TEMPLATE="c-{thread_ts}", ASK_COMMENT="never")
+    unseen = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
+    reaction = df.reaction_add(unseen["id"], channel_id=df.THREAD, author=df.WATCHED_BOT)
+    bot.feed("MESSAGE_REACTION_ADD", reaction)
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.kind, got.id) == ("conversations", f"c-{df.THREAD}")
+
+
+def test_a_watched_webhooks_replies_are_mapped_seeded_and_counted(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """An assistant posting through a webhook is watched by the webhook's ID."""
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", ASK_COMMENT="never")
+    hooked = {**df.message("an answer", author="96", bot=True), "webhook_id": df.WATCHED_BOT}
+    bot.feed("MESSAGE_CREATE", hooked)
+    bot.loop.settle()
+    assert len(api.calls_to("PUT", REACTION_PUT)) == 2
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(hooked["id"], author="96"))
+    assert brixo.wait_for_accepted(1)[0].id == f"m-{hooked['id']}"

@@ -523,6 +523,10 @@ def test_from_env_with_keyword_overrides(brixo: FakeBrixo, tmp_path: Path) -> No
     assert relay.client is not None and relay.client.token == BOT_TOKEN
     assert relay.client.base_url == "http://127.0.0.1:9/api/"
     relay.close()
+    # A keyword given as None drops the environment's value: the setting's default applies.
+    relay = FeedbackRelay.from_env(environ, dotenv=None, ask_comment=None)
+    assert relay.settings.ask_comment == "negative"
+    relay.close()
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         FeedbackRelay.from_env({**environ, "DATABASE_URL": "mysql://x"}, dotenv=None)
 
@@ -632,3 +636,46 @@ def test_metadata_leaves_out_an_id_not_given() -> None:
 
     assert brixo_metadata(None, "conv-1")["event_payload"] == {"conversation_id": "conv-1"}
     assert brixo_metadata("m-1", None)["event_payload"] == {"message_id": "m-1"}
+
+
+def test_posted_replies_carry_their_metadata_and_map_their_thread(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    """`post()` adds `brixo_message` metadata; Bolt's Assistant `say` keeps its own; either
+    way the reply's thread is mapped, so any message of it rates the conversation."""
+    app = their_app()
+    app.relay.post(
+        app.client, channel="C1", text="Posted", message_id="m-post", conversation_id="c-post"
+    )
+    posted = app.slack.wait_for_call("chat.postMessage")[0].args
+    assert posted["metadata"] == app.relay.metadata("m-post", "c-post")
+
+    root, asked = "1700000000.000200", "1700000000.000300"
+    # The thread's context, kept by Bolt in its first reply's metadata (the channel the person
+    # opened the assistant from).
+    context = {"event_type": "assistant_thread_context", "event_payload": {"channel_id": "C9"}}
+    app.slack.add_message("D1", root, text="Hi, how can I help?", user="UBOT")
+    app.slack.add_message("D1", "1700000000.000250", user="UBOT", thread_ts=root, metadata=context)
+    assert app.sender.event(sr.message("D1", "U1", "What is Brixo?", asked, root)).ok
+    reply_ts(app, "D1", "An assistant answer")
+    said = next(c.args for c in app.slack.calls_to("chat.postMessage") if c.args["channel"] == "D1")
+    assert said["metadata"] == context  # Bolt's Assistant `say` keeps it
+    # The person's own question, in the answered thread, rates the conversation.
+    shortcut = sr.message_shortcut("U2", "T1", "D1", asked, thread_ts=root)
+    assert app.sender.interaction(shortcut).status_code == 200
+    view = app.slack.wait_for_call("views.open")[0].args["view"]
+    values = {"vote": {"vote_input": {"type": "radio_buttons", "selected_option": {"value": "up"}}}}
+    assert app.sender.interaction(sr.view_submission("U2", "T1", view, values)).status_code == 200
+    wait_until(lambda: app.settled(1), message="the rating was delivered")
+    assert [(r.kind, r.id) for r in app.brixo.accepted] == [("conversations", "c-dm")]
+
+
+def test_a_team_given_to_post_is_the_replys_workspace(
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
+) -> None:
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
+    relay = relay_for(brixo, tmp_path, client=client)
+    ts = relay.post(channel="C1", text="An answer", message_id="m-1", team="T2")["ts"]
+    assert relay.core.mappings.message("T2", "C1", ts) is not None
+    assert relay.core.mappings.message("T1", "C1", ts) is None
+    relay.close()

@@ -286,3 +286,16 @@ def test_app_rate_limited_and_unsubscribed_events_are_acked_in_oauth_mode(
     assert_app_rate_limited_is_acked_with_a_warning(oauth_relay, "T9", caplog)
     created = oauth_relay.sender.event({"type": "channel_created", "channel": {}}, team_id="T9")
     assert created.status_code == 200
+
+
+def test_oauth_states_expire_ten_minutes_after_the_install_page(
+    oauth_relay: RunningRelay,
+) -> None:
+    app = oauth_relay
+    _, state = install_page(app.url)
+    nonce = state.rpartition(".")[0]
+    states = Table("slack_oauth_states", MetaData(), autoload_with=app.relay.db.engine)
+    with app.relay.db.engine.connect() as conn:
+        expire_at = conn.scalar(select(states.c.expire_at).where(states.c.state == nonce))
+    lifetime = expire_at - datetime.now(tz=UTC).replace(tzinfo=None)
+    assert timedelta(minutes=9) < lifetime <= timedelta(minutes=10)
