@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -26,6 +27,7 @@ import requests
 
 from bot.cli import build_parser
 from bot.core.brixo import KEY_CHECK_ID
+from bot.slack.server import read_body
 from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.fakes import slack_requests as sr
@@ -355,6 +357,15 @@ def test_oversized_bodies_are_refused_before_parsing(
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("declared", ["-1", "12x", str(MIB + 1)])
+def test_a_negative_or_malformed_content_length_is_refused_unread(declared: str) -> None:
+    """gunicorn refuses these itself, but another WSGI server may pass them on: a negative
+    length must not read the stream to its end (a client keeping it open holds the thread)."""
+    stream = io.BytesIO(b"payload=x")
+    assert read_body({"wsgi.input": stream, "CONTENT_LENGTH": declared}) is None
+    assert stream.tell() == 0
 
 
 def _free_port() -> int:

@@ -32,6 +32,7 @@ from bot.core.outbox import (
     forget_expired,
     mark_seen,
 )
+from bot.slack.bot_users import BotUsers
 from tests.pg import database_params
 
 pytestmark = pytest.mark.parametrize("database_url", database_params(), indirect=True)
@@ -714,3 +715,14 @@ def test_an_act_held_for_a_check_is_released_or_discarded(store: Outbox) -> None
     assert store.discard(bot)
     assert store.counts(T0 + 1)["pending"] == 1  # only the released one, leased to o1
     assert not store.discard(held)  # under way: it stays
+
+
+def test_a_bot_user_learnt_by_another_process_is_known_to_this_one(store: Outbox) -> None:
+    """Processes sharing a database: a watched bot's user learnt by one is, while both run, a
+    bot for the other too (a miss reads the table again once `refresh` has passed)."""
+    learner, other = BotUsers(store.db), BotUsers(store.db, refresh=0.0)
+    assert "UASSIST" not in other
+    learner.learn("BASSIST", "UASSIST")
+    assert "UASSIST" in learner
+    assert "UASSIST" in other
+    assert "U7" not in other
