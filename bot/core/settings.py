@@ -428,17 +428,17 @@ def read_dotenv(path: str) -> dict[str, str]:
 
 
 def _check_combinations(settings: Settings) -> None:
-    negative = {reaction_name(n) for n in settings.negative_reactions}
-    if any(reaction_name(n) in negative for n in settings.positive_reactions):
-        # Name the set that was changed (the default one can't be at fault), and its reaction.
-        changed, other = "NEGATIVE_REACTIONS", "POSITIVE_REACTIONS"
-        given, others = settings.negative_reactions, settings.positive_reactions
-        if given == Settings.negative_reactions:
-            changed, other, given, others = other, changed, others, given
-        names = {reaction_name(n) for n in others}
-        both = next(n for n in given if reaction_name(n) in names)
+    # A reaction in both sets: name the set that was changed (the default one can't be at
+    # fault) and the reaction as given there.
+    changed, other = "NEGATIVE_REACTIONS", "POSITIVE_REACTIONS"
+    given, others = settings.negative_reactions, settings.positive_reactions
+    if given == Settings.negative_reactions:
+        changed, other, given, others = other, changed, others, given
+    names = {reaction_name(n) for n in others}
+    both = [n for n in given if reaction_name(n) in names]
+    if both:
         raise SettingsError(
-            f"{changed}: expected reactions that are not in {other} too, got {both!r} in both"
+            f"{changed}: expected reactions that are not in {other} too, got {both[0]!r} in both"
         )
     oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)
     if any(oauth) and not all(oauth):
