@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -268,6 +270,10 @@ def test_procfile_web_serves_health_and_slack(
         assert "Shutting down: Master" in proc.stdout, proc.describe()
         assert "Traceback" not in proc.stdout, proc.describe()
     finally:
+        if proc.returncode is None:  # honcho stops its processes on SIGTERM; SIGKILL orphans them
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
         proc.stop()
 
 
