@@ -262,8 +262,13 @@ def test_agent_failure_gets_a_short_reply_and_records_nothing(
     bot = start(MESSAGE_ID_TEMPLATE="m-{channel}-{ts}", ASK_COMMENT="never")
     _, reply = ask(bot, api)
     assert reply["content"] == AGENT_ERROR_REPLY and not reply["components"]
-    assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
     # The error reply is no assistant reply: a 👍 on it is no vote, whatever the templates say.
+    assert_never_rated(bot, reply)
+
+
+def assert_never_rated(bot: RunningBot, reply: dict[str, Any]) -> None:
+    """`reply` has no mapping, and a 👍 on it records no act."""
+    assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
     vote = df.reaction_add(reply["id"], channel_id=reply["channel_id"], author=df.BOT_ID)
     bot.feed("MESSAGE_REACTION_ADD", vote)
     bot.loop.settle()
@@ -633,11 +638,7 @@ def test_an_answer_without_ids_is_posted_but_never_rated(
     bot = start(ASK_COMMENT="never")
     _, reply = ask(bot, api)
     assert not reply.get("components")
-    assert bot.relay.mappings.message(df.GUILD, reply["channel_id"], reply["id"]) is None
-    reaction = df.reaction_add(reply["id"], channel_id=reply["channel_id"], author=df.BOT_ID)
-    bot.feed("MESSAGE_REACTION_ADD", reaction)
-    bot.loop.settle()
-    assert bot.acts() == 0
+    assert_never_rated(bot, reply)
 
 
 def test_a_reaction_in_a_thread_on_a_reply_not_seen_posted_rates_the_thread(
