@@ -616,6 +616,53 @@ def test_slow_lookup_before_the_ack_fails_with_a_warning_and_the_redelivery_coun
     assert values_of(app) == [("messages", "cust-msg-10", "thumbs_up")]
 
 
+def test_slacks_last_delivery_of_a_reaction_is_acked_and_looked_up_after_the_ack(
+    start_relay: StartRelay,
+) -> None:
+    """Slack sends a failed event three times more, then never again: on its last retry a
+    lookup refused before the ack is no 500 (a lost vote) but a 200, and the reply is looked up
+    again after the ack, with the client's retries."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000575"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-11")
+    )
+    app.slack.fail_next("conversations.replies", 3, status=429, retry_after="0")
+    reaction = sr.reaction_added("U1", "+1", "C1", ts)
+    for retry in (None, 1, 2):  # Slack sends these again
+        answer = app.sender.event(reaction, event_id="Ev-last", retry_num=retry)
+        assert answer.status_code >= 500, (retry, answer.status_code)
+    app.slack.fail_next("conversations.replies", 1, status=429, retry_after="0")
+    ok(app.sender.event(reaction, event_id="Ev-last", retry_num=3))
+    app.brixo.wait_for_accepted(1)  # recorded after the ack
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-msg-11", "thumbs_up")]
+
+
+def test_a_reaction_slack_never_lets_the_relay_look_up_is_logged_with_its_reply(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When Slack still fails after the ack of its last delivery, the lost vote is one ERROR
+    line naming the reply and the person, so that it can be sent by hand."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000576"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-12")
+    )
+    app.slack.respond("conversations.replies", {"ok": False, "error": "fatal_error"}, status=500)
+    reaction = sr.reaction_added("U1", "-1", "C1", ts)
+    ok(app.sender.event(reaction, event_id="Ev-lost", retry_num=3))
+
+    def lost() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "reaction not recorded" in r.getMessage()]
+
+    said = wait_until(lost, message="the lost reaction was never logged")
+    assert said[0].levelname == "ERROR"
+    assert all(part in said[0].getMessage() for part in ("user=U1", "channel=C1", f"ts={ts}"))
+    assert app.relay.outbox.counts(0)["pending"] + app.relay.outbox.counts(0)["delivered"] == 0
+    assert not app.brixo.accepted
+
+
 def test_watched_bots_users_are_known_to_every_process_and_the_next_start(
     start_relay: StartRelay,
 ) -> None:

@@ -7,7 +7,7 @@ import re
 from time import time
 from typing import Any
 
-from slack_bolt import App, BoltContext
+from slack_bolt import App, BoltContext, BoltRequest
 from slack_sdk import WebClient
 
 from bot.core.mapping import METADATA
@@ -27,13 +27,58 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     """Attach the event listeners."""
 
     def record_reaction(
+        body: dict[str, Any],
+        event: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
+        request: BoltRequest,
+    ) -> None:
+        """Ack path: a 👍/👎 reaction on a mapped reply becomes an act.
+
+        When Slack can't be asked about an unseen reply, the event fails (a 500) and Slack sends
+        it again, but not after its last retry: that one is acked and looked up after the ack.
+        """
+        try:
+            handoff = reaction_act(feedback, body, event, context, client)
+        except SLACK_UNAVAILABLE as error:
+            if retry_num(request) < SLACK_LAST_RETRY:
+                raise
+            log.warning(
+                "Slack failed a lookup on its last delivery of a reaction (%s): "
+                "looked up again after the ack",
+                unavailable_reason(error),
+            )
+            feedback.follow_ups.submit(record_reaction_late, body, event, context, client)
+            return
+        if has_follow_up(handoff):
+            feedback.follow_ups.submit(follow_up_reaction, handoff, client)
+
+    def has_follow_up(handoff: dict[str, Any]) -> bool:
+        """Whether a recorded reaction's act has work left after the ack."""
+        follows = handoff.get("ask") or handoff.get("check_user") or feedback.settings.ack_message
+        return bool(handoff.get("act_id") and follows)
+
+    def record_reaction_late(
         body: dict[str, Any], event: dict[str, Any], context: BoltContext, client: WebClient
     ) -> None:
-        """Ack path: a 👍/👎 reaction on a mapped reply becomes an act."""
-        handoff = reaction_act(feedback, body, event, context, client)
-        follows = handoff.get("ask") or handoff.get("check_user") or feedback.settings.ack_message
-        if handoff.get("act_id") and follows:
-            feedback.follow_ups.submit(follow_up_reaction, handoff, client)
+        """After the ack of Slack's last delivery: the reaction, looked up with the client's
+        retries; when Slack still can't say, the vote is logged as lost, with its reply."""
+        try:
+            handoff = reaction_act(feedback, body, event, context, client, before_ack=False)
+        except SLACK_UNAVAILABLE as error:
+            log.error(
+                "reaction not recorded, Slack's lookups failed (%s): workspace=%s user=%s "
+                "reaction=%s channel=%s ts=%s (python -m bot send can send it by hand)",
+                unavailable_reason(error),
+                workspace_of(context),
+                event.get("user"),
+                event.get("reaction"),
+                dig(event, "item", "channel"),
+                dig(event, "item", "ts"),
+            )
+            return
+        if has_follow_up(handoff):
+            follow_up_reaction(handoff, client)
 
     def follow_up_reaction(handoff: dict[str, Any], client: WebClient) -> None:
         """After the ack: whether a user not seen before is a bot (its act is then discarded),
@@ -106,6 +151,17 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     app.event("assistant_thread_context_changed")(nothing)
 
 
+# Slack sends an event that failed three times more, the last with X-Slack-Retry-Num: 3.
+SLACK_LAST_RETRY = 3
+
+
+def retry_num(request: BoltRequest) -> int:
+    """Which of Slack's retries this request is (0: the first delivery)."""
+    values = request.headers.get("x-slack-retry-num") or ["0"]
+    raw = values[0] if isinstance(values, (list, tuple)) else str(values)
+    return int(raw) if raw.isascii() and raw.isdigit() else 0
+
+
 # How long a reaction by a user not seen before waits for Slack to say whether it is a bot's.
 USER_CHECK_HOLD = 10.0
 
@@ -140,8 +196,13 @@ def reaction_act(
     event: dict[str, Any],
     context: BoltContext,
     client: WebClient,
+    *,
+    before_ack: bool = True,
 ) -> dict[str, Any]:
-    """Record the act a reaction stands for; returns what the follow-up needs."""
+    """Record the act a reaction stands for; returns what the follow-up needs.
+
+    Raises one of SLACK_UNAVAILABLE when Slack can't be asked about an unseen reply.
+    """
     user = text_field(event, "user")
     value = feedback.reaction_value(str(event.get("reaction") or ""))
     channel, ts = text_field(event, "item", "channel"), text_field(event, "item", "ts")
@@ -153,7 +214,9 @@ def reaction_act(
     author = text_field(event, "item_user")
     if author and feedback.is_bot_user(author, context.bot_user_id):
         author = None  # the relay's or a watched bot's message: looked up in any case
-    mapping = feedback.resolve(client, workspace, channel, ts, context.bot_id, author=author)
+    mapping = feedback.resolve(
+        client, workspace, channel, ts, context.bot_id, before_ack=before_ack, author=author
+    )
     if not mapping:
         log.info(
             "reaction on unmapped message workspace=%s channel=%s ts=%s: no signal",
