@@ -282,6 +282,36 @@ def test_shortcut_on_unmapped_thread_gives_a_note(start_relay: StartRelay) -> No
     assert app.slack.calls_to("views.open") == []
 
 
+def test_shortcut_notes_and_thanks_go_in_the_thread_only_when_there_is_one(
+    start_relay: StartRelay,
+) -> None:
+    """Slack shows an ephemeral message in a thread only when the thread exists: on a message
+    outside any thread, the note and the thanks go beside it, in the channel."""
+    app = start_relay(ACK_MESSAGE="Thanks, noted!")
+    app.slack.add_message("C1", "1700000000.000410", "just people", user="U3")
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", "1700000000.000410")))
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert "can't be rated" in note.args["text"]
+    assert "thread_ts" not in note.args
+    ts = map_by_metadata(app, "m-top", "conv-top", channel="C1")  # a reply outside threads
+    ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts)))
+    up = rating_values("up")
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app), up)))
+    thanks = wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks")
+    assert "thread_ts" not in thanks[0].args
+    root = "1700000000.000420"
+    rate_an_answer(app, root)  # in a thread: the thanks go there
+    down = rating_values("down")
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), down)))
+    thanks = wait_until(lambda: ephemerals(app, "Thanks, noted!")[1:], message="no thanks")
+    assert thanks[0].args["thread_ts"] == root
+    settled(app, 2)
+    assert values_of(app) == [
+        ("conversations", "conv-top", "thumbs_up"),
+        ("conversations", f"conv-{root}", "thumbs_down"),
+    ]
+
+
 def test_votes_on_unmapped_messages(start_relay: StartRelay) -> None:
     app = start_relay(**NEVER)
     root = "1700000000.000450"

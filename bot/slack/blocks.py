@@ -179,18 +179,19 @@ PRIVATE_METADATA_CHARS = 3000
 
 
 def conversation_modal(
-    channel: str, thread_ts: str, conversation_id: str, ts: str
+    channel: str, thread_ts: str, conversation_id: str, ts: str, in_thread: bool
 ) -> dict[str, Any]:
     """Rates a whole conversation: 👍/👎 and an optional comment.
 
     The conversation ID rides in private_metadata where it fits (as text: 1024 non-ASCII
     characters do); one JSON writes longer (control characters take six characters each) is
-    looked up again from the message `ts` when the modal is submitted.
+    looked up again from the message `ts` when the modal is submitted. `in_thread`: whether
+    the thread exists in Slack (the thanks go there), not just a message rooting it.
     """
-    where = {"channel": channel, "thread_ts": thread_ts, "conversation_id": conversation_id}
-    metadata = json.dumps(where, ensure_ascii=False)
+    where = {"channel": channel, "thread_ts": thread_ts, "in_thread": in_thread}
+    metadata = json.dumps({**where, "conversation_id": conversation_id}, ensure_ascii=False)
     if len(metadata) > PRIVATE_METADATA_CHARS:
-        metadata = json.dumps({"channel": channel, "thread_ts": thread_ts, "ts": ts})
+        metadata = json.dumps({**where, "ts": ts})
     return View(
         type="modal",
         callback_id=CONVERSATION_VIEW,

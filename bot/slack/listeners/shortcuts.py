@@ -42,11 +42,14 @@ def register(app: App, feedback: SlackFeedback) -> None:
         if not (workspace and channel and ts and user):
             log.warning("ignored a malformed conversation shortcut")
             return
-        thread_ts = text_field(body, "message", "thread_ts") or ts
+        # A message outside any thread roots its own conversation; notes go beside it then:
+        # Slack shows an ephemeral message in a thread only when the thread exists.
+        in_thread = text_field(body, "message", "thread_ts")
+        thread_ts = in_thread or ts
 
         def note(text: str) -> None:
             response_url = text_field(body, "response_url")
-            ephemeral(client, channel, user, text, thread_ts=thread_ts, response_url=response_url)
+            ephemeral(client, channel, user, text, thread_ts=in_thread, response_url=response_url)
 
         try:
             # No retries nor waits on Retry-After: the modal's trigger_id lapses after 3 s.
@@ -71,7 +74,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
         try:
             client.views_open(
                 trigger_id=body.get("trigger_id"),
-                view=conversation_modal(channel, thread_ts, conversation_id, ts),
+                view=conversation_modal(channel, thread_ts, conversation_id, ts, bool(in_thread)),
             )
         except SLACK_UNAVAILABLE as error:
             log.warning("can't open the rating modal: %s", unavailable_reason(error))

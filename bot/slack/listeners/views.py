@@ -124,7 +124,12 @@ def register(app: App, feedback: SlackFeedback) -> None:
             seen_key=f"view:{workspace}:{view_id}" if view_id else None,
         )
         if recorded.created:
-            handoff = {"channel": channel, "user": user, "thread_ts": thread_ts}
+            in_thread = meta.get("in_thread") is True
+            handoff = {
+                "channel": channel,
+                "user": user,
+                "thread_ts": thread_ts if in_thread else None,
+            }
             feedback.follow_ups.submit(thank, handoff, client)
         ack()
 
