@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -119,6 +120,22 @@ def test_bad_setting_in_dotenv_is_reported_too(env: Env, tmp_path: Path) -> None
     result = run_bot("check", env=env.process(), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: NOT_FOUND_GRACE: expected")
+
+
+def test_discord_without_its_extra_names_the_extra_in_one_line(env: Env, tmp_path: Path) -> None:
+    """Without discord.py (the `discord` extra), `discord` stops with status 2 and one line
+    that says what to install, not that DISCORD_TOKEN, which is fine, is wrong."""
+    blocked = tmp_path / "without-discord"
+    (blocked / "discord").mkdir(parents=True)
+    (blocked / "discord" / "__init__.py").write_text("raise ImportError('no discord.py')\n")
+    environ = env.process(DISCORD_TOKEN="discord-token")
+    environ["PYTHONPATH"] = f"{blocked}{os.pathsep}{environ['PYTHONPATH']}"
+    result = run_bot("discord", env=environ, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: the Discord adapter needs the 'discord' extra: make run MODE=discord, "
+        "or pip install '.[discord]' in the relay's folder"
+    ]
 
 
 # -- check -----------------------------------------------------------------------------

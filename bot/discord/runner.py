@@ -28,7 +28,7 @@ def run_discord(settings: Settings) -> int:
         from bot.discord.client import RelayClient
     except ImportError:
         raise SettingsError(
-            "DISCORD_TOKEN: the Discord adapter needs the 'discord' extra: "
+            "the Discord adapter needs the 'discord' extra: "
             "make run MODE=discord, or pip install '.[discord]' in the relay's folder"
         ) from None
     relay = Relay(settings)
