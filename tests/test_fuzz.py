@@ -290,6 +290,13 @@ def test_blank_customer_ids_are_refused(blank: str) -> None:
     assert customer_id(f"x{blank}") == f"x{blank}"  # blanks inside an ID are its own business
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(123, "123"), (-7, "-7"), (0, "0"), (True, None), (1.5, None)]
+)
+def test_whole_numbers_are_customer_ids_as_their_digits(raw: object, expected: str | None) -> None:
+    assert customer_id(raw) == expected
+
+
 # --- awkward IDs and comments ----------------------------------------------------------------
 
 AWKWARD_TEXT = st.text(

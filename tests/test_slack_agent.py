@@ -420,6 +420,23 @@ def test_an_answer_with_only_a_conversation_id_is_rated_as_that_conversation(
     assert values_of(app) == [("conversations", "conv-only", "thumbs_up")]
 
 
+def test_an_answer_with_whole_number_ids_is_rated_on_their_digits(
+    start_relay: StartRelay,
+) -> None:
+    """An agent whose IDs are JSON numbers (a database's keys): its answer gets the buttons,
+    and a vote reaches Brixo on the digits; the conversation ID goes back to the agent as
+    text."""
+    app = start_relay(ASK_COMMENT="never")
+    root = "1700000000.002950"
+    app.agent.reply_with({"text": "an answer", "message_id": 123, "conversation_id": 45})
+    reply = ask_agent(app, "q", ts=root)
+    ask_agent(app, "again", ts="1700000000.002951", thread_ts=root)
+    assert app.agent.requests[1].json["conversation_id"] == "45"
+    click(app, reply, "up", thread_ts=root)
+    settled(app, 1)
+    assert values_of(app) == [("messages", "123", "thumbs_up")]
+
+
 def test_a_busy_agent_makes_nobody_wait_past_agent_timeout(start_relay: StartRelay) -> None:
     """More questions than the bridge has threads: AGENT_TIMEOUT counts from each message, so
     those queued behind a stalled agent get the error reply when theirs runs out, not later."""

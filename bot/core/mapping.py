@@ -21,7 +21,10 @@ TEMPLATE = "template"
 
 
 def customer_id(value: Any) -> str | None:
-    """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8."""
+    """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8;
+    a whole number (an agent's or metadata's JSON `123`) as its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or not value.strip() or len(value) > 1024 or "\x00" in value:
         return None
     try:
