@@ -228,6 +228,8 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("AGENT_URL", "http://a b"),
         ("AGENT_URL", "https://?x=1"),
         ("PORT", "٣٠٠٠"),  # Arabic-Indic digits
+        ("DELIVERY_MAX_AGE", "٣٠"),
+        ("COMMENT_WAIT", "１０m"),  # full-width digits
         ("PORT", "3_000"),
         ("SLACK_STATE_SECRET", "my secret\u200b"),
         ("SLACK_CLIENT_ID", "12\u200b3"),
