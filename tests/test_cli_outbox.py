@@ -138,6 +138,42 @@ def test_send_says_a_server_error_is_not_retried(
     assert [r.status for r in brixo.requests] == [500]  # send tries once
 
 
+def test_send_honours_and_stores_the_relays_429_hold(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """A 429's Retry-After holds back every request to Brixo: `send`'s own 429 holds the relays
+    on its database, and `send` asks nothing while a hold is in force."""
+    database = Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"]))
+    database.migrate(time())
+    brixo.fail_next(1, status=429, retry_after="300")
+    result = send(env, tmp_path, "--message", "m", "--value", "up")
+    assert result.returncode == 1
+    assert 290 < Outbox(database).held_until() - time() <= 300
+    result = send(env, tmp_path, "--message", "m", "--value", "up")
+    database.dispose()
+    assert result.returncode == 1
+    assert re.fullmatch(
+        r"not sent: Brixo asked to wait \(Retry-After\); try again in (2\d\d|300) s\n",
+        result.stdout,
+    ), result.stdout
+    assert [r.status for r in brixo.requests] == [429]
+
+
+def test_send_needs_no_database(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
+    """Without the relay's database (none yet, or none reachable), `send` sends, and leaves no
+    SQLite file behind."""
+    missing = tmp_path / "nowhere.db"
+    result = send(
+        env, tmp_path, "--message", "m", "--value", "up", DATABASE_URL=f"sqlite:///{missing}"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not missing.exists()
+    unreachable = "postgresql://u@127.0.0.1:1/relay"
+    result = send(env, tmp_path, "--message", "m2", "--value", "up", DATABASE_URL=unreachable)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.id for r in brixo.accepted] == ["m", "m2"]
+
+
 def test_send_never_logs_the_key(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
     result = send(env, tmp_path, "--message", "m", "--value", "up", LOG_LEVEL="debug")
     assert result.returncode == 0

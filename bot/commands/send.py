@@ -1,4 +1,7 @@
-"""`send`: one signal to Brixo now, without a server, delivered as the worker would."""
+"""`send`: one signal to Brixo now, without a server, delivered as the worker would.
+
+It needs no database; where the relay's exists, it honours and stores the relays' 429 hold.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import replace
 from time import time
 from typing import Any
 
+from bot.commands.holds import hold_sends, seconds_held
 from bot.core.acts import MAX_COMMENT_CHARS, VALUES, Target, TargetKind, clean_comment
 from bot.core.brixo import Answer, BrixoClient
 from bot.core.delivery import RetryPolicy, Sender, signal_of
@@ -41,11 +45,17 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"error: --comment: {error}", file=sys.stderr)
         return 2
+    held = seconds_held(settings)
+    if held > 0:  # a relay on this database was asked to wait (429): so is every request
+        print(f"not sent: Brixo asked to wait (Retry-After); try again in {held:.0f} s")
+        return 1
     act = Claimed(0, "", target, VALUES[args.value], now, comment, False, 0, None, now)
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
     answer, row = deliver_once(client, RetryPolicy.from_settings(settings), act, lambda row: True)
     client.close()
     assert row is not None
+    if answer.retry_after:  # the relays on this database hold their sends too
+        hold_sends(settings, time() + answer.retry_after)
     if row["state"] == DELIVERED:
         print(f"delivered: {answer.describe()}{cut_note(row)}")
         return 0
