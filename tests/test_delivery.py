@@ -466,12 +466,20 @@ def claimed(**fields: Any) -> Claimed:
     return Claimed(**{**act, **fields})
 
 
-def test_max_age_counts_from_when_the_act_was_stored_or_retried_by_hand() -> None:
-    """`outbox retry` gives a dead letter a new DELIVERY_MAX_AGE, whenever the person voted."""
-    act = claimed(occurred_at=NOW - 2 * 86400, created_at=NOW - 10)
-    assert RetryPolicy().settle(act, Answer(Outcome.RETRY, 503), NOW)["state"] == PENDING
-    old = claimed(created_at=NOW - 86400)
-    assert RetryPolicy().settle(old, Answer(Outcome.RETRY, 503), NOW)["state"] == DEAD
+def test_max_age_counts_from_the_first_try_whenever_the_act_was_stored() -> None:
+    """DELIVERY_MAX_AGE is time spent trying: an act kept untried (a 401 pause, the relay down)
+    starts it at its first try, whenever the person voted; a refused key doesn't start it."""
+    policy = RetryPolicy()
+    untried = claimed(occurred_at=NOW - 2 * 86400, created_at=NOW - 2 * 86400)
+    row = policy.settle(untried, Answer(Outcome.RETRY, 503), NOW)
+    assert (row["state"], row["first_tried_at"]) == (PENDING, NOW)
+    failing = claimed(created_at=NOW - 2 * 86400, first_tried_at=NOW - 86400, attempts=9)
+    row = policy.settle(failing, Answer(Outcome.RETRY, 503), NOW)
+    assert (row["state"], row["first_tried_at"]) == (DEAD, NOW - 86400)
+    assert row["last_error"].startswith("gave up after 86400 s")
+    row = policy.settle(untried, Answer(Outcome.UNAUTHORIZED, 401), NOW)
+    assert row["first_tried_at"] is None
+    assert policy.settle(untried, Answer(Outcome.DELIVERED, 204), NOW)["first_tried_at"] == NOW
 
 
 def test_not_found_grace_counts_from_the_first_404() -> None:
@@ -496,6 +504,28 @@ def test_the_last_retry_comes_when_max_age_or_the_404_grace_ends_not_a_backoff_l
     missing = claimed(created_at=NOW - 550, not_found_since=NOW - 550, attempts=5)
     row = policy.settle(missing, Answer(Outcome.NOT_FOUND, 404), NOW)
     assert row["next_attempt_at"] == NOW + 50 and row["state"] == PENDING
+
+
+def test_votes_kept_through_a_pause_longer_than_max_age_still_get_their_retries(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """A 401 pause outlasting DELIVERY_MAX_AGE: once the key works, a passing 503 is retried
+    (it made every vote kept through the pause a dead letter at its first try)."""
+    later = [0.0]
+    brixo.set_key("rotated-by-brixo")
+    worker = make_worker(max_age=60.0, clock=lambda: time() + later[0])
+    ids = [record(outbox, f"kept-{n}") for n in range(3)]
+    wait_until(lambda: worker.paused, timeout=5)
+    checks = len([r for r in brixo.requests if r.id == KEY_CHECK_ID])
+    wait_until(lambda: len([r for r in brixo.requests if r.id == KEY_CHECK_ID]) > checks)
+    later[0] = 3600.0  # an hour on: far past DELIVERY_MAX_AGE
+    brixo.fail_next(1, status=400)  # the next request is a key check: the key works again
+    brixo.fail_next(2, status=503)  # and the first sends after it meet a busy Brixo
+    brixo.set_key(BRIXO_KEY)
+    for act_id in ids:
+        wait_state(outbox, act_id, DELIVERED)
+    assert [r.status for r in signals(brixo) if r.status == 503] == [503, 503]
+    assert sorted(r.id for r in brixo.accepted) == [f"kept-{n}" for n in range(3)]
 
 
 def test_a_refused_key_keeps_the_act_as_it_is_even_past_max_age() -> None:

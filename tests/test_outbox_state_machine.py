@@ -179,6 +179,7 @@ def machine_for(url: str) -> type[RuleBasedStateMachine]:
                 "attempts": attempts,
                 "next_attempt_at": self.now + delay,
                 "not_found_since": None,
+                "first_tried_at": self.now,
                 "last_status": {DELIVERED: 204, PENDING: 503, DEAD: 400}[outcome],
                 "last_error": None if outcome == DELIVERED else "HTTP 503",
                 "finished_at": None if outcome == PENDING else self.now,

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
+from bot.core.brixo import Answer, Outcome
 from bot.core.db import (
+    SCHEMA_VERSION,
     Database,
     DatabaseUnavailable,
     DriverStatement,
@@ -20,6 +22,7 @@ from bot.core.db import (
     seen,
     votes,
 )
+from bot.core.delivery import RetryPolicy
 from bot.core.mapping import METADATA, POSTED, Mappings, Templates
 from bot.core.outbox import (
     AWAITING_COMMENT,
@@ -70,6 +73,7 @@ def settled(claimed_id: int, state: str, now: float, **extra: object) -> dict[st
         "attempts": 1,
         "next_attempt_at": now,
         "not_found_since": None,
+        "first_tried_at": now,
         "last_status": 204 if state == DELIVERED else 400,
         "last_error": None if state == DELIVERED else "HTTP 400: bad",
         "finished_at": now if state in (DELIVERED, DEAD) else None,
@@ -151,8 +155,46 @@ def test_a_newer_schema_stops_the_relay_with_one_line(store: Outbox) -> None:
     with pytest.raises(DatabaseUnavailable) as caught:
         store.db.migrate(T0)
     assert str(caught.value) == (
-        "DATABASE_URL: its schema version 99 is newer than this relay's (1); upgrade the relay"
+        f"DATABASE_URL: its schema version 99 is newer than this relay's ({SCHEMA_VERSION}); "
+        "upgrade the relay"
     )
+
+
+def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Outbox) -> None:
+    """A database written by a relay of schema version 1 (no `first_tried_at`): its pending
+    act is still delivered, with DELIVERY_MAX_AGE counting from its first try."""
+    with store.db.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE brixo_acts DROP COLUMN first_tried_at")
+        conn.execute(delete(schema_version))
+        conn.execute(insert(schema_version).values(version=1, applied_at=T0))
+        conn.execute(
+            insert(acts).values(
+                platform="slack",
+                workspace="T1",
+                user_id="U1",
+                source="button",
+                target_kind="message",
+                target_id="m-old",
+                value="thumbs_up",
+                occurred_at=T0,
+                state=PENDING,
+                next_attempt_at=T0,
+                created_at=T0,
+            )
+        )
+    assert store.db.schema_state() == "outdated"
+    store.db.dispose()
+    upgraded = Database(store.db.url)
+    assert upgraded.migrate(T0 + 1) == SCHEMA_VERSION == 2
+    assert upgraded.schema_state() == "ok"
+    outbox = Outbox(upgraded)
+    (old,) = outbox.claim("owner", limit=5, lease=30, now=T0 + 2 * 86400)
+    assert (old.target.id, old.first_tried_at) == ("m-old", None)
+    row = RetryPolicy().settle(old, Answer(Outcome.RETRY, 503), T0 + 2 * 86400)
+    outbox.settle("owner", [row])
+    (again,) = outbox.claim("owner", limit=5, lease=30, now=T0 + 3 * 86400)
+    assert again.first_tried_at == T0 + 2 * 86400
+    upgraded.dispose()
 
 
 class FakeDeliverer:
@@ -435,6 +477,7 @@ def test_take_dead_all_or_given_ids(store: Outbox) -> None:
     again = store.claim("b", 10, 30, T0 + 100)
     assert [c.id for c in again] == [ids[0]]
     assert again[0].attempts == 0 and again[0].created_at == T0 + 100  # fresh window
+    assert again[0].first_tried_at is None
     assert revive(T0 + 200, []) == 2
     assert store.counts(T0 + 200)[DEAD] == 0
 

@@ -100,6 +100,7 @@ def deliver_once(
             comment_cut=row["comment_cut"],
             attempts=row["attempts"],
             not_found_since=row["not_found_since"],
+            first_tried_at=row["first_tried_at"],
         )
 
 

@@ -41,7 +41,7 @@ from bot.core.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 metadata = MetaData()
 
 schema_version = Table(
@@ -98,6 +98,7 @@ acts = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("not_found_since", Float),
+    Column("first_tried_at", Float),  # DELIVERY_MAX_AGE counts from here (schema version 2)
     Column("last_status", Integer),
     Column("last_error", Text),
     Column("lease_owner", String(64)),
@@ -226,6 +227,11 @@ class Database:
                     f"DATABASE_URL: its schema version {current} is newer than this relay's "
                     f"({SCHEMA_VERSION}); upgrade the relay"
                 )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    conn.exec_driver_sql(statement)
+                conn.execute(insert(schema_version).values(version=version, applied_at=now))
+                log.info("database schema migrated to version %s", version)
         if self.sqlite_path:
             self._sqlite_identity = _identity(self.sqlite_path)
         return SCHEMA_VERSION
@@ -406,6 +412,12 @@ def _identity(path: str) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
 
+
+# What brings a database of the version before each up to it (SQL that SQLite and PostgreSQL
+# both take): a schema created afresh has it all already.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE brixo_acts ADD COLUMN first_tried_at FLOAT",),
+}
 
 # PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
 _MIGRATION_LOCK = 0x627269786F

@@ -67,6 +67,7 @@ class RetryPolicy:
             "attempts": attempts,
             "next_attempt_at": now,
             "not_found_since": act.not_found_since,
+            "first_tried_at": act.first_tried_at or now,
             "last_status": answer.status,
             "last_error": answer.describe(),
             "finished_at": None,
@@ -80,8 +81,8 @@ class RetryPolicy:
             row.update(comment=cut_comment(act.comment), comment_cut=True)
         elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
             row.update(state=DEAD, finished_at=now)
-        elif outcome is Outcome.UNAUTHORIZED:
-            row.update(attempts=act.attempts)  # kept as it is until the key works
+        elif outcome is Outcome.UNAUTHORIZED:  # kept as it is until the key works
+            row.update(attempts=act.attempts, first_tried_at=act.first_tried_at)
         elif outcome is Outcome.NOT_FOUND:
             since = act.not_found_since or now
             row["not_found_since"] = since
@@ -94,14 +95,14 @@ class RetryPolicy:
                 )
             else:  # the last try comes when the grace ends, not a backoff after it
                 row["next_attempt_at"] = now + min(self.backoff(attempts), since + grace - now)
-        elif now - act.created_at >= self.max_age:
+        elif now - (tried := row["first_tried_at"]) >= self.max_age:
             row.update(
                 state=DEAD,
                 finished_at=now,
-                last_error=f"gave up after {int(now - act.created_at)} s: {answer.describe()}",
+                last_error=f"gave up after {int(now - tried)} s: {answer.describe()}",
             )
         else:  # likewise when DELIVERY_MAX_AGE ends (unless Brixo asked to wait longer)
-            wait = min(self.backoff(attempts), act.created_at + self.max_age - now)
+            wait = min(self.backoff(attempts), tried + self.max_age - now)
             row["next_attempt_at"] = now + max(wait, answer.retry_after or 0)
         return row
 

@@ -62,6 +62,7 @@ class Claimed:
     attempts: int
     not_found_since: float | None
     created_at: float
+    first_tried_at: float | None = None  # DELIVERY_MAX_AGE counts from the first try
 
 
 # What a vote's transaction returns: its act's ID and lease, and the earlier acts it released.
@@ -472,6 +473,7 @@ def _revive(now: float, act_ids: Sequence[int]) -> Update:
         created_at=now,
         attempts=0,
         not_found_since=None,
+        first_tried_at=None,
         finished_at=None,
     )
 
@@ -497,6 +499,7 @@ _CLAIMED = (
     acts.c.attempts,
     acts.c.not_found_since,
     acts.c.created_at,
+    acts.c.first_tried_at,
 )
 _VOTE_COLUMNS = ("workspace", "user_id", "target_kind", "target_id", "value", "voted_at")
 _ACT_COLUMNS = (
@@ -524,6 +527,7 @@ _SETTLED = (
     "attempts",
     "next_attempt_at",
     "not_found_since",
+    "first_tried_at",
     "last_status",
     "last_error",
     "finished_at",
