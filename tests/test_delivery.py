@@ -495,7 +495,7 @@ def test_not_found_grace_counts_from_the_first_404() -> None:
 
 def test_the_last_retry_comes_when_max_age_or_the_404_grace_ends_not_a_backoff_later() -> None:
     policy = RetryPolicy(max_age=600, not_found_grace=600, backoff_base=300, backoff_cap=300)
-    failing = claimed(created_at=NOW - 500, attempts=5)
+    failing = claimed(created_at=NOW - 600, first_tried_at=NOW - 500, attempts=5)
     row = policy.settle(failing, Answer(Outcome.RETRY, 503), NOW)
     assert row["next_attempt_at"] == NOW + 100
     # Brixo's Retry-After is still honoured past it (then the next failure is final).
