@@ -114,6 +114,21 @@ def test_reaction_is_stored_before_the_ack_and_sent_once(run_socket: Any) -> Non
     assert "Traceback" not in app.proc.stderr, app.proc.describe()
 
 
+def test_slacks_last_retry_of_a_reaction_is_acked_and_looked_up_after_the_ack(
+    run_socket: Any,
+) -> None:
+    """As over HTTP: an envelope Slack retries for the last time (retry_attempt 3) whose lookup
+    fails is acknowledged, and the reply is looked up again after the ack."""
+    app = run_socket()
+    ts = seed_reply(app.slack, "C1", "m-last")
+    app.slack.fail_next("conversations.replies", 1, status=429, retry_after="0")
+    last = app.server.events_api(reaction(app.slack, "C1", ts, "+1", "EvLast"), retry_attempt=3)
+    assert app.answer(last) == {"envelope_id": last}
+    accepted = app.brixo.wait_for_accepted(1)
+    assert [(r.id, r.attributes["value"]) for r in accepted] == [("m-last", "thumbs_up")]
+    assert len(app.slack.calls_to("conversations.replies")) >= 2
+
+
 def test_click_opens_the_modal_and_its_submission_sends_the_comment(run_socket: Any) -> None:
     app = run_socket(ASK_COMMENT="negative")
     ts = seed_reply(app.slack, "C1", "m-click")
