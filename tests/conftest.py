@@ -13,8 +13,9 @@ from pathlib import Path
 from time import time
 
 import pytest
+from sqlalchemy import delete, insert
 
-from bot.core.db import Database
+from bot.core.db import Database, schema_version
 from bot.core.outbox import Outbox
 from bot.core.settings import Settings, load_settings
 from tests.fakes import FakeBrixo
@@ -113,3 +114,12 @@ def _sqlalchemy_url(url: str) -> str:
 
 # The Slack harness's fixtures, for every test module (imported last: it uses Env from here).
 from tests.slack_harness import fake_agent, fake_slack, start_relay  # noqa: E402, F401
+
+
+def make_version_1(database: Database, now: float) -> None:
+    """Turn a migrated database into what a relay of schema version 1 left (no
+    `brixo_acts.first_tried_at`), as an upgrade finds it."""
+    with database.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE brixo_acts DROP COLUMN first_tried_at")
+        conn.execute(delete(schema_version))
+        conn.execute(insert(schema_version).values(version=1, applied_at=now))

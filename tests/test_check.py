@@ -22,7 +22,7 @@ from bot.core.db import Database, schema_version
 from bot.core.logs import setup_logging
 from bot.core.outbox import Outbox
 from bot.core.settings import parse_database_url
-from tests.conftest import Env
+from tests.conftest import Env, make_version_1
 from tests.discord_fakes import FakeDiscordAPI
 from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.procs import run_bot
@@ -318,6 +318,23 @@ def test_any_failed_line_fails_the_check_not_only_the_last(
     code, lines = in_process_check(env, capsys)
     assert lines["brixo"].startswith("unauthorized"), lines
     assert lines["discord"].startswith("ok (bot "), lines
+    assert code == 1, lines
+
+
+def test_check_passes_an_older_relays_database_and_reads_its_hold(
+    env: Env, brixo: FakeBrixo, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database of a relay of schema version 1 is migrated at start: `check` passes it, and
+    still honours the 429 hold an older relay stored there."""
+    database = Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"]))
+    database.migrate(time())
+    make_version_1(database, time())
+    Outbox(database).hold(time() + 120)
+    database.dispose()
+    code, lines = in_process_check(env, capsys)
+    assert lines["database"] == "ok (SQLite; an older relay's schema, migrated at start)"
+    assert lines["brixo"].startswith("not asked: Brixo asked to wait"), lines
+    assert brixo.requests == []
     assert code == 1, lines
 
 

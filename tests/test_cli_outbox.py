@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from time import time
+from time import monotonic, time
 from typing import Any
 
 import pytest
@@ -160,18 +160,32 @@ def test_send_honours_and_stores_the_relays_429_hold(
 
 
 def test_send_needs_no_database(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
-    """Without the relay's database (none yet, or none reachable), `send` sends, and leaves no
-    SQLite file behind."""
+    """Without the relay's database (none yet, none reachable, or one that never answers),
+    `send` sends, leaves no SQLite file behind, and says when a stored hold couldn't be read;
+    a server that doesn't answer holds it 2 s, not the URL's `connect_timeout`."""
     missing = tmp_path / "nowhere.db"
     result = send(
         env, tmp_path, "--message", "m", "--value", "up", DATABASE_URL=f"sqlite:///{missing}"
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
     assert not missing.exists()
-    unreachable = "postgresql://u@127.0.0.1:1/relay"
-    result = send(env, tmp_path, "--message", "m2", "--value", "up", DATABASE_URL=unreachable)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert [r.id for r in brixo.accepted] == ["m", "m2"]
+    with socket.socket() as silent:  # connections queue, nobody answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        for n, url in enumerate(
+            [
+                "postgresql://u@127.0.0.1:1/relay",
+                f"postgresql://u@127.0.0.1:{port}/relay?connect_timeout=60",
+            ]
+        ):
+            started = monotonic()
+            result = send(env, tmp_path, "--message", f"m{n}", "--value", "up", DATABASE_URL=url)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert monotonic() - started < 20  # not the URL's 60 s
+            assert result.stderr.startswith("note: the relays' database can't be read"), result
+    assert [r.id for r in brixo.accepted] == ["m", "m0", "m1"]
 
 
 def test_send_never_logs_the_key(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:

@@ -300,15 +300,25 @@ def test_shortcut_notes_and_thanks_go_in_the_thread_only_when_there_is_one(
     thanks = wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks")
     assert "thread_ts" not in thanks[0].args
     root = "1700000000.000420"
-    rate_an_answer(app, root)  # in a thread: the thanks go there
+    shortcut = rate_an_answer(app, root)  # in a thread: the thanks go there
     down = rating_values("down")
     ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), down)))
     thanks = wait_until(lambda: ephemerals(app, "Thanks, noted!")[1:], message="no thanks")
     assert thanks[0].args["thread_ts"] == root
-    settled(app, 2)
+    # A modal an older relay opened (no "in_thread" in its metadata): the thanks go in the thread.
+    ok(app.sender.interaction(shortcut))
+    older = opened_view(app, 3)
+    meta = json.loads(older["private_metadata"])
+    del meta["in_thread"]
+    older = {**older, "private_metadata": json.dumps(meta)}
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", older, rating_values("up"))))
+    thanks = wait_until(lambda: ephemerals(app, "Thanks, noted!")[2:], message="no thanks")
+    assert thanks[0].args["thread_ts"] == root
+    settled(app, 3)
     assert values_of(app) == [
         ("conversations", "conv-top", "thumbs_up"),
         ("conversations", f"conv-{root}", "thumbs_down"),
+        ("conversations", f"conv-{root}", "thumbs_up"),
     ]
 
 

@@ -36,6 +36,7 @@ from bot.core.outbox import (
     mark_seen,
 )
 from bot.slack.bot_users import BotUsers
+from tests.conftest import make_version_1
 from tests.pg import database_params
 
 pytestmark = pytest.mark.parametrize("database_url", database_params(), indirect=True)
@@ -161,26 +162,17 @@ def test_a_newer_schema_stops_the_relay_with_one_line(store: Outbox) -> None:
 
 
 def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Outbox) -> None:
-    """A database written by a relay of schema version 1 (no `first_tried_at`): its pending
-    act is still delivered, with DELIVERY_MAX_AGE counting from its first try."""
+    """A database written by a relay of schema version 1 (no `first_tried_at`): its acts are
+    still delivered; DELIVERY_MAX_AGE counts from an untried act's first try, and from when it
+    was stored for one already being retried, as version 1 counted."""
+    make_version_1(store.db, T0)
+    columns = {"platform": "slack", "workspace": "T1", "source": "button"}
+    columns |= {"target_kind": "message", "value": "thumbs_up", "occurred_at": T0}
+    columns |= {"state": PENDING, "next_attempt_at": T0, "created_at": T0}
     with store.db.write() as conn:
-        conn.exec_driver_sql("ALTER TABLE brixo_acts DROP COLUMN first_tried_at")
-        conn.execute(delete(schema_version))
-        conn.execute(insert(schema_version).values(version=1, applied_at=T0))
+        conn.execute(insert(acts).values(user_id="U1", target_id="m-untried", **columns))
         conn.execute(
-            insert(acts).values(
-                platform="slack",
-                workspace="T1",
-                user_id="U1",
-                source="button",
-                target_kind="message",
-                target_id="m-old",
-                value="thumbs_up",
-                occurred_at=T0,
-                state=PENDING,
-                next_attempt_at=T0,
-                created_at=T0,
-            )
+            insert(acts).values(user_id="U2", target_id="m-retried", attempts=3, **columns)
         )
     assert store.db.schema_state() == "outdated"
     store.db.dispose()
@@ -188,12 +180,22 @@ def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Out
     assert upgraded.migrate(T0 + 1) == SCHEMA_VERSION == 2
     assert upgraded.schema_state() == "ok"
     outbox = Outbox(upgraded)
-    (old,) = outbox.claim("owner", limit=5, lease=30, now=T0 + 2 * 86400)
-    assert (old.target.id, old.first_tried_at) == ("m-old", None)
-    row = RetryPolicy().settle(old, Answer(Outcome.RETRY, 503), T0 + 2 * 86400)
-    outbox.settle("owner", [row])
+    claimed = outbox.claim("owner", limit=5, lease=30, now=T0 + 2 * 86400)
+    assert {(c.target.id, c.first_tried_at) for c in claimed} == {
+        ("m-untried", None),
+        ("m-retried", T0),
+    }
+    busy = Answer(Outcome.RETRY, 503)
+    rows = [RetryPolicy().settle(c, busy, T0 + 2 * 86400) for c in claimed]
+    assert {r["state"] for r in rows} == {PENDING, DEAD}  # the one retried for 2 days gave up
+    outbox.settle("owner", rows)
     (again,) = outbox.claim("owner", limit=5, lease=30, now=T0 + 3 * 86400)
-    assert again.first_tried_at == T0 + 2 * 86400
+    assert (again.target.id, again.first_tried_at) == ("m-untried", T0 + 2 * 86400)
+    # A downgrade that only removes the version row: the next upgrade takes it again.
+    with upgraded.write() as conn:
+        conn.execute(delete(schema_version).where(schema_version.c.version == 2))
+    assert upgraded.migrate(T0 + 4) == SCHEMA_VERSION
+    assert upgraded.schema_state() == "ok"
     upgraded.dispose()
 
 

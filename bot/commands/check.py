@@ -42,7 +42,7 @@ def check_database(settings: Settings) -> tuple[bool, str]:
         return True, f"ok ({backend}; the schema will be created at start)"
     if schema == "newer":
         return False, f"{backend} schema is newer than this relay's; upgrade the relay"
-    return False, f"{backend} schema is {schema}; start the relay once to migrate it"
+    return True, f"ok ({backend}; an older relay's schema, migrated at start)"
 
 
 def check_brixo(settings: Settings, read_hold: bool = True) -> tuple[bool, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from time import time
 from typing import TYPE_CHECKING, TypeVar
@@ -23,10 +24,10 @@ def database_exists(settings: Settings) -> bool:
     return url.get_backend_name() != "sqlite" or bool(url.database and os.path.exists(url.database))
 
 
-def seconds_held(settings: Settings) -> float:
+def seconds_held(settings: Settings, say_why: bool = False) -> float:
     """Seconds left of the hold on requests to Brixo a relay stored after a 429 (0 without
-    one, or without a database yet)."""
-    until = _with_outbox(settings, lambda outbox: outbox.held_until())
+    one, or without a database yet). `say_why`: a note on stderr when it can't be read."""
+    until = _with_outbox(settings, lambda outbox: outbox.held_until(), say_why)
     return max(0.0, (until or 0.0) - time())
 
 
@@ -35,17 +36,30 @@ def hold_sends(settings: Settings, until: float) -> None:
     _with_outbox(settings, lambda outbox: outbox.hold(until))
 
 
-def _with_outbox(settings: Settings, use: Callable[[Outbox], T]) -> T | None:
-    """`use` on the outbox of an existing database; None without one or on its errors."""
+def _with_outbox(settings: Settings, use: Callable[[Outbox], T], say_why: bool = False) -> T | None:
+    """`use` on the outbox of an existing database; None without one or on its errors.
+
+    A server that doesn't answer costs at most 2 s, whatever `connect_timeout` the URL sets:
+    the hold is worth no longer wait.
+    """
+    from sqlalchemy.engine import make_url
+
     from bot.core.db import Database
     from bot.core.outbox import Outbox
 
     if not database_exists(settings):
         return None
-    database = Database(settings.database_url, pool_size=1)
+    url = make_url(settings.database_url).difference_update_query(["connect_timeout"])
+    database = Database(url.render_as_string(hide_password=False), pool_size=1)
     try:
         return use(Outbox(database))
-    except Exception:  # no schema yet, or unreachable
+    except Exception as error:  # no schema yet, or unreachable
+        if say_why:
+            print(
+                f"note: the relays' database can't be read ({type(error).__name__}), so a 429 "
+                "hold stored there isn't honoured",
+                file=sys.stderr,
+            )
         return None
     finally:
         database.dispose()

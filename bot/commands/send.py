@@ -45,7 +45,7 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"error: --comment: {error}", file=sys.stderr)
         return 2
-    held = seconds_held(settings)
+    held = seconds_held(settings, say_why=True)
     if held > 0:  # a relay on this database was asked to wait (429): so is every request
         print(f"not sent: Brixo asked to wait (Retry-After); try again in {held:.0f} s")
         return 1

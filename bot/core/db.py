@@ -228,8 +228,7 @@ class Database:
                     f"({SCHEMA_VERSION}); upgrade the relay"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    conn.exec_driver_sql(statement)
+                MIGRATIONS[version](conn)
                 conn.execute(insert(schema_version).values(version=version, applied_at=now))
                 log.info("database schema migrated to version %s", version)
         if self.sqlite_path:
@@ -413,11 +412,21 @@ def _identity(path: str) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-# What brings a database of the version before each up to it (SQL that SQLite and PostgreSQL
-# both take): a schema created afresh has it all already.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("ALTER TABLE brixo_acts ADD COLUMN first_tried_at FLOAT",),
-}
+def _add_first_tried_at(conn: Connection) -> None:
+    """Version 2: when each act was first tried, from which DELIVERY_MAX_AGE counts. Acts
+    already being retried keep counting from when they were stored, as version 1 did. Taken
+    again after a downgrade that only removed the version row, the column stays as it is."""
+    if "first_tried_at" not in {c["name"] for c in inspect(conn).get_columns("brixo_acts")}:
+        conn.exec_driver_sql("ALTER TABLE brixo_acts ADD COLUMN first_tried_at FLOAT")
+    conn.exec_driver_sql(
+        "UPDATE brixo_acts SET first_tried_at = created_at "
+        "WHERE attempts > 0 AND first_tried_at IS NULL AND state IN ('pending', 'awaiting_comment')"
+    )
+
+
+# What brings a database of the version before each up to it: a schema created afresh has it
+# all already.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_first_tried_at}
 
 # PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
 _MIGRATION_LOCK = 0x627269786F

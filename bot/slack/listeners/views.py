@@ -124,7 +124,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
             seen_key=f"view:{workspace}:{view_id}" if view_id else None,
         )
         if recorded.created:
-            in_thread = meta.get("in_thread") is True
+            in_thread = meta.get("in_thread", True) is True  # absent: a modal of an older relay
             handoff = {
                 "channel": channel,
                 "user": user,
