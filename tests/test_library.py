@@ -19,7 +19,7 @@ from typing import Any
 from wsgiref.simple_server import make_server
 
 import pytest
-from slack_bolt import App, Assistant, Say
+from slack_bolt import App, Assistant, BoltResponse, Say
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
@@ -99,7 +99,10 @@ def their_app(
     started: list[tuple[FeedbackRelay, Callable[[], None], SlackSender]] = []
 
     def build(
-        process_before_response: bool = False, ignore_self_events: bool = True, **settings: Any
+        process_before_response: bool = False,
+        ignore_self_events: bool = True,
+        error_handler: Callable[..., Any] | None = None,
+        **settings: Any,
     ) -> TheirApp:
         # --- what a team writes (README, "Library") ---------------------------------------
         client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
@@ -115,6 +118,9 @@ def their_app(
         def their_middleware(body: dict[str, Any], next: Callable[[], None]) -> None:
             seen.append(f"middleware:{body.get('type')}")
             next()
+
+        if error_handler:
+            app.error(error_handler)
 
         relay = FeedbackRelay(
             brixo_api_key=BRIXO_KEY,
@@ -392,6 +398,36 @@ def test_a_vote_not_stored_is_answered_500_and_taken_on_slacks_retry(
     wait_until(lambda: app.settled(1), message="the retried vote was delivered")
     assert [r.id for r in app.brixo.accepted] == ["m-retry"]
     assert app.seen.count("reaction:+1") == 1
+
+
+def test_an_app_error_handler_that_acks_cannot_drop_a_vote_slack_must_send_again(
+    their_app: Callable[..., TheirApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A team's `@app.error` that answers 200 (to stop Slack's retries of their own errors) is
+    not asked about the relay's: a reaction whose reply Slack couldn't be asked about is still a
+    500 with one WARNING line, so Slack sends it again and the vote counts."""
+    handled: list[str] = []
+
+    def their_errors(error: Exception) -> BoltResponse:
+        handled.append(type(error).__name__)
+        return BoltResponse(status=200, body="")
+
+    app = their_app(error_handler=their_errors, assistant_bot_ids="BASSIST")
+    ts = "1700000000.000900"
+    metadata = {"event_type": "brixo_message", "event_payload": {"message_id": "m-unseen"}}
+    app.slack.add_message(
+        "C1", ts, "an answer", user="UASSIST", bot_id="BASSIST", metadata=metadata
+    )
+    app.slack.respond("conversations.replies", {"ok": False, "error": "fatal_error"}, status=500)
+    reaction = sr.reaction_added("U2", "+1", "C1", ts)
+    assert app.sender.event(reaction, event_id="EvTHEIRS").status_code == 500
+    said = [r for r in caplog.records if "before the ack" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in said] == [("WARNING", None)], said
+    assert handled == []
+    app.slack.reset_response("conversations.replies")
+    assert app.sender.event(reaction, event_id="EvTHEIRS", retry_num=1).status_code == 200
+    wait_until(lambda: app.settled(1), message="the retried vote was delivered")
+    assert [r.id for r in app.brixo.accepted] == ["m-unseen"]
 
 
 def test_relay_events_are_acknowledged_without_unhandled_warnings(

@@ -12,12 +12,14 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
 from slack_bolt.listener.custom_listener import CustomListener
 from slack_bolt.listener.listener import Listener
+from slack_bolt.listener.listener_error_handler import CustomListenerErrorHandler
 from slack_bolt.listener.thread_runner import ThreadListenerRunner
 from slack_bolt.listener_matcher import builtins as matchers
 from slack_bolt.listener_matcher.listener_matcher import ListenerMatcher
 from slack_bolt.middleware import Middleware
 
 from bot.library.setup import _EVENTS
+from bot.slack.app import answer_error
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import actions, events, shortcuts, views
 
@@ -84,10 +86,12 @@ class RelayMiddleware(Middleware):
         base = app.listener_runner
         # The relay stores each act before the ack and hands follow-ups (thanks, modals) to its
         # own threads: the listeners run as process_before_response=True, whatever the app uses.
+        # Their errors are answered as the standalone app answers them (a vote not stored is a
+        # 500, so that Slack sends it again), not by the app's error handler, which may ack.
         self.runner = ThreadListenerRunner(
             logger=app.logger,
             process_before_response=True,
-            listener_error_handler=base.listener_error_handler,
+            listener_error_handler=CustomListenerErrorHandler(app.logger, answer_error),
             listener_start_handler=base.listener_start_handler,
             listener_completion_handler=base.listener_completion_handler,
             listener_executor=executor,
