@@ -81,6 +81,11 @@ def test_check_library_needs_only_library_scopes(env: Env, fake_slack: FakeSlack
     fake_slack.scopes = [s for s in fake_slack.scopes if s != "reactions:read"]
     missing = _check(env, fake_slack, "--library")
     assert "reactions:read" in _slack_line(missing) and missing.returncode == 1
+    # A team's app isn't installed from the relay's manifest: the line says what to merge.
+    assert _slack_line(missing).endswith(
+        "; merge relay.manifest_fragment() into your app's manifest and reinstall it"
+    )
+    assert _slack_line(standalone).endswith("; reinstall the app from the manifest")
 
 
 def test_check_tries_the_app_token_for_socket_mode(env: Env, fake_slack: FakeSlackAPI) -> None:

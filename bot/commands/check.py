@@ -114,7 +114,8 @@ def check_slack_library(settings: Settings) -> tuple[bool, str]:
     from bot.library import required_scopes
     from bot.slack.checks import check_slack_token
 
-    return check_slack_token(settings, required_scopes(settings))
+    fix = "merge relay.manifest_fragment() into your app's manifest and reinstall it"
+    return check_slack_token(settings, required_scopes(settings), fix)
 
 
 def check_discord(settings: Settings) -> tuple[bool, str]:

@@ -61,8 +61,14 @@ def unreachable(settings: Settings, error: Exception) -> SlackTokenError:
     return SlackTokenError(where, "SLACK_API_URL")
 
 
-def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) -> tuple[bool, str]:
-    """auth.test with the bot token; compares the granted scopes with `scopes`."""
+REINSTALL = "reinstall the app from the manifest"
+
+
+def check_slack_token(
+    settings: Settings, scopes: Sequence[str] = BOT_SCOPES, fix: str = REINSTALL
+) -> tuple[bool, str]:
+    """auth.test with the bot token; compares the granted scopes with `scopes` (`fix`: what
+    to do when some are missing)."""
     if settings.oauth:
         return True, "OAuth install: each workspace's token is checked when it installs"
     if not settings.slack_bot_token:
@@ -77,7 +83,6 @@ def check_slack_token(settings: Settings, scopes: Sequence[str] = BOT_SCOPES) ->
     if missing:
         return (
             False,
-            f"token works ({where}) but lacks scopes: {', '.join(missing)}; "
-            "reinstall the app from the manifest",
+            f"token works ({where}) but lacks scopes: {', '.join(missing)}; {fix}",
         )
     return True, f"ok ({where}, all {len(scopes)} scopes granted)"
