@@ -416,7 +416,7 @@ def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
     opened = len(fake_slack.calls_to("apps.connections.open"))
     socket_mode.drop()
     fake_slack.wait_for_call("apps.connections.open", count=opened + 2, timeout=5)
-    assert "can't reconnect to Slack yet: SlackApiError" in caplog.text
+    assert "can't reconnect to Slack yet: HTTP 200: internal_error" in caplog.text
     fake_slack.respond("apps.connections.open", {"ok": True, "url": socket_mode.url})
     wait_until(socket_mode.connected, timeout=5, message="no new socket")
     assert acking_client.wait_open(5)

@@ -11,6 +11,8 @@ from slack_bolt import App
 from slack_sdk.socket_mode.websocket_client import SocketModeClient
 from websocket import WebSocketApp, WebSocketConnectionClosedException, WebSocketException
 
+from bot.slack.lookups import unavailable_reason
+
 log = logging.getLogger("bot.socket")
 
 # How long an ack waits for the socket to be open (Slack allows 3 s in all).
@@ -91,7 +93,7 @@ class AckingClient(SocketModeClient):
                 self.logger.info("The session seems to be already closed. Reconnecting...")
                 self.connect_to_new_endpoint()
         except Exception as error:  # the monitor tries again
-            log.warning("can't reconnect to Slack yet: %s", type(error).__name__)
+            log.warning("can't reconnect to Slack yet: %s", unavailable_reason(error))
 
     def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
         if "payload" in message and not isinstance(message["payload"], dict | str):
