@@ -30,6 +30,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -418,9 +419,10 @@ def _add_first_tried_at(conn: Connection) -> None:
     again after a downgrade that only removed the version row, the column stays as it is."""
     if "first_tried_at" not in {c["name"] for c in inspect(conn).get_columns("brixo_acts")}:
         conn.exec_driver_sql("ALTER TABLE brixo_acts ADD COLUMN first_tried_at FLOAT")
-    conn.exec_driver_sql(
-        "UPDATE brixo_acts SET first_tried_at = created_at "
-        "WHERE attempts > 0 AND first_tried_at IS NULL AND state IN ('pending', 'awaiting_comment')"
+    conn.execute(
+        update(acts)
+        .where(acts.c.attempts > 0, acts.c.first_tried_at.is_(None), acts.c.finished_at.is_(None))
+        .values(first_tried_at=acts.c.created_at)
     )
 
 
