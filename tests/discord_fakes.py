@@ -177,8 +177,9 @@ def message(
     mentions: tuple[str, ...] = (),
     role_mentions: tuple[str, ...] = (),
     components: list[dict[str, Any]] | None = None,
+    kind: int = 0,
 ) -> dict[str, Any]:
-    """A message object (also MESSAGE_CREATE's payload)."""
+    """A message object (also MESSAGE_CREATE's payload); `kind` is its type (0: written)."""
     data: dict[str, Any] = {
         "id": message_id or snowflake(),
         "channel_id": channel_id,
@@ -193,7 +194,7 @@ def message(
         "attachments": [],
         "embeds": [],
         "pinned": False,
-        "type": 0,
+        "type": kind,
         "flags": 0,
         "components": components or [],
     }

@@ -242,6 +242,34 @@ def test_the_threads_it_starts_need_no_mention(
     assert len(api.calls_to("POST", r".*/threads")) == 1
 
 
+def test_discords_notices_are_no_questions_nor_replies(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent, brixo: FakeBrixo
+) -> None:
+    """A pin, a thread renamed or a member added (Discord's system messages, by a person in a
+    thread the relay started or in a DM) reaches no agent; a watched bot's notice isn't seeded
+    as a reply, its reply to a slash command is."""
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}")
+    question, _reply = ask(bot, api)
+    bot.feed("THREAD_CREATE", df.thread_channel(question["id"], owner=df.BOT_ID))
+    for kind in (1, 4, 6):  # recipient added, channel name change, pin
+        bot.feed("MESSAGE_CREATE", df.message("renamed", channel_id=question["id"], kind=kind))
+        bot.feed(
+            "MESSAGE_CREATE", df.message("pin", guild_id=None, channel_id=df.DM_CHANNEL, kind=kind)
+        )
+    notice = df.message("started a thread", author=df.WATCHED_BOT, bot=True, kind=18)
+    command_reply = df.message("an answer", author=df.WATCHED_BOT, bot=True, kind=20)
+    bot.feed("MESSAGE_CREATE", notice)
+    bot.feed("MESSAGE_CREATE", command_reply)
+    bot.loop.settle()
+    assert len(agent.requests) == 1  # the question only
+    seeded = {c.path.split("/")[-4] for c in api.calls_to("PUT", REACTION_PUT)}
+    assert seeded == {command_reply["id"]}
+    bot.feed(
+        "MESSAGE_REACTION_ADD", df.reaction_add(command_reply["id"], "👍", author=df.WATCHED_BOT)
+    )
+    assert [r.id for r in brixo.wait_for_accepted(1)] == [f"m-{command_reply['id']}"]
+
+
 def test_without_thread_permission_the_answer_replies_in_the_channel(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:

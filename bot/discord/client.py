@@ -77,6 +77,17 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
+# Messages someone wrote (a bot's reply to a command included), as against Discord's notices.
+WRITTEN = frozenset(
+    {
+        discord.MessageType.default,
+        discord.MessageType.reply,
+        discord.MessageType.chat_input_command,
+        discord.MessageType.context_menu_command,
+    }
+)
+
+
 class RelayClient(discord.Client):
     """A Discord bot that relays 👍/👎 on assistant replies to Brixo."""
 
@@ -127,6 +138,8 @@ class RelayClient(discord.Client):
         """Map and seed a watched bot's reply; send a person's DM, mention or message in a
         thread the relay started to the agent."""
         if self.user is None or message.author.id == self.user.id:
+            return
+        if message.type not in WRITTEN:  # a pin, a rename, a member added: Discord's notices
             return
         authors = [str(message.author.id), str(message.webhook_id or "")]
         watched = next((a for a in authors if self.feedback.is_watched(a)), None)
