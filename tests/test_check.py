@@ -188,6 +188,24 @@ def test_check_a_discord_only_setup(
     assert not os.path.exists(tmp_path / "relay.db")
 
 
+def test_check_says_watched_discord_bots_need_a_template(
+    env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.values["ASSISTANT_BOT_IDS"] = "BSLACKBOT"  # a Slack bot's: mapped by its metadata there
+    code, lines = in_process_check(env, capsys)
+    assert lines["discord"].startswith("ok (bot "), lines
+    env.values["ASSISTANT_BOT_IDS"] = "BSLACKBOT,123456789012345678"
+    code, lines = in_process_check(env, capsys)
+    assert lines["discord"] == (
+        "ASSISTANT_BOT_IDS: on Discord, watched bots' replies are mapped only by "
+        "MESSAGE_ID_TEMPLATE or CONVERSATION_ID_TEMPLATE; set one of them"
+    )
+    assert code == 1, lines
+    env.values["MESSAGE_ID_TEMPLATE"] = "{team}-{ts}"
+    code, lines = in_process_check(env, capsys)
+    assert lines["discord"].startswith("ok (bot "), lines
+
+
 def test_check_discord_refused_token(
     env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:

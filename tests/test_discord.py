@@ -598,6 +598,25 @@ def test_unanswered_modal_sends_without_comment_after_comment_wait(
     assert len(brixo.accepted) == 1
 
 
+def test_watching_bots_without_a_template_stops_with_one_line(env: Env) -> None:
+    """Discord has no message metadata: watched replies are mapped only by the templates, so
+    without one the observer would seed 👍/👎 that never count."""
+    environ = env.process(DISCORD_TOKEN="discord-token", ASSISTANT_BOT_IDS=df.WATCHED_BOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "discord"],
+        env=environ,
+        cwd=REPO / "tests",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: ASSISTANT_BOT_IDS: on Discord, watched bots' replies are mapped only by "
+        "MESSAGE_ID_TEMPLATE or CONVERSATION_ID_TEMPLATE; set one of them"
+    ]
+
+
 def test_cli_without_token_stops_with_one_line(env: Env) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bot", "discord"],

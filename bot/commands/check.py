@@ -119,7 +119,13 @@ def check_slack_library(settings: Settings) -> tuple[bool, str]:
 
 
 def check_discord(settings: Settings) -> tuple[bool, str]:
-    """The Discord bot token logs in, with the Message Content intent."""
+    """The Discord bot token logs in, with the Message Content intent; watched bots' replies
+    can be mapped."""
+    from bot.discord.runner import unmappable_watch
+
+    unmappable = unmappable_watch(settings)
+    if unmappable:
+        return False, unmappable
     try:
         from bot.discord.checks import check_discord_token
     except ImportError:

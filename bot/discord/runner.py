@@ -16,10 +16,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot.discord")
 
 
+def unmappable_watch(settings: Settings) -> str | None:
+    """Why watched bots' replies could never be rated on Discord (it has no message metadata:
+    only the templates map them), or None. Slack's IDs (B…, U…) in the list don't count."""
+    discord_ids = [i for i in settings.assistant_bot_ids if i.isdigit()]
+    if discord_ids and not (settings.message_id_template or settings.conversation_id_template):
+        return (
+            "ASSISTANT_BOT_IDS: on Discord, watched bots' replies are mapped only by "
+            "MESSAGE_ID_TEMPLATE or CONVERSATION_ID_TEMPLATE; set one of them"
+        )
+    return None
+
+
 def run_discord(settings: Settings) -> int:
     """Connect to Discord's gateway and deliver; exit 1 when Discord refuses to connect."""
     settings.require("discord_token", "brixo_api_key")
     assert settings.discord_token
+    unmappable = unmappable_watch(settings)
+    if unmappable:
+        raise SettingsError(unmappable)
     try:
         import aiohttp
         import discord
