@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,23 @@ def test_unparseable_signed_requests_never_give_5xx(start_relay: StartRelay) -> 
     assert _send_all(app, _unreadable(app, ts)) == {400}
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
+
+
+@pytest.mark.parametrize("how", ["forged", "stale", "missing"])
+def test_unreadable_requests_without_slacks_signature_get_401_and_no_warning(
+    start_relay: StartRelay, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The signature is checked before a body is called unreadable: a caller without the
+    signing secret gets Bolt's 401 and can't write warnings into the log."""
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for body, content_type in _unreadable(app, ts):
+        answer = app.sender.raw(body, _headers(body, content_type, how))
+        assert answer.status_code == 401, (how, body[:60], answer.status_code)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "Invalid request signature detected" in caplog.text
 
 
 def test_chunked_requests_are_read_by_the_real_server(

@@ -15,6 +15,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web import SlackResponse
 
 from bot.core.relay import Relay
@@ -31,11 +32,16 @@ StartResponse = Callable[..., Any]
 
 
 class CheckedRequestHandler(SlackRequestHandler):
-    """Bolt's WSGI handler, answering 400 (not Bolt's 500) to a body Bolt can't read.
+    """Bolt's WSGI handler, answering 400 (not Bolt's 500) to a body Bolt can't read, once
+    its signature shows Slack sent it (else 401, as Bolt answers, and no warning).
 
     The check reads the body Bolt parsed, so each body is parsed once: a click's URL-encoded
     payload costs ~0.2 ms of CPU to decode.
     """
+
+    def __init__(self, app: App, signing_secret: str) -> None:
+        super().__init__(app)
+        self.verifier = SignatureVerifier(signing_secret)
 
     def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
         why: str | None
@@ -50,7 +56,13 @@ class CheckedRequestHandler(SlackRequestHandler):
         else:
             why = unreadable(bolt_request.body)
             if why is None:
-                return self.app.dispatch(bolt_request)
+                return self.app.dispatch(bolt_request)  # Bolt checks the signature
+        raw = request.environ["wsgi.input"].getvalue()
+        stamp = request.environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+        signature = request.environ.get("HTTP_X_SLACK_SIGNATURE", "")
+        if not (stamp and self.verifier.is_valid(raw, stamp, signature)):
+            log.info("Invalid request signature detected: refused an unreadable request")
+            return BoltResponse(status=401, body={"error": "invalid request"})
         log.warning("refused an unreadable Slack request: %s", why)
         return BoltResponse(
             status=400,
@@ -64,7 +76,7 @@ class RelayWSGI:
 
     def __init__(self, app: App, relay: Relay) -> None:
         self.relay = relay
-        self.bolt = CheckedRequestHandler(app)
+        self.bolt = CheckedRequestHandler(app, relay.settings.slack_signing_secret or "")
         oauth = app.oauth_flow
         self.oauth_paths = {oauth.install_path, oauth.redirect_uri_path} if oauth else set()
 
