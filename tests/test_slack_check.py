@@ -97,12 +97,15 @@ def test_check_tries_the_app_token_for_socket_mode(env: Env, fake_slack: FakeSla
     refused = subprocess.run(
         [sys.executable, "-m", "bot", "check"], env=environ, capture_output=True, text=True
     )
+    assert _slack_line(refused).startswith("slack: bot token works (team T1")
     assert _slack_line(refused).endswith(", but Slack refused SLACK_APP_TOKEN: invalid_auth")
     assert refused.returncode == 1
+    fake_slack.reset_response("apps.connections.open")
     accepted = subprocess.run(
         [sys.executable, "-m", "bot", "check"], env=environ, capture_output=True, text=True
     )
     assert _slack_line(accepted).startswith("slack: ok (team T1"), accepted.stdout
+    assert "refused" not in accepted.stdout, accepted.stdout
     assert [c.token for c in fake_slack.calls_to("apps.connections.open")] == ["xapp-1-A1-bad"] * 2
 
 

@@ -82,14 +82,15 @@ def check_slack(settings: Settings) -> tuple[bool, str]:
     from bot.slack.checks import check_slack_token
 
     ok, line = check_slack_token(settings)
+    works = line.replace("ok (", "bot token works (", 1)  # for a line that isn't ok after all
     if ok and not (settings.slack_signing_secret or settings.slack_app_token):
         return False, (
-            f"{line}, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket) is set"
+            f"{works}, but neither SLACK_SIGNING_SECRET (serve) nor SLACK_APP_TOKEN (socket) is set"
         )
     if ok and settings.slack_app_token:
         refused = check_app_token(settings)
         if refused:
-            return False, f"{line}, but Slack refused SLACK_APP_TOKEN: {refused}"
+            return False, f"{works}, but Slack refused SLACK_APP_TOKEN: {refused}"
     return ok, line
 
 
