@@ -347,9 +347,28 @@ def states(database_url: str) -> dict[str, str]:
 
 
 def test_outbox_list_empty(env: Env, tmp_path: Path) -> None:
+    Database(parse_database_url("DATABASE_URL", env()["DATABASE_URL"])).migrate(time())
     result = run_bot("outbox", env=env.process(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "outbox empty" in result.stdout
+
+
+def test_outbox_commands_in_a_folder_without_the_database_create_none(
+    env: Env, tmp_path: Path
+) -> None:
+    """The default DATABASE_URL is a file in the working folder: run elsewhere, the commands
+    say there is no database there instead of creating an empty one."""
+    path = tmp_path / "brixo-relay.db"
+    environ = env.process(DATABASE_URL=None)
+    for action in (["list"], ["purge"], ["retry"]):
+        result = run_bot("outbox", *action, env=environ, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert (
+            result.stdout
+            == f"no database at {path} (DATABASE_URL): nothing pending, no dead letters\n"
+        )
+    assert run_bot("outbox", "retry", "7", env=environ, cwd=tmp_path).returncode == 1
+    assert not path.exists()
 
 
 def test_outbox_list_shows_pending_and_dead_with_last_error(env: Env, tmp_path: Path) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import uuid
 from datetime import UTC, datetime
 from functools import partial
 from time import monotonic, time
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
+from bot.commands.holds import database_exists
 from bot.commands.send import cut_note, deliver_once
 from bot.core.brixo import Answer, BrixoClient
 from bot.core.db import Database
@@ -19,7 +23,11 @@ from bot.core.settings import Settings
 
 
 def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
-    """Run `outbox list`, `retry` or `purge` as `args` say."""
+    """Run `outbox list`, `retry` or `purge` as `args` say (none creates a SQLite file)."""
+    if not database_exists(settings):
+        path = os.path.abspath(make_url(settings.database_url).database or "")
+        print(f"no database at {path} (DATABASE_URL): nothing pending, no dead letters")
+        return 1 if getattr(args, "ids", None) else 0
     database = Database(settings.database_url, pool_size=1)
     database.migrate(time())
     outbox = Outbox(database)
