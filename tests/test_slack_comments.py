@@ -47,6 +47,9 @@ def test_down_click_waits_for_the_modal_submission(start_relay: StartRelay) -> N
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["element"]["max_length"] for b in inputs] == [3000]
     assert inputs[0]["optional"] is True
+    # The modal thanks nobody (ACK_MESSAGE does, when set): it says the vote already counts.
+    sections = [b["text"]["text"] for b in view["blocks"] if b["type"] == "section"]
+    assert sections == ["👎 Your vote is recorded. Anything to add? (optional)"]
     # Nothing is sent while the person types: a later vote gets through first.
     react(app, map_by_metadata(app, "m-sentinel"), "+1", user="U2", channel="C1")
     settled(app, 1, awaiting=1)

@@ -168,7 +168,7 @@ def comment_modal(
         submit=PlainTextObject(text="Send"),
         close=PlainTextObject(text="Skip"),
         blocks=[
-            SectionBlock(text=f"{face} Thanks! Anything to add? (optional)"),
+            SectionBlock(text=f"{face} Your vote is recorded. Anything to add? (optional)"),
             _comment_input("Comment"),
         ],
     ).to_dict()
