@@ -260,12 +260,16 @@ def test_a_postgres_server_that_never_answers_fails_in_seconds(
     assert "brixo: ok (key accepted" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["outbox", "list"], ["serve"]])
+@pytest.mark.parametrize(
+    ("command", "path"), [(["serve"], "no-such-folder/relay.db"), (["outbox", "list"], "a-folder")]
+)
 def test_a_database_that_cannot_be_opened_is_one_line(
-    env: Env, tmp_path: Path, command: list[str]
+    env: Env, tmp_path: Path, command: list[str], path: str
 ) -> None:
-    missing = f"sqlite:///{tmp_path}/no-such-folder/relay.db"
-    environ = env.process(DATABASE_URL=missing, SLACK_SIGNING_SECRET="s", PORT="9")
+    (tmp_path / "a-folder").mkdir()  # where a file should be
+    environ = env.process(
+        DATABASE_URL=f"sqlite:///{tmp_path}/{path}", SLACK_SIGNING_SECRET="s", PORT="9"
+    )
     result = run_bot(*command, env=environ, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (

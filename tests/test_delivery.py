@@ -764,7 +764,10 @@ def test_the_http_server_marks_slack_requests_as_being_answered() -> None:
             process_before_response=True,
         )
         app.event("app_mention")(lambda: seen.append(acks_first._answering))
-        wsgi = RelayWSGI(app, SimpleNamespace(acks_first=acks_first))  # type: ignore[arg-type]
+        relay = SimpleNamespace(
+            acks_first=acks_first, settings=SimpleNamespace(slack_signing_secret="secret")
+        )
+        wsgi = RelayWSGI(app, relay)  # type: ignore[arg-type]
         body_sent = wsgi(environ, lambda status, headers: statuses.append(status))
     assert statuses == ["200 OK"]
     assert seen == [1]  # answered as one request in flight
