@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from bot.core import delivery
 from bot.core.acts import Act, Target
 from bot.core.brixo import KEY_CHECK_ID, Answer, BrixoClient, Outcome
 from bot.core.db import Database
@@ -775,6 +776,29 @@ def test_the_http_server_marks_slack_requests_as_being_answered() -> None:
     body_sent.close()  # type: ignore[attr-defined]
     body_sent.close()  # type: ignore[attr-defined]
     assert acks_first._answering == 0  # counted down once
+
+
+def test_sends_queued_past_their_lease_are_left_to_the_process_holding_them_now(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process frozen past its leases (a VM paused, heavy swapping): the sends still waiting
+    their turn don't go when it wakes, since another process may have claimed and sent those
+    acts meanwhile; only the send already under way may (the README's in-flight case)."""
+    asleep = [0.0]
+    real_monotonic = delivery.monotonic
+    monkeypatch.setattr(delivery, "monotonic", lambda: real_monotonic() + asleep[0])
+    brixo.set_latency(0.5)
+    worker = make_worker(concurrency=1)  # one send at a time: the others wait their turn
+    for n in range(3):
+        record(outbox, f"queued-{n}")
+    brixo.wait_for_requests(1)  # the first is under way
+    asleep[0] = 10.0  # the process slept 10 s, past its 3 s leases...
+    later = time() + 10.0
+    other = outbox.claim("other-process", limit=10, lease=30.0, now=later)  # ...taken meanwhile
+    assert len(other) == 3
+    wait_until(lambda: worker._in_flight == 0, message="the waiting sends were never released")
+    assert [r.id for r in brixo.requests if r.id.startswith("queued-")] == ["queued-0"]
+    assert {c.id for c in outbox.claim("third", limit=10, lease=30.0, now=later)} == set()
 
 
 def test_a_429_on_the_key_check_holds_every_send_too(

@@ -119,6 +119,10 @@ def not_yet(now: float, at: float, interval: float) -> bool:
     return now < at <= now + interval
 
 
+# The share of a lease after which a send waiting its turn no longer trusts it (see _send).
+LEASE_TRUST = 0.8
+
+
 def signal_of(act: Claimed) -> Signal:
     """The signal an act becomes."""
     return Signal(act.target, act.value, act.occurred_at, act.comment)  # type: ignore[arg-type]
@@ -212,6 +216,10 @@ class DeliveryWorker:
         self._unsettled: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._next_upkeep = 0.0
+        # When the leases in flight were last renewed (monotonic), and before when a renewal
+        # came too late for the acts leased then to be surely still this process's.
+        self._leases_renewed = monotonic()
+        self._leases_doubtful_before = 0.0
         self.acks_first = acks_first or AcksFirst()
         # When to claim next: at once after a wake-up or a full claim, else a poll interval on.
         self._claim_at = 0.0
@@ -250,13 +258,13 @@ class DeliveryWorker:
             return
         self._count_in_flight(len(acts))
         try:
-            pool.submit(self._send_in_order, acts)
+            pool.submit(self._send_in_order, acts, monotonic())
         except RuntimeError:  # the pool shut down meanwhile: likewise
             self._count_in_flight(-len(acts))
 
-    def _send_in_order(self, acts: Sequence[Claimed]) -> None:
+    def _send_in_order(self, acts: Sequence[Claimed], leased: float) -> None:
         for act in acts:
-            self._send(act)
+            self._send(act, leased)
 
     def _count_in_flight(self, change: int) -> None:
         with self._lock:
@@ -307,8 +315,12 @@ class DeliveryWorker:
         now = self.clock()
         if not_yet(now, self._next_upkeep, self.lease / 3):
             return
+        started = monotonic()
         if self._in_flight or self._unsettled:
+            if started - self._leases_renewed > LEASE_TRUST * self.lease:  # frozen, or no database
+                self._leases_doubtful_before = started  # another process may have those acts
             self.outbox.renew(self.owner, self.lease, now)  # raising: tried again next round
+        self._leases_renewed = started
         self._flush()
         self._next_upkeep = now if self._unsettled else now + self.lease / 3
         if _RANDOM.random() < 0.01:
@@ -338,16 +350,23 @@ class DeliveryWorker:
         if self._unsettled:  # after a database outage: their leases may have lapsed, and a
             return  # claim would take (and send) them again before their outcome is written
         self.acks_first.wait()
+        leased = monotonic()
         claimed = self.outbox.claim(self.owner, room, self.lease, now)
         self._claim_at = now if len(claimed) == room else now + self.poll_interval
         self._count_in_flight(len(claimed))
         for act in claimed:
             assert self._pool is not None
-            self._pool.submit(self._send, act)
+            self._pool.submit(self._send, act, leased)
 
-    def _send(self, act: Claimed) -> None:
+    def _send(self, act: Claimed, leased: float) -> None:
+        """Send one act leased at `leased` (monotonic), unless it is to wait (it is released)."""
         self._learn_hold()
-        if self._stopping.is_set() or self._paused or self._hold_until > self.clock():
+        if (
+            self._stopping.is_set()
+            or self._paused
+            or self._hold_until > self.clock()
+            or self._lease_doubtful(leased)
+        ):
             self._results.put((act, None))
             return
         self.acks_first.wait()
@@ -357,6 +376,14 @@ class DeliveryWorker:
             answer = Answer(Outcome.RETRY, None, f"{type(error).__name__}")
         self._observe(answer, self.clock())  # at once, so queued sends see a hold or a pause
         self._results.put((act, answer))
+
+    def _lease_doubtful(self, leased: float) -> bool:
+        """True when the lease of an act leased at `leased` may have lapsed, so that another
+        process may have claimed and sent it: its last renewal lies too far back (this process
+        was frozen, say), or came too late. Released, the act is claimed again if still due."""
+        if leased < self._leases_doubtful_before:
+            return True
+        return monotonic() - max(leased, self._leases_renewed) > LEASE_TRUST * self.lease
 
     def _collect(self, timeout: float) -> list[tuple[Claimed, Answer | None]]:
         results: list[tuple[Claimed, Answer | None]] = []
