@@ -275,6 +275,7 @@ class DeliveryWorker:
         if self._thread:
             return
         self._stopping.clear()
+        self._leases_renewed = monotonic()  # none held yet: built long before, it wasn't frozen
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="brixo-send")
         self._thread = threading.Thread(target=self._run, name="brixo-delivery", daemon=True)
         self._thread.start()
