@@ -1072,9 +1072,11 @@ def test_a_send_in_flight_has_its_lease_renewed_well_before_it_lapses(
 
 
 def test_a_send_that_raises_is_retried_not_lost(
-    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An unexpected error in the Brixo client counts as no answer: the act is retried."""
+    """An unexpected error in the Brixo client is logged with its traceback and the act is
+    retried; it isn't taken for Brixo being down (no hold, no "unreachable" in /healthz)."""
+    caplog.set_level(logging.DEBUG, logger="bot.delivery")
     worker = make_worker()
     client = worker.sender
     calls = [0]
@@ -1093,6 +1095,9 @@ def test_a_send_that_raises_is_retried_not_lost(
     act_id = record(outbox, "m1")
     assert wait_state(outbox, act_id, DELIVERED).attempts == 2
     assert [r.id for r in signals(brixo)] == ["m1"]
+    failures = [r for r in caplog.records if r.exc_info and "act" in r.getMessage()]
+    assert failures and "a bug in the client" in caplog.text
+    assert "unreachable" not in caplog.text and worker.brixo_state == "ok"
 
 
 def test_the_hold_while_brixo_gives_no_answer_grows_to_a_cap(outbox: Outbox) -> None:

@@ -373,8 +373,10 @@ class DeliveryWorker:
         self.acks_first.wait()
         try:
             answer = self.sender.send(signal_of(act))
-        except Exception as error:  # a bug in a send must not lose the act
-            answer = Answer(Outcome.RETRY, None, f"{type(error).__name__}")
+        except Exception as error:  # a bug, not Brixo's answer: the act is retried, not lost
+            log.exception("sending act %s failed in the relay; it will be retried", act.id)
+            self._results.put((act, Answer(Outcome.RETRY, None, type(error).__name__)))
+            return
         self._observe(answer, self.clock())  # at once, so queued sends see a hold or a pause
         self._results.put((act, answer))
 
