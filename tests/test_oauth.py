@@ -7,6 +7,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from html import unescape
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -14,9 +15,11 @@ import requests
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
-from sqlalchemy import MetaData, Table, func, insert, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select
+from sqlalchemy.exc import OperationalError
 
 from bot.slack.manifest import BOT_SCOPES
+from bot.slack.oauth import create_tables
 from tests.fakes import FakeSlackAPI
 from tests.fakes import slack_requests as sr
 from tests.pg import database_params
@@ -299,3 +302,33 @@ def test_oauth_states_expire_ten_minutes_after_the_install_page(
         expire_at = conn.scalar(select(states.c.expire_at).where(states.c.state == nonce))
     lifetime = expire_at - datetime.now(tz=UTC).replace(tzinfo=None)
     assert timedelta(minutes=9) < lifetime <= timedelta(minutes=10)
+
+
+def test_oauth_tables_raced_by_another_process_are_used_but_other_failures_stop_the_start(
+    tmp_path: Path,
+) -> None:
+    """create_tables: a table created by a process starting alongside (the create fails once)
+    is fine; a database that keeps failing stops the start instead of failing the first
+    install later."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'oauth.db'}")
+    store = SQLAlchemyInstallationStore(client_id=CLIENT_ID, engine=engine)
+    real_create = store.create_tables
+    failures = [1]
+
+    def raced_once() -> None:
+        if failures[0]:
+            failures[0] -= 1
+            real_create()  # the other process's create...
+            raise OperationalError("CREATE TABLE", {}, Exception("table already exists"))
+        real_create()
+
+    store.create_tables = raced_once  # type: ignore[method-assign]
+    create_tables(store)
+    assert "slack_installations" in inspect(engine).get_table_names()
+
+    def refused() -> None:
+        raise OperationalError("CREATE TABLE", {}, Exception("permission denied"))
+
+    store.create_tables = refused  # type: ignore[method-assign]
+    with pytest.raises(OperationalError, match="permission denied"):
+        create_tables(store)

@@ -15,6 +15,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallation
 from slack_sdk.oauth.sqlalchemy_utils import normalize_datetime_for_db
 from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from bot.core.relay import Relay
 from bot.slack.manifest import BOT_SCOPES, OAUTH_REDIRECT_PATH
@@ -55,6 +56,17 @@ class SignedStateStore(SQLAlchemyOAuthStateStore):
         return hmac.new(self._key, nonce.encode(), hashlib.sha256).hexdigest()
 
 
+def create_tables(*stores: SQLAlchemyInstallationStore | SQLAlchemyOAuthStateStore) -> None:
+    """Create the stores' tables where missing. A process starting beside this one may create
+    them between the check and the create: then they are there, and checking again says so.
+    Any other failure (a database refusing the relay, say) stops the start."""
+    for store in stores:
+        try:
+            store.create_tables()
+        except DBAPIError:
+            store.create_tables()
+
+
 def oauth_settings(relay: Relay) -> OAuthSettings:
     """Bolt's OAuth flow with installations and state kept in the relay's database."""
     settings = relay.settings
@@ -64,11 +76,7 @@ def oauth_settings(relay: Relay) -> OAuthSettings:
         client_id=settings.slack_client_id, engine=relay.db.engine, logger=log
     )
     states = SignedStateStore(settings.slack_state_secret, relay.db.engine)
-    for store in (installations, states):
-        try:
-            store.create_tables()
-        except Exception:  # another process created them first
-            log.debug("OAuth tables already exist")
+    create_tables(installations, states)
     return OAuthSettings(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret,
