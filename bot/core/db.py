@@ -274,8 +274,8 @@ class Database:
         """Run `job` in a durable write transaction and return what it returns.
 
         On SQLite, the jobs other threads queue while a transaction is being written share the
-        next one, and its one wait for the disk (group commit): under load a vote no longer
-        waits for every vote before it to reach the disk in turn. Each job runs under a
+        next one, and its one wait for the disk (group commit): under load a vote doesn't wait
+        for every vote before it to reach the disk in turn. Each job runs under a
         savepoint of its own, so one that raises undoes only its own writes and raises in its
         own thread; when the commit fails, every job of the batch raises.
         """

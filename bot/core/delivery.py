@@ -125,7 +125,7 @@ LEASE_TRUST = 0.8
 
 def signal_of(act: Claimed) -> Signal:
     """The signal an act becomes."""
-    return Signal(act.target, act.value, act.occurred_at, act.comment)  # type: ignore[arg-type]
+    return Signal(act.target, act.value, act.occurred_at, act.comment)
 
 
 class AcksFirst:

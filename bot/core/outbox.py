@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 
-from bot.core.acts import Act, Target, clean_comment
+from bot.core.acts import Act, Target, Value, clean_comment
 from bot.core.db import Database, DriverStatement, acts, holds, seen, upsert, votes
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Claimed:
     id: int
     workspace: str
     target: Target
-    value: str
+    value: Value
     occurred_at: float
     comment: str | None
     comment_cut: bool

@@ -53,7 +53,7 @@ def parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}: expected true or false (also 1/0, yes/no, on/off), got {raw!r}")
 
 
-def parse_list(name: str, raw: str) -> tuple[str, ...]:
+def parse_list(raw: str) -> tuple[str, ...]:
     """A comma-separated list; blanks are dropped."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -312,7 +312,7 @@ def _log_level(name: str, raw: str) -> str:
 
 def _ids(name: str, raw: str) -> tuple[str, ...]:
     """Slack bot IDs (B…) and user IDs (U…, W… on Enterprise Grid), or Discord IDs (digits)."""
-    ids = parse_list(name, raw)
+    ids = parse_list(raw)
     for item in ids:
         if not re.fullmatch(r"[BUW][A-Z0-9]+|[0-9]+", item):
             raise SettingsError(
@@ -334,7 +334,7 @@ def reaction_name(reaction: str) -> str:
 
 
 def _reactions(name: str, raw: str) -> tuple[str, ...]:
-    names = tuple(item.strip(":") for item in parse_list(name, raw))
+    names = tuple(item.strip(":") for item in parse_list(raw))
     if not names or any(not n or re.search(r"\s", n) for n in names):
         raise SettingsError(
             f"{name}: expected comma-separated emoji names like +1,thumbsup, got {raw!r}"

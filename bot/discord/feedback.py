@@ -98,7 +98,7 @@ class Rating:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class VoteResult:
     """What a click or reaction did, for the reply to the person."""
 
     act_id: int | None = None
@@ -242,12 +242,12 @@ class DiscordFeedback:
         """Whether ASK_COMMENT asks for a comment on this vote."""
         return self.relay.wants_comment(value)
 
-    def click(self, click: Click) -> Outcome:
+    def click(self, click: Click) -> VoteResult:
         """A button click: the act, waiting for a comment when one is asked for."""
         mapping = self.resolve(click.place, click.author)
         if not mapping:
             self._unmapped("button", click.place)
-            return Outcome(unmapped=True)
+            return VoteResult(unmapped=True)
         ask = self.wants_comment(click.value)
         recorded = self._record(
             click.place,
@@ -259,9 +259,9 @@ class DiscordFeedback:
             ask,
             seen_key=f"discord:interaction:{click.interaction_id}",
         )
-        return Outcome(recorded.act_id, ask and recorded.created)
+        return VoteResult(recorded.act_id, ask and recorded.created)
 
-    def reaction(self, reaction: Reaction) -> Outcome | None:
+    def reaction(self, reaction: Reaction) -> VoteResult | None:
         """A reaction: None when it is no vote (other emoji, a bot's, an unmapped message)."""
         value = self.reaction_value(reaction.emoji)
         if not value or reaction.user == self.own_id or self.is_watched(reaction.user):
@@ -274,9 +274,9 @@ class DiscordFeedback:
         recorded = self._record(
             reaction.place, reaction.user, value, reaction.occurred_at, "reaction", mapping, ask
         )
-        return Outcome(recorded.act_id, ask and recorded.created)
+        return VoteResult(recorded.act_id, ask and recorded.created)
 
-    def rate_conversation(self, rating: Rating) -> Outcome:
+    def rate_conversation(self, rating: Rating) -> VoteResult:
         """A conversation's 👍/👎 with its optional comment, sent as it is (no comment wait)."""
         conversation_id = self.resolve_conversation(rating.place)
         if not conversation_id:
@@ -287,7 +287,7 @@ class DiscordFeedback:
                 rating.place.channel,
                 rating.place.message,
             )
-            return Outcome(unmapped=True)
+            return VoteResult(unmapped=True)
         root = self.root_of(rating.place)
         recorded = self._record(
             rating.place,
@@ -300,7 +300,7 @@ class DiscordFeedback:
             seen_key=f"discord:interaction:{rating.interaction_id}",
             comment=rating.comment,  # cleaned (trimmed, cut) when stored
         )
-        return Outcome(recorded.act_id)
+        return VoteResult(recorded.act_id)
 
     def finish_comment(self, act_id: int, workspace: str, user: str, text: str | None) -> bool:
         """Release an act waiting for its comment (None: without one); False when too late."""

@@ -193,7 +193,7 @@ def preflight(settings: Settings) -> SlackResponse | None:
     return auth_test(settings)
 
 
-def attach(app: App, relay: Relay) -> SlackFeedback:
+def attach(app: App, relay: Relay) -> None:
     """Attach the relay's listeners to the standalone app (process_before_response=True).
 
     A team's own app uses `bot.FeedbackRelay(...).attach(app)`, which doesn't shadow its listeners.
@@ -206,7 +206,6 @@ def attach(app: App, relay: Relay) -> SlackFeedback:
     feedback = SlackFeedback(relay, agent_bridge=bool(relay.settings.agent_url))
     agent = AgentBridge(feedback) if relay.settings.agent_url else None
     register(app, feedback, agent)
-    return feedback
 
 
 class BotAuthorize(Authorize):

@@ -23,7 +23,7 @@ OAUTH_REDIRECT_PATH = "/slack/oauth_redirect"
 # calls, or a feature of the manifest. Nothing else.
 BOT_SCOPES: tuple[str, ...] = (
     "app_mentions:read",  # event app_mention
-    "assistant:write",  # assistant_view (AI assistant threads); assistant.threads.setStatus
+    "assistant:write",  # assistant_view: the app's AI assistant threads
     "channels:history",  # event message.channels; conversations.history/replies (public)
     "groups:history",  # event message.groups; conversations.history/replies (private)
     "im:history",  # event message.im (DMs, assistant threads); conversations.replies in DMs

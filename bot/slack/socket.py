@@ -38,10 +38,10 @@ class RelaySocketModeHandler(BaseSocketModeHandler):
     app_token: str
     client: AckingClient
 
-    def __init__(self, app: App, app_token: str, acks_first: AcksFirst | None = None) -> None:
+    def __init__(self, app: App, app_token: str, acks_first: AcksFirst) -> None:
         self.app = app
         self.app_token = app_token
-        self.acks_first = acks_first or AcksFirst()  # delivery makes way while one is answered
+        self.acks_first = acks_first  # delivery makes way while one is answered
         self.client = AckingClient(app_token, app)
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 

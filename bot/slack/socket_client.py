@@ -26,11 +26,11 @@ class AckingClient(SocketModeClient):
     """slack_sdk's client, with acks that survive the swap to a new socket.
 
     On Slack's `disconnect` (refresh_requested, every few hours) slack_sdk makes the new socket
-    current before it is open and closes the old one at once; the new one was run only once the
-    old one's thread let go of it, which took up to `ping_interval` (10 s) when that thread
-    missed the close. Meanwhile no socket was open, and an envelope being handled had its ack
-    dropped (an error shown to the person who clicked, and a traceback). Each socket now runs
-    in a thread of its own, started at once, and an ack waits, up to ACK_WAIT, for an open one.
+    current before it is open and closes the old one at once; its own client runs the new one
+    only once the old one's thread lets go of it, up to `ping_interval` (10 s) later, and an
+    ack sent meanwhile is dropped (an error shown to the person who clicked). Here each socket
+    runs in a thread of its own, started at once, and an ack waits, up to ACK_WAIT, for an
+    open one.
     An open socket that is cut, or whose pong is PONG_WAIT late, is replaced at once; one that
     never opened, at the monitor's next round (every 10 s), so a Slack that can't be reached
     isn't asked twice a second.
