@@ -16,9 +16,8 @@ import discord
 import pytest
 
 from bot.core.agent import AGENT_ERROR_REPLY
-from bot.core.relay import TOO_LATE, Relay
+from bot.core.relay import TOO_LATE, UNMAPPED_CONVERSATION, UNMAPPED_NOTE, Relay
 from bot.discord.client import PICK_A_RATING
-from bot.discord.feedback import UNMAPPED_CONVERSATION, UNMAPPED_NOTE
 from tests import discord_fakes as df
 from tests.conftest import REPO, Env
 from tests.discord_fakes import FakeDiscordAPI, LoopThread, RunningBot

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from bot.slack.listeners.shortcuts import UNMAPPED_THREAD
+from bot.core.relay import UNMAPPED_CONVERSATION
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
 from tests.slack_harness import RunningRelay, StartRelay
@@ -361,7 +361,7 @@ def test_the_conversation_template_rates_a_thread_the_agent_answered_without_one
     ok(app.sender.event(sr.message("D1", "U1", "q", failed)))
     app.slack.wait_for_call("chat.postMessage", 3)  # the error reply
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "D1", failed, thread_ts=failed)))
-    wait_until(lambda: ephemerals(app, UNMAPPED_THREAD), message="no note")
+    wait_until(lambda: ephemerals(app, UNMAPPED_CONVERSATION), message="no note")
     assert len(app.slack.calls_to("views.open")) == 1
 
 

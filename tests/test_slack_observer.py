@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.slack.feedback import UNAVAILABLE_NOTE, UNMAPPED_NOTE
-from bot.slack.listeners.shortcuts import NOT_OPENED, UNAVAILABLE_THREAD, UNMAPPED_THREAD
+from bot.core.relay import UNMAPPED_CONVERSATION, UNMAPPED_NOTE
+from bot.slack.feedback import UNAVAILABLE_NOTE
+from bot.slack.listeners.shortcuts import NOT_OPENED, UNAVAILABLE_THREAD
 from bot.slack.lookups import LOOKUP_TIMEOUT
 from tests.fakes import slack_requests as sr
 from tests.fakes.slack_api import RESPONSE_URL
@@ -358,7 +359,7 @@ def test_a_removed_template_maps_nothing_it_mapped_before(
     later.slack.add_message("C1", ts, "bot answer", **reply)
     react(later, ts, "+1", channel="C1")  # no metadata, no template: no signal
     ok(later.sender.interaction(sr.message_shortcut("U1", "T1", "C1", ts, thread_ts=root)))
-    wait_until(lambda: ephemerals(later, UNMAPPED_THREAD), message="no note")
+    wait_until(lambda: ephemerals(later, UNMAPPED_CONVERSATION), message="no note")
     assert later.slack.calls_to("views.open") == []
     sentinel = map_by_metadata(later, "m-sentinel", channel="C1")
     react(later, sentinel, "+1", channel="C1")
@@ -785,7 +786,7 @@ def test_the_conversation_template_rates_only_threads_an_assistant_replied_in(
     app.slack.add_message("C1", "1700000000.000201", "like this", **reply)
     # A thread of people only is no assistant conversation: a note, no modal.
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", people, thread_ts=people)))
-    wait_until(lambda: ephemerals(app, UNMAPPED_THREAD), message="no note")
+    wait_until(lambda: ephemerals(app, UNMAPPED_CONVERSATION), message="no note")
     assert app.slack.calls_to("views.open") == []
     # The watched bot replied in the other thread (unseen by the relay): the template rates it.
     _rate_conversation(app, answered, answered, 1)
@@ -816,7 +817,7 @@ def test_a_shortcut_from_a_conversation_the_app_is_not_in_gets_its_note_by_respo
     ok(app.sender.interaction(shortcut))
     posted = app.slack.wait_for_call(RESPONSE_URL)
     assert posted[0].args == {
-        "text": UNMAPPED_THREAD,
+        "text": UNMAPPED_CONVERSATION,
         "response_type": "ephemeral",
         "replace_original": False,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,6 +19,27 @@ VALUES: dict[str, Value] = {"up": UP, "down": DOWN, UP: UP, DOWN: DOWN}
 MEDIA_TYPE = "application/vnd.api+json"
 # Comments longer than this are cut before they are stored; Slack's own input limit is 3000.
 MAX_COMMENT_CHARS = 3000
+
+
+class ReactionVotes:
+    """Which reactions vote 👍 and which 👎, by names a platform's `key` makes comparable
+    (Slack's aliases and skin tones, Discord's emoji variants)."""
+
+    def __init__(
+        self, positive: Iterable[str], negative: Iterable[str], key: Callable[[str], str]
+    ) -> None:
+        self.key = key
+        self.positive = frozenset(map(key, positive))
+        self.negative = frozenset(map(key, negative))
+
+    def value(self, reaction: str) -> Value | None:
+        """thumbs_up / thumbs_down for a reaction, else None."""
+        name = self.key(reaction)
+        if name in self.positive:
+            return UP
+        if name in self.negative:
+            return DOWN
+        return None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from bot.core.mapping import customer_id
 
@@ -10,6 +11,22 @@ from bot.core.mapping import customer_id
 MAX_ANSWER_BYTES = 1_000_000
 
 AGENT_ERROR_REPLY = "Sorry, I couldn't get an answer just now. Please try again in a moment."
+
+
+def question(
+    text: str, user: str, workspace: str, channel: str, root: str, conversation_id: str | None
+) -> dict[str, Any]:
+    """The JSON the agent gets for a person's message, the same on every chat platform:
+    `root` is the conversation's root (Slack's thread_ts), `conversation_id` the one the agent
+    returned last in it."""
+    return {
+        "text": text,
+        "user_id": user,
+        "team_id": workspace,
+        "channel_id": channel,
+        "thread_ts": root,
+        "conversation_id": conversation_id,
+    }
 
 
 class AgentError(Exception):

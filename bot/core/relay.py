@@ -19,8 +19,16 @@ from bot.core.settings import Settings
 log = logging.getLogger(__name__)
 
 
-# What a comment that comes after its vote was sent gets (every chat platform's).
+# What people are told, on every chat platform: a comment after its vote was sent, a vote or
+# a conversation rating on something no mapping links to the customer's IDs.
 TOO_LATE = "Your vote was already sent, so this comment can't be added; thanks all the same."
+UNMAPPED_NOTE = (
+    "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
+    "recorded."
+)
+UNMAPPED_CONVERSATION = (
+    "I can't link this conversation to one that Brixo knows, so it can't be rated here."
+)
 
 
 class Relay:

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.core.agent import MAX_ANSWER_BYTES, AgentError, parse_answer, redirected
+from bot.core.agent import MAX_ANSWER_BYTES, AgentError, parse_answer, question, redirected
 from bot.core.settings import Settings
 
 log = logging.getLogger("bot.agent")
@@ -27,14 +27,9 @@ class Question:
 
     def payload(self) -> dict[str, Any]:
         """The JSON the agent gets, the same keys as on Slack."""
-        return {
-            "text": self.text,
-            "user_id": self.user,
-            "team_id": self.workspace,
-            "channel_id": self.channel,
-            "thread_ts": self.root,
-            "conversation_id": self.conversation_id,
-        }
+        return question(
+            self.text, self.user, self.workspace, self.channel, self.root, self.conversation_id
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from discord import app_commands
 
 from bot.core.acts import VALUES
 from bot.core.agent import AGENT_ERROR_REPLY, AgentError
-from bot.core.relay import TOO_LATE, Relay
+from bot.core.relay import TOO_LATE, UNMAPPED_CONVERSATION, UNMAPPED_NOTE, Relay
 from bot.discord.agent import AgentClient, Question
 from bot.discord.components import (
     COMMENT_ID,
@@ -31,8 +31,6 @@ from bot.discord.components import (
 )
 from bot.discord.feedback import (
     DM,
-    UNMAPPED_CONVERSATION,
-    UNMAPPED_NOTE,
     Click,
     DiscordFeedback,
     Place,

@@ -8,7 +8,7 @@ from time import time
 
 import emoji
 
-from bot.core.acts import DOWN, UP, Act, Value, clean_comment
+from bot.core.acts import Act, ReactionVotes, Value, clean_comment
 from bot.core.mapping import POSTED, Mapping
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
@@ -22,13 +22,6 @@ PLATFORM = "discord"
 DM = "dm"
 DISCORD_EPOCH_MS = 1420070400000
 
-UNMAPPED_NOTE = (
-    "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
-    "recorded."
-)
-UNMAPPED_CONVERSATION = (
-    "I can't link this conversation to one that Brixo knows, so it can't be rated here."
-)
 
 # Skin tones (U+1F3FB..U+1F3FF) and the emoji variation selector, dropped before matching.
 _MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\ufe0f"}
@@ -119,8 +112,9 @@ class DiscordFeedback:
         self.settings = relay.settings
         self.own_id: str | None = None  # the relay bot's user ID, once logged in
         self.watched = frozenset(relay.settings.assistant_bot_ids)
-        self.positive = frozenset(emoji_key(n) for n in relay.settings.positive_reactions)
-        self.negative = frozenset(emoji_key(n) for n in relay.settings.negative_reactions)
+        self.reactions = ReactionVotes(
+            relay.settings.positive_reactions, relay.settings.negative_reactions, emoji_key
+        )
 
     # --- mapping -------------------------------------------------------------------------
 
@@ -229,26 +223,13 @@ class DiscordFeedback:
 
     # --- votes ---------------------------------------------------------------------------
 
-    def reaction_value(self, emoji: str) -> Value | None:
-        """thumbs_up / thumbs_down for a reaction (skin tones ignored), else None."""
-        key = emoji_key(emoji)
-        if key in self.positive:
-            return UP
-        if key in self.negative:
-            return DOWN
-        return None
-
-    def wants_comment(self, value: Value) -> bool:
-        """Whether ASK_COMMENT asks for a comment on this vote."""
-        return self.relay.wants_comment(value)
-
     def click(self, click: Click) -> VoteResult:
         """A button click: the act, waiting for a comment when one is asked for."""
         mapping = self.resolve(click.place, click.author)
         if not mapping:
             self._unmapped("button", click.place)
             return VoteResult(unmapped=True)
-        ask = self.wants_comment(click.value)
+        ask = self.relay.wants_comment(click.value)
         recorded = self._record(
             click.place,
             click.user,
@@ -263,14 +244,14 @@ class DiscordFeedback:
 
     def reaction(self, reaction: Reaction) -> VoteResult | None:
         """A reaction: None when it is no vote (other emoji, a bot's, an unmapped message)."""
-        value = self.reaction_value(reaction.emoji)
+        value = self.reactions.value(reaction.emoji)
         if not value or reaction.user == self.own_id or self.is_watched(reaction.user):
             return None
         mapping = self.resolve(reaction.place, reaction.author)
         if not mapping:
             self._unmapped("reaction", reaction.place)
             return None
-        ask = self.wants_comment(value)
+        ask = self.relay.wants_comment(value)
         recorded = self._record(
             reaction.place, reaction.user, value, reaction.occurred_at, "reaction", mapping, ask
         )

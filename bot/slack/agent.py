@@ -21,6 +21,9 @@ from bot.core.agent import (
     parse_answer,
     redirected,
 )
+from bot.core.agent import (
+    question as agent_question,
+)
 from bot.core.mapping import POSTED
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback
@@ -131,14 +134,14 @@ class AgentBridge:
         conversation_id = self.feedback.relay.mappings.conversation(
             question.workspace, question.channel, root, source=POSTED
         )
-        payload = {
-            "text": question.text,
-            "user_id": question.user,
-            "team_id": question.workspace,
-            "channel_id": question.channel,
-            "thread_ts": root,
-            "conversation_id": conversation_id,
-        }
+        payload = agent_question(
+            question.text,
+            question.user,
+            question.workspace,
+            question.channel,
+            root,
+            conversation_id,
+        )
         left = deadline - monotonic()
         if left <= 0:
             raise AgentError("timed out waiting for a free agent call (the agent is busy)")

@@ -10,7 +10,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
-from bot.core.acts import DOWN, UP, Act, Value
+from bot.core.acts import Act, ReactionVotes, Value
 from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
@@ -38,11 +38,6 @@ NOT_REPLY_FOR = 60.0
 
 UNAVAILABLE_NOTE = (
     "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
-)
-
-UNMAPPED_NOTE = (
-    "I can't link this message to an assistant reply that Brixo knows, so this vote wasn't "
-    "recorded."
 )
 
 
@@ -120,8 +115,9 @@ class SlackFeedback:
         self.slack_users = SlackUsers()
         # Every skin tone and both of Slack's names count, also of a name configured with a
         # skin tone (seeded as given).
-        self.positive = frozenset(map(reaction_name, relay.settings.positive_reactions))
-        self.negative = frozenset(map(reaction_name, relay.settings.negative_reactions))
+        self.reactions = ReactionVotes(
+            relay.settings.positive_reactions, relay.settings.negative_reactions, reaction_name
+        )
         self.follow_ups = FollowUps()
         # Clicks' and the shortcut's: threads of their own, so that their modals (trigger IDs
         # lapse after 3 s) never queue behind work waiting out a 429's Retry-After (seeding).
@@ -309,19 +305,6 @@ class SlackFeedback:
         )
 
     # --- votes ---------------------------------------------------------------------------
-
-    def reaction_value(self, reaction: str) -> Value | None:
-        """thumbs_up / thumbs_down for a reaction name (see `reaction_name`), else None."""
-        name = reaction_name(reaction)
-        if name in self.positive:
-            return UP
-        if name in self.negative:
-            return DOWN
-        return None
-
-    def wants_comment(self, value: Value) -> bool:
-        """Whether ASK_COMMENT asks for a comment on this vote."""
-        return self.relay.wants_comment(value)
 
     def record_vote(
         self,

@@ -11,7 +11,7 @@ from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
 from bot.core.acts import VALUES
-from bot.core.relay import TOO_LATE
+from bot.core.relay import TOO_LATE, UNMAPPED_NOTE
 from bot.slack.blocks import (
     ADD_COMMENT_ACTION,
     FEEDBACK_ACTION,
@@ -21,7 +21,6 @@ from bot.slack.blocks import (
 )
 from bot.slack.feedback import (
     UNAVAILABLE_NOTE,
-    UNMAPPED_NOTE,
     SlackFeedback,
     Vote,
     ephemeral,
@@ -169,7 +168,7 @@ def click_act(
     vote = Vote(
         workspace, user, channel, ts, value, slack_time(action.get("action_ts"), time()), "button"
     )
-    ask = feedback.wants_comment(value) and bool(body.get("trigger_id"))
+    ask = feedback.relay.wants_comment(value) and bool(body.get("trigger_id"))
     action_ts = action.get("action_ts")
     # A replayed click (same action_ts) must not flip a vote the person has since changed.
     seen = f"click:{workspace}:{user}:{action_ts}" if isinstance(action_ts, str) else None

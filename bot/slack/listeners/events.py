@@ -204,7 +204,7 @@ def reaction_act(
     Raises one of SLACK_UNAVAILABLE when Slack can't be asked about an unseen reply.
     """
     user = text_field(event, "user")
-    value = feedback.reaction_value(str(event.get("reaction") or ""))
+    value = feedback.reactions.value(str(event.get("reaction") or ""))
     channel, ts = text_field(event, "item", "channel"), text_field(event, "item", "ts")
     workspace = workspace_of(context)
     if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
@@ -235,7 +235,7 @@ def reaction_act(
         slack_time(event.get("event_ts"), slack_time(body.get("event_time"), time())),
         "reaction",
     )
-    ask = feedback.wants_comment(value)
+    ask = feedback.relay.wants_comment(value)
     # A user not seen before may be another app's bot: Slack is asked after the ack, and the
     # act is held meanwhile (due anyway after USER_CHECK_HOLD, should that answer never come).
     check_user = not feedback.slack_users.knows(user)

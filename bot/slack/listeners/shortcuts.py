@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
+from bot.core.relay import UNMAPPED_CONVERSATION
 from bot.slack.blocks import conversation_modal
 from bot.slack.feedback import SlackFeedback, ephemeral, workspace_of
 from bot.slack.listeners.common import text_field
@@ -16,9 +17,6 @@ from bot.slack.manifest import SHORTCUT_CALLBACK_ID
 
 log = logging.getLogger("bot.slack")
 
-UNMAPPED_THREAD = (
-    "I can't link this conversation to one that Brixo knows, so it can't be rated here."
-)
 UNAVAILABLE_THREAD = (
     "Slack didn't answer in time, so the rating couldn't be opened. Please try again in a moment."
 )
@@ -69,7 +67,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 channel,
                 thread_ts,
             )
-            note(UNMAPPED_THREAD)
+            note(UNMAPPED_CONVERSATION)
             return
         try:
             client.views_open(
