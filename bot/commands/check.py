@@ -99,7 +99,7 @@ def check_app_token(settings: Settings) -> str | None:
     will (it hands out a connection URL, which is left unused)."""
     from slack_sdk.errors import SlackApiError
 
-    from bot.slack.app import web_client
+    from bot.slack.lookups import web_client
 
     try:
         web_client(settings).apps_connections_open(app_token=settings.slack_app_token or "")

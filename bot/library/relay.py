@@ -27,9 +27,8 @@ from bot.library.setup import (
 )
 from bot.slack.blocks import brixo_metadata, feedback_blocks, post_with_feedback
 from bot.slack.feedback import SlackFeedback
-from bot.slack.manifest import (
-    SHORTCUT_CALLBACK_ID,
-)
+from bot.slack.lookups import web_client
+from bot.slack.manifest import SHORTCUT_CALLBACK_ID, missing_scopes
 
 log = logging.getLogger("bot.library")
 
@@ -87,8 +86,6 @@ class FeedbackRelay:
         self.settings: Settings = settings
         self.settings.require("brixo_api_key")
         if client is None and self.settings.slack_bot_token:
-            from bot.slack.app import web_client
-
             client = web_client(self.settings, self.settings.slack_bot_token)
         self.client: WebClient | None = client
         self.core = Relay(self.settings)
@@ -198,8 +195,7 @@ class FeedbackRelay:
         if client is None or not client.token:
             raise RelaySetupError("no bot token to check: pass client= or set SLACK_BOT_TOKEN")
         response = client.auth_test()
-        granted = {s.strip() for s in (response.headers.get("x-oauth-scopes") or "").split(",")}
-        return [scope for scope in self.required_scopes() if scope not in granted]
+        return missing_scopes(response, self.required_scopes())
 
     def _check_scopes(self, app: App) -> None:
         oauth = app.oauth_flow

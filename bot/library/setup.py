@@ -9,9 +9,8 @@ from bot.core.settings import Settings
 from bot.slack.manifest import (
     BOT_EVENTS,
     BOT_SCOPES,
-    METADATA_EVENT_TYPE,
-    SHORTCUT_CALLBACK_ID,
-    SHORTCUT_NAME,
+    METADATA_SUBSCRIPTIONS,
+    SHORTCUT,
 )
 
 # What the relay needs from the app in library mode (a subset of the standalone manifest:
@@ -70,23 +69,14 @@ def manifest_fragment(
     settings = settings or Settings()
     events_settings: dict[str, Any] = {
         "bot_events": list(required_events(settings)),
-        "metadata_subscriptions": [{"app_id": "*", "event_type": METADATA_EVENT_TYPE}],
+        "metadata_subscriptions": list(METADATA_SUBSCRIPTIONS),
     }
     interactivity: dict[str, Any] = {"is_enabled": True}
     if request_url:
         events_settings = {"request_url": request_url, **events_settings}
         interactivity["request_url"] = request_url
     return {
-        "features": {
-            "shortcuts": [
-                {
-                    "name": SHORTCUT_NAME,
-                    "type": "message",
-                    "callback_id": SHORTCUT_CALLBACK_ID,
-                    "description": "Rate the whole conversation 👍/👎, with an optional comment",
-                }
-            ]
-        },
+        "features": {"shortcuts": [SHORTCUT]},
         "oauth_config": {"scopes": {"bot": list(required_scopes(settings))}},
         "settings": {"event_subscriptions": events_settings, "interactivity": interactivity},
     }

@@ -13,12 +13,6 @@ from slack_bolt import App, BoltContext, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.authorization.authorize import Authorize
 from slack_bolt.error import BoltUnhandledRequestError
-from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
 from slack_sdk.oauth.installation_store import InstallationStore
 from slack_sdk.web import SlackResponse
 from sqlalchemy.exc import DataError
@@ -31,23 +25,9 @@ from bot.slack.checks import auth_test
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import register
 from bot.slack.listeners.common import slack_time
-from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
+from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason, web_client
 
 log = logging.getLogger("bot.slack")
-
-
-def web_client(settings: Settings, token: str | None = None) -> WebClient:
-    """A Web API client on SLACK_API_URL that retries Slack's 429s, 5xx and dropped connections."""
-    return WebClient(
-        token=token,
-        base_url=settings.slack_api_url,
-        timeout=10,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            RateLimitErrorRetryHandler(max_retry_count=2),
-            ServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
 
 
 # What Bolt reads from the environment by itself when an App is built. The relay's settings

@@ -9,8 +9,8 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.logs import quiet
 from bot.core.settings import Settings
-from bot.slack.lookups import unavailable_reason
-from bot.slack.manifest import BOT_SCOPES
+from bot.slack.lookups import unavailable_reason, web_client
+from bot.slack.manifest import BOT_SCOPES, missing_scopes
 
 # The logger of slack-sdk's Web API client (it logs each failed try as an ERROR).
 SLACK_CLIENT_LOGGER = "slack_sdk.web.base_client"
@@ -26,8 +26,6 @@ class SlackTokenError(Exception):
 
 def auth_test(settings: Settings) -> SlackResponse:
     """auth.test with SLACK_BOT_TOKEN; SlackTokenError with one line when it fails."""
-    from bot.slack.app import web_client
-
     client = web_client(settings, settings.slack_bot_token)
     try:
         with quiet(SLACK_CLIENT_LOGGER):  # its retries' errors: the one line says it all
@@ -77,8 +75,7 @@ def check_slack_token(
         response = auth_test(settings)
     except SlackTokenError as error:
         return False, str(error)
-    granted = {s.strip() for s in (response.headers.get("x-oauth-scopes") or "").split(",")}
-    missing = [scope for scope in scopes if scope not in granted]
+    missing = missing_scopes(response, scopes)
     where = f"team {response.get('team_id')}, bot user {response.get('user_id')}"
     if missing:
         return (

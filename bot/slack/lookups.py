@@ -1,4 +1,5 @@
-"""Web API lookups: replies and threads with their metadata, and which users are bots."""
+"""Web API clients, and their lookups: replies and threads with their metadata, which users
+are bots."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot.core.settings import Settings
 
 log = logging.getLogger("bot.slack")
 
@@ -20,6 +28,20 @@ LOOKUP_TIMEOUT = 1
 # What a Web API call fails with while Slack is busy or slow: a 429 or 5xx (left after any
 # retries of the client's), a timeout or a network error.
 SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
+
+
+def web_client(settings: Settings, token: str | None = None) -> WebClient:
+    """A Web API client on SLACK_API_URL that retries Slack's 429s, 5xx and dropped connections."""
+    return WebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=10,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=2),
+            ServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
 
 
 def lookup_client(client: WebClient) -> WebClient:

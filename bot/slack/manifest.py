@@ -7,9 +7,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from slack_sdk.web import SlackResponse
 
 APP_NAME = "Brixo Feedback"
 METADATA_EVENT_TYPE = "brixo_message"
@@ -53,6 +57,22 @@ BOT_EVENTS: tuple[str, ...] = (
     "tokens_revoked",
 )
 
+# The message shortcut, and the metadata events from any app: the same in every manifest.
+SHORTCUT: dict[str, str] = {
+    "name": SHORTCUT_NAME,
+    "type": "message",
+    "callback_id": SHORTCUT_CALLBACK_ID,
+    "description": "Rate the whole conversation 👍/👎, with an optional comment",
+}
+METADATA_SUBSCRIPTIONS = ({"app_id": "*", "event_type": METADATA_EVENT_TYPE},)
+
+
+def missing_scopes(response: SlackResponse, wanted: Iterable[str]) -> list[str]:
+    """The scopes of `wanted` that an auth.test `response` (its x-oauth-scopes) lacks."""
+    granted = {s.strip() for s in (response.headers.get("x-oauth-scopes") or "").split(",")}
+    return [scope for scope in wanted if scope not in granted]
+
+
 DESCRIPTION = "Rate an AI assistant's replies with 👍/👎; every rating goes to Brixo."
 ASSISTANT_DESCRIPTION = "Ask me anything, then rate each answer with 👍 or 👎."
 
@@ -91,9 +111,7 @@ def build_manifest(url: str | None = None, socket: bool = False, name: str = APP
         interactivity["request_url"] = base + EVENTS_PATH
         oauth_config["redirect_urls"] = [base + OAUTH_REDIRECT_PATH]
     event_subscriptions["bot_events"] = list(BOT_EVENTS)
-    event_subscriptions["metadata_subscriptions"] = [
-        {"app_id": "*", "event_type": METADATA_EVENT_TYPE}
-    ]
+    event_subscriptions["metadata_subscriptions"] = list(METADATA_SUBSCRIPTIONS)
     oauth_config["scopes"] = {"bot": list(BOT_SCOPES)}
 
     return {
@@ -106,14 +124,7 @@ def build_manifest(url: str | None = None, socket: bool = False, name: str = APP
             },
             "bot_user": {"display_name": name, "always_online": True},
             "assistant_view": {"assistant_description": ASSISTANT_DESCRIPTION},
-            "shortcuts": [
-                {
-                    "name": SHORTCUT_NAME,
-                    "type": "message",
-                    "callback_id": SHORTCUT_CALLBACK_ID,
-                    "description": "Rate the whole conversation 👍/👎, with an optional comment",
-                }
-            ],
+            "shortcuts": [SHORTCUT],
         },
         "oauth_config": oauth_config,
         "settings": {

@@ -20,11 +20,11 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.relay import Relay
 from bot.core.settings import Settings
+from bot.slack.manifest import EVENTS_PATH
 from bot.slack.payloads import unreadable
 
 log = logging.getLogger("bot.server")
 
-EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; refuse larger before parsing
 
