@@ -202,7 +202,7 @@ class DeliveryWorker:
         self._next_hold_check = 0.0
         self.clock = clock
         self.owner = f"{uuid.uuid4().hex[:12]}"
-        self.brixo_state = "unknown"  # ok, unauthorized, unreachable
+        self._answered: bool | None = None  # did Brixo answer the last request (None: none yet)
         self._results: queue.Queue[tuple[Claimed, Answer | None]] = queue.Queue()
         self._stopping = threading.Event()
         self._hold_until = 0.0
@@ -228,6 +228,16 @@ class DeliveryWorker:
     def paused(self) -> bool:
         """True while Brixo refuses the key."""
         return self._paused
+
+    @property
+    def brixo_state(self) -> str:
+        """What /healthz says of Brixo: unknown (nothing asked yet), ok, unauthorized (delivery
+        paused) or unreachable (the last request got no answer)."""
+        if self._answered is False:
+            return "unreachable"
+        if self._paused:
+            return "unauthorized"
+        return "unknown" if self._answered is None else "ok"
 
     @property
     def running(self) -> bool:
@@ -478,19 +488,18 @@ class DeliveryWorker:
                 log.warning("Brixo refused the API key (401): delivery paused, votes kept")
             self._paused = True
             self._next_probe = now + self.probe_interval
-            self.brixo_state = "unauthorized"
+            self._answered = True
             return
         if answer.status is not None:
             if self._unanswered:
                 log.info("Brixo answers again: delivery resumed")
             self._unanswered = 0
-            # Paused, an answer (a send from before the 401, a busy key check) isn't the key's.
-            self.brixo_state = "unauthorized" if self._paused else "ok"
+            self._answered = True  # paused, it isn't the key's (a send from before the 401)
         elif now >= self._hold_until:  # the sends already under way when it went down don't count
             self._unanswered += 1
             hold = min(UNREACHABLE_HOLD_CAP, self.policy.backoff(self._unanswered))
             self._hold_until = now + hold
-            self.brixo_state = "unreachable"
+            self._answered = False
             log_level = logging.WARNING if self._unanswered == 1 else logging.DEBUG
             log.log(log_level, "Brixo unreachable (%s): sends held %.1f s", answer.describe(), hold)
         if answer.retry_after:
@@ -510,14 +519,14 @@ class DeliveryWorker:
             if answer.retry_after:
                 self._observe(answer, now)
             self._next_probe = max(now + self.probe_interval, self._hold_until)
-            self.brixo_state = "unauthorized" if self._paused else "ok"
+            self._answered = True  # a busy Brixo: says nothing of the key
         elif answer.status is not None:
             if self._paused:
                 log.info("Brixo accepts the API key again: delivery resumed")
             self._paused = False
-            self.brixo_state = "ok"
+            self._answered = True
         else:
-            self.brixo_state = "unreachable"
+            self._answered = False
             self._next_probe = now + self.probe_interval
 
     def _finish_in_flight(self, deadline: float) -> None:
