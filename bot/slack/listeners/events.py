@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from time import time
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltRequest
 from slack_sdk import WebClient
 
+from bot.core.acts import Value
 from bot.core.mapping import METADATA
 from bot.slack.agent import AgentBridge, Question
 from bot.slack.blocks import add_comment_blocks
@@ -21,6 +23,20 @@ log = logging.getLogger("bot.slack")
 
 # Message subtypes a person's message to the agent may carry.
 PERSON_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
+
+
+@dataclass(frozen=True)
+class Reacted:
+    """A reaction's act, recorded on the ack path, and what its follow-up needs."""
+
+    act_id: int
+    user: str
+    channel: str
+    value: Value
+    ask: bool  # the act waits for a comment: the thanks offers "Add a comment"
+    check_user: bool  # a user not seen before: is it a bot? (the act is held meanwhile)
+    thread_ts: str | None  # where the thanks goes
+    thread_unknown: tuple[str, str, str] | None  # (workspace, channel, ts) to ask Slack about
 
 
 def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> None:
@@ -39,7 +55,7 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         it again, but not after its last retry: that one is acked and looked up after the ack.
         """
         try:
-            handoff = reaction_act(feedback, body, event, context, client)
+            reacted = reaction_act(feedback, body, event, context, client)
         except SLACK_UNAVAILABLE as error:
             if retry_num(request) < SLACK_LAST_RETRY:
                 raise
@@ -50,13 +66,13 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
             )
             feedback.follow_ups.submit(record_reaction_late, body, event, context, client)
             return
-        if has_follow_up(handoff):
-            feedback.follow_ups.submit(follow_up_reaction, handoff, client)
+        if has_follow_up(reacted):
+            feedback.follow_ups.submit(follow_up_reaction, reacted, client)
 
-    def has_follow_up(handoff: dict[str, Any]) -> bool:
+    def has_follow_up(reacted: Reacted | None) -> bool:
         """Whether a recorded reaction's act has work left after the ack."""
-        follows = handoff.get("ask") or handoff.get("check_user") or feedback.settings.ack_message
-        return bool(handoff.get("act_id") and follows)
+        follows = reacted and (reacted.ask or reacted.check_user or feedback.settings.ack_message)
+        return bool(follows)
 
     def record_reaction_late(
         body: dict[str, Any], event: dict[str, Any], context: BoltContext, client: WebClient
@@ -64,7 +80,7 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         """After the ack of Slack's last delivery: the reaction, looked up with the client's
         retries; when Slack still can't say, the vote is logged as lost, with its reply."""
         try:
-            handoff = reaction_act(feedback, body, event, context, client, before_ack=False)
+            reacted = reaction_act(feedback, body, event, context, client, before_ack=False)
         except SLACK_UNAVAILABLE as error:
             log.error(
                 "reaction not recorded, Slack's lookups failed (%s): workspace=%s user=%s "
@@ -77,32 +93,32 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
                 dig(event, "item", "ts"),
             )
             return
-        if has_follow_up(handoff):
-            follow_up_reaction(handoff, client)
+        if has_follow_up(reacted):
+            assert reacted
+            follow_up_reaction(reacted, client)
 
-    def follow_up_reaction(handoff: dict[str, Any], client: WebClient) -> None:
+    def follow_up_reaction(reacted: Reacted, client: WebClient) -> None:
         """After the ack: whether a user not seen before is a bot (its act is then discarded),
         then thanks, with an "Add a comment" button when a comment is asked for."""
-        act_id, text = handoff["act_id"], feedback.settings.ack_message
-        if handoff.get("check_user") and not settle_unknown_user(feedback, handoff, client):
+        text = feedback.settings.ack_message
+        if reacted.check_user and not settle_unknown_user(feedback, reacted, client):
             return
-        if not (handoff.get("ask") or text):
+        if not (reacted.ask or text):
             return
-        thread_ts = handoff.get("thread_ts")
-        if handoff.get("thread_unknown"):
-            thread_ts = feedback.thread_of(client, *handoff["thread_unknown"])
-        where = {"thread_ts": thread_ts}
-        if handoff.get("ask"):
+        thread_ts = reacted.thread_ts
+        if reacted.thread_unknown:
+            thread_ts = feedback.thread_of(client, *reacted.thread_unknown)
+        if reacted.ask:
             ephemeral(
                 client,
-                handoff["channel"],
-                handoff["user"],
+                reacted.channel,
+                reacted.user,
                 text or "Add a comment?",
-                blocks=add_comment_blocks(text, act_id, handoff["value"]),
-                **where,
+                blocks=add_comment_blocks(text, reacted.act_id, reacted.value),
+                thread_ts=thread_ts,
             )
-        elif text:
-            ephemeral(client, handoff["channel"], handoff["user"], text, **where)
+        else:
+            ephemeral(client, reacted.channel, reacted.user, text, thread_ts=thread_ts)
 
     def log_reaction_removed(event: dict[str, Any], context: BoltContext) -> None:
         """The API has no retraction: a removed reaction is logged and sends nothing."""
@@ -127,16 +143,17 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     def observe_message(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """Ack path: map a watched bot's reply; after the ack, seed 👍/👎 or ask the agent."""
         handoff = message_handoff(feedback, agent, event, context)
-        if handoff.get("seed"):
-            feedback.follow_ups.submit(seed_reactions, feedback, client, *handoff["seed"])
-        if handoff.get("question") and agent:
-            agent.answer_later(client, Question(**handoff["question"]))
+        if isinstance(handoff, Question):
+            assert agent  # only asked for with one
+            agent.answer_later(client, handoff)
+        elif handoff:
+            feedback.follow_ups.submit(seed_reactions, feedback, client, *handoff)
 
     def answer_mention(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """A mention in a channel goes to the agent (once, even if a message event carries it)."""
         question = person_question(event, context, mention=True)
         if question and agent:
-            agent.answer_later(client, Question(**question))
+            agent.answer_later(client, question)
 
     def nothing(event: dict[str, Any]) -> None:
         """Acknowledged; nothing to do."""
@@ -166,12 +183,10 @@ def retry_num(request: BoltRequest) -> int:
 USER_CHECK_HOLD = 10.0
 
 
-def settle_unknown_user(
-    feedback: SlackFeedback, handoff: dict[str, Any], client: WebClient
-) -> bool:
+def settle_unknown_user(feedback: SlackFeedback, reacted: Reacted, client: WebClient) -> bool:
     """After the ack: is the user of a held reaction a bot? A bot's act is discarded (False);
     a person's is due at once, unless it waits for a comment (True)."""
-    act_id, user = handoff["act_id"], handoff["user"]
+    act_id, user = reacted.act_id, reacted.user
     try:
         bot = feedback.slack_users.is_bot(client, user)
     except SLACK_UNAVAILABLE as error:
@@ -180,7 +195,7 @@ def settle_unknown_user(
         bot = False
     outbox = feedback.relay.outbox
     if not bot:
-        if not handoff.get("ask"):
+        if not reacted.ask:
             outbox.release_now(act_id, time())
         return True
     if outbox.discard(act_id):
@@ -198,8 +213,9 @@ def reaction_act(
     client: WebClient,
     *,
     before_ack: bool = True,
-) -> dict[str, Any]:
-    """Record the act a reaction stands for; returns what the follow-up needs.
+) -> Reacted | None:
+    """Record the act a reaction stands for; None when there is none (no vote, a bot's, an
+    unmapped reply, already recorded).
 
     Raises one of SLACK_UNAVAILABLE when Slack can't be asked about an unseen reply.
     """
@@ -208,9 +224,9 @@ def reaction_act(
     channel, ts = text_field(event, "item", "channel"), text_field(event, "item", "ts")
     workspace = workspace_of(context)
     if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
-        return {}
+        return None
     if feedback.is_bot_user(user, context.bot_user_id) or feedback.slack_users.is_bot_known(user):
-        return {}  # a bot's reaction, the relay's own seeded ones included
+        return None  # a bot's reaction, the relay's own seeded ones included
     author = text_field(event, "item_user")
     if author and feedback.is_bot_user(author, context.bot_user_id):
         author = None  # the relay's or a watched bot's message: looked up in any case
@@ -224,7 +240,7 @@ def reaction_act(
             channel,
             ts,
         )
-        return {}
+        return None
     event_id = text_field(body, "event_id")
     vote = Vote(
         workspace,
@@ -246,36 +262,39 @@ def reaction_act(
         seen_key=f"event:{workspace}:{event_id}" if event_id else None,
         hold_for=USER_CHECK_HOLD if check_user else None,
     )
-    return {
-        "act_id": recorded.act_id,
-        "check_user": check_user and recorded.created,
-        "ask": ask,
-        "value": value,
-        "channel": channel,
-        "user": user,
-        "thread_ts": mapping.thread_ts if mapping.thread_ts != ts else None,
+    if recorded.act_id is None:
+        return None
+    return Reacted(
+        recorded.act_id,
+        user,
+        channel,
+        value,
+        ask,
+        check_user,
+        thread_ts=mapping.thread_ts if mapping.thread_ts != ts else None,
         # Mapped from metadata with no thread (its event carries none): Slack knows it.
-        "thread_unknown": (workspace, channel, ts)
+        thread_unknown=(workspace, channel, ts)
         if not mapping.thread_ts and mapping.source == METADATA
         else None,
-    }
+    )
 
 
 def message_handoff(
     feedback: SlackFeedback, agent: AgentBridge | None, event: dict[str, Any], context: BoltContext
-) -> dict[str, Any]:
-    """Map a watched reply now; say what the follow-up should do with this message."""
+) -> tuple[str, str, str] | Question | None:
+    """Map a watched reply now; what the follow-up does with this message: seed the reply at
+    (workspace, channel, ts) with 👍/👎, ask the agent a question, or nothing (None)."""
     workspace, channel = workspace_of(context), text_field(event, "channel")
     ts = text_field(event, "ts")
     if not (workspace and channel and ts) or event.get("subtype") not in (
         *PERSON_SUBTYPES,
         "bot_message",
     ):
-        return {}
+        return None
     own = {context.bot_id, context.bot_user_id} - {None}
     authors = {event.get("bot_id"), event.get("user")} - {None}
     if authors & own:
-        return {}  # the relay's own reply: mapped when it was posted
+        return None  # the relay's own reply: mapped when it was posted
     if feedback.is_watched(event, None):
         mapped = feedback.map_message(workspace, channel, event, None)
         if not mapped:
@@ -285,16 +304,13 @@ def message_handoff(
                 channel,
                 ts,
             )
-        return {"seed": [workspace, channel, ts]} if feedback.settings.seed_reactions else {}
+        return (workspace, channel, ts) if feedback.settings.seed_reactions else None
     if agent and event.get("channel_type") == "im":
-        question = person_question(event, context, mention=False)
-        return {"question": question} if question else {}
-    return {}
+        return person_question(event, context, mention=False)
+    return None
 
 
-def person_question(
-    event: dict[str, Any], context: BoltContext, mention: bool
-) -> dict[str, Any] | None:
+def person_question(event: dict[str, Any], context: BoltContext, mention: bool) -> Question | None:
     """The agent's question from a person's message, or None for bots and odd messages."""
     user, channel, ts = (
         text_field(event, "user"),
@@ -311,14 +327,7 @@ def person_question(
         return None
     if mention and context.bot_user_id:
         text = re.sub(rf"<@{re.escape(context.bot_user_id)}(\|[^>]*)?>", "", text).strip()
-    return {
-        "workspace": workspace_of(context),
-        "channel": channel,
-        "user": user,
-        "text": text,
-        "ts": ts,
-        "thread_ts": text_field(event, "thread_ts"),
-    }
+    return Question(workspace_of(context), channel, user, text, ts, text_field(event, "thread_ts"))
 
 
 def seed_reactions(
