@@ -317,8 +317,11 @@ def test_unauthorized_pauses_keeps_everything_and_resumes_after_a_probe(
 
 
 def test_bad_request_is_a_dead_letter_with_brixos_detail(
-    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A dead letter is kept with Brixo's detail and logged as a WARNING (a signal that won't
+    reach Brixo by itself), so LOG_LEVEL=warning still shows it; deliveries log at INFO."""
+    caplog.set_level(logging.INFO, logger="bot.delivery")
     make_worker()
     brixo.fail_next(1, status=400, detail="occurred_at is not a valid RFC3339 timestamp")
     act_id = record(outbox, "m1")
@@ -326,6 +329,15 @@ def test_bad_request_is_a_dead_letter_with_brixos_detail(
     assert dead.last_error == "HTTP 400: occurred_at is not a valid RFC3339 timestamp"
     assert dead.attempts == 1
     assert len(signals(brixo)) == 1
+    delivered = record(outbox, "m2")
+    wait_state(outbox, delivered, DELIVERED)
+    levels = {
+        outcome: r.levelname
+        for r in caplog.records
+        for outcome in ("dead", "delivered")
+        if f"outcome={outcome} " in r.getMessage()
+    }
+    assert levels == {"dead": "WARNING", "delivered": "INFO"}
 
 
 def test_too_large_with_comment_is_sent_once_more_cut(

@@ -426,7 +426,8 @@ class DeliveryWorker:
             row = self.policy.settle(act, answer, now)
             settled.append(row)
             outcome = row["state"] if row["state"] in (DELIVERED, DEAD) else answer.outcome.value
-            log.info(
+            log.log(
+                logging.WARNING if outcome == DEAD else logging.INFO,  # never sent: kept, listed
                 "delivery act=%s workspace=%s target=%s:%s outcome=%s attempt=%s status=%s%s",
                 act.id,
                 act.workspace,
