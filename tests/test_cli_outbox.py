@@ -18,7 +18,7 @@ from time import monotonic, time
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, inspect, select, update
 
 from bot.cli import main
 from bot.commands.outbox import retry as retry_now
@@ -367,8 +367,32 @@ def test_outbox_commands_in_a_folder_without_the_database_create_none(
             result.stdout
             == f"no database at {path} (DATABASE_URL): nothing pending, no dead letters\n"
         )
-    assert run_bot("outbox", "retry", "7", env=environ, cwd=tmp_path).returncode == 1
+    result = run_bot("outbox", "retry", "7", "3", env=environ, cwd=tmp_path)
+    assert result.returncode == 1
+    unknown = ["no dead letter with ID 3", "no dead letter with ID 7"]
+    assert result.stdout.splitlines()[1:] == unknown
     assert not path.exists()
+
+
+@pytest.mark.parametrize("database_url", database_params(), indirect=True)
+def test_outbox_commands_on_a_database_no_relay_used_leave_it_untouched(
+    env: Env, tmp_path: Path, database_url: str
+) -> None:
+    """A DATABASE_URL naming some other database (a typo, an empty file): the commands say it
+    has no relay tables, and create none there."""
+    if database_url.startswith("sqlite"):
+        Path(database_url.removeprefix("sqlite:///")).touch()
+    environ = env.process(DATABASE_URL=database_url)
+    for action in (["list"], ["purge", "--dead"], ["retry"]):
+        result = run_bot("outbox", *action, env=environ, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("no relay tables in the database at "), result.stdout
+        assert result.stdout.endswith(" (DATABASE_URL): nothing pending, no dead letters\n")
+    result = run_bot("outbox", "retry", "5", env=environ, cwd=tmp_path)
+    assert result.returncode == 1 and result.stdout.splitlines()[1] == "no dead letter with ID 5"
+    engine = create_engine(parse_database_url("DATABASE_URL", database_url))
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
 
 
 def test_outbox_list_shows_pending_and_dead_with_last_error(env: Env, tmp_path: Path) -> None:

@@ -24,11 +24,14 @@ from bot.core.settings import Settings
 
 def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
     """Run `outbox list`, `retry` or `purge` as `args` say (none creates a SQLite file)."""
+    url = make_url(settings.database_url)
     if not database_exists(settings):
-        path = os.path.abspath(make_url(settings.database_url).database or "")
-        print(f"no database at {path} (DATABASE_URL): nothing pending, no dead letters")
-        return 1 if getattr(args, "ids", None) else 0
+        return no_outbox(args, f"no database at {os.path.abspath(url.database or '')}")
     database = Database(settings.database_url, pool_size=1)
+    if database.schema_state() == "missing":  # a database no relay has used: left untouched
+        database.dispose()
+        where = os.path.abspath(url.database or "") if url.get_backend_name() == "sqlite" else url
+        return no_outbox(args, f"no relay tables in the database at {where}")
     database.migrate(time())
     outbox = Outbox(database)
     action = args.action or "list"
@@ -59,6 +62,15 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
         more = "" if getattr(args, "dead", False) else " (dead letters alone: --dead)"
         print(f"… and {left} more not shown: --limit {limit + left} shows them{more}")
     return 0
+
+
+def no_outbox(args: argparse.Namespace, where: str) -> int:
+    """Where there's no outbox: one line saying so, one per ID asked for (then exit 1)."""
+    print(f"{where} (DATABASE_URL): nothing pending, no dead letters")
+    act_ids = sorted(set(getattr(args, "ids", None) or ()))
+    for act_id in act_ids:
+        print(f"no dead letter with ID {act_id}")
+    return 1 if act_ids else 0
 
 
 def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
