@@ -92,6 +92,9 @@ def test_dotenv_in_the_working_folder_by_default(
         ("1.5m", 90),
         ("7d", 7 * 86400),
         ("500ms", 0.5),
+        ("24H", 86400),  # units in any case, as the other settings' words
+        ("10M", 600),
+        ("500MS", 0.5),
     ],
 )
 def test_durations(raw: str, seconds: float) -> None:
@@ -202,6 +205,9 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("BRIXO_API_URL", "api.brixo.com"),
         ("DELIVERY_CONCURRENCY", "0"),
         ("MESSAGE_ID_TEMPLATE", "{team}-{nope}"),
+        ("MESSAGE_ID_TEMPLATE", "static-id"),  # every reply one ID: votes on them would merge
+        ("MESSAGE_ID_TEMPLATE", "{channel}-{thread_ts}"),
+        ("CONVERSATION_ID_TEMPLATE", "{channel"),
         ("CONVERSATION_ID_TEMPLATE", "c" * 1025 + "{ts}"),
         ("ASSISTANT_BOT_IDS", "B1, not an id"),
         ("ASSISTANT_BOT_IDS", "BASSIST,hello"),  # starts, then watches nothing: refused
@@ -246,6 +252,19 @@ def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -
     text = str(caught.value)
     assert text.startswith(f"{name}: expected"), text
     assert "\n" not in text
+
+
+def test_template_errors_say_what_is_wrong() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"CONVERSATION_ID_TEMPLATE": "{channel"}, dotenv=None)
+    assert str(caught.value) == (
+        "CONVERSATION_ID_TEMPLATE: expected a template like {channel}-{ts}, got '{channel' "
+        "(expected '}' before end of string)"
+    )
+    with pytest.raises(SettingsError, match=r"with \{ts\}, so that each reply gets an ID"):
+        load_settings({"MESSAGE_ID_TEMPLATE": "static-id"}, dotenv=None)
+    conversation = load_settings({"CONVERSATION_ID_TEMPLATE": "{channel}"}, dotenv=None)
+    assert conversation.conversation_id_template == "{channel}"  # a channel as one conversation
 
 
 def test_a_dotenv_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:

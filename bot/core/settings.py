@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII | re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
@@ -25,11 +25,12 @@ MAX_DURATION = 365 * 86400.0
 
 
 def parse_duration(name: str, raw: str) -> float:
-    """Seconds from `600`, `30s`, `10m`, `24h` (also `ms` and `d`)."""
+    """Seconds from `600`, `30s`, `10m`, `24h` (also `ms` and `d`; units in any case)."""
     match = _DURATION.match(raw)
     if not match:
         raise SettingsError(f"{name}: expected a duration like 600, 30s, 10m or 24h, got {raw!r}")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    unit = match.group(2)
+    seconds = float(match.group(1)) * _UNITS[unit.lower() if unit else None]
     if seconds > MAX_DURATION:
         raise SettingsError(f"{name}: expected a duration of at most 365d, got {raw!r}")
     return seconds
@@ -161,12 +162,19 @@ def parse_template(name: str, raw: str) -> str:
             if field is not None
         ]
     except ValueError as error:
-        parts, fields = [], [f"({error})"]
+        raise SettingsError(
+            f"{name}: expected a template like {{channel}}-{{ts}}, got {raw!r} ({error})"
+        ) from None
     wrong = [field for field in fields if field not in allowed]
     if wrong:
         raise SettingsError(
             f"{name}: expected a template using {{team}}, {{channel}}, {{ts}}, {{thread_ts}}, "
             f"got {raw!r} (unknown field {wrong[0]!r})"
+        )
+    if name == "MESSAGE_ID_TEMPLATE" and "ts" not in fields:
+        raise SettingsError(
+            f"{name}: expected a template with {{ts}}, so that each reply gets an ID of its own, "
+            f"got {raw!r}"
         )
     fixed = sum(len(text) for text, *_ in parts)
     if fixed > 1024:
