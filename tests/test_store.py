@@ -504,6 +504,21 @@ def test_purge(store: Outbox) -> None:
     assert store.purge(dead=True) == 0
 
 
+def test_purge_never_lets_an_act_id_be_given_again(store: Outbox) -> None:
+    """All acts delivered and purged: the newest stays, so the next act's ID is new (SQLite
+    would otherwise start again from 1, and `act=1` in old logs would name another act)."""
+    for n in range(3):
+        store.record(act(f"m{n}"), T0)
+    claimed = store.claim("a", 3, 30, T0)
+    store.settle("a", [settled(c.id, DELIVERED, T0) for c in claimed])
+    assert store.purge(dead=True) == 2
+    newest = max(c.id for c in claimed)
+    assert store.counts(T0)[DELIVERED] == 1
+    later = store.record(act("m-later"), T0 + 1).act_id
+    assert later is not None and later > newest
+    assert store.purge() == 1  # now the older one goes
+
+
 def test_entries_list_pending_and_dead_with_errors(store: Outbox) -> None:
     store.record(act("ok"), T0)
     store.record(act("bad"), T0)
