@@ -12,12 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import time, tzset
 
 import pytest
+import requests
 
-from bot.core.acts import Signal, Target
+from bot.core.acts import MEDIA_TYPE, Signal, Target
 from bot.core.brixo import (
     MAX_RETRY_AFTER,
     BrixoClient,
     Outcome,
+    classify,
     parse_retry_after,
     signal_path,
 )
@@ -356,3 +358,42 @@ def test_brixos_error_detail_is_stored_without_control_characters(
 def test_retry_after_a_date_already_past_is_no_wait() -> None:
     now = 1_790_000_000.0  # 2026-09-21 14:13:20 GMT
     assert parse_retry_after("Mon, 21 Sep 2026 14:12:20 GMT", now) == 0.0
+
+
+def test_occurred_at_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """occurred_at is RFC 3339 in UTC (`Z`) on a host set to any time zone."""
+    for zone in ("America/New_York", "Asia/Tokyo"):
+        monkeypatch.setenv("TZ", zone)
+        tzset()
+        body = Signal(Target("message", "m"), "thumbs_up", OCCURRED + 0.25).body()
+        assert body["data"]["attributes"]["occurred_at"] == "2026-02-03T14:22:10.250Z", zone
+    monkeypatch.undo()
+    tzset()
+
+
+def answer(status: int, body: bytes = b"") -> requests.Response:
+    """A response as requests builds it from the wire, for `classify`."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    response.headers["Content-Type"] = MEDIA_TYPE
+    return response
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_every_2xx_is_delivered(status: int) -> None:
+    """The reference documents 204; any success status means Brixo took the signal."""
+    assert classify(answer(status)).outcome is Outcome.DELIVERED
+
+
+def test_a_long_error_detail_is_cut_to_500_characters() -> None:
+    """Brixo's detail is stored with the dead letter and logged: never more than 500 chars."""
+    document = {"errors": [{"status": "400", "detail": "x" * 5000}]}
+    rejected = classify(answer(400, json.dumps(document).encode()))
+    assert (rejected.outcome, rejected.detail) == (Outcome.REJECTED, "x" * 500)
+
+
+def test_ids_longer_than_1024_characters_are_refused() -> None:
+    assert Target("message", "x" * 1024).id == "x" * 1024
+    with pytest.raises(ValueError, match="longer than 1024"):
+        Target("message", "x" * 1025)

@@ -220,6 +220,8 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("DATABASE_URL", "postgres://u:pw@db.example.com:notaport/relay"),
         ("DATABASE_URL", "postgres://u:pw@[::1/relay"),
         ("AGENT_TIMEOUT", "200000d"),
+        ("DELIVERY_MAX_AGE", "366d"),  # at most 365 days
+        ("NOT_FOUND_GRACE", "31622401"),
         ("POSITIVE_REACTIONS", "thumbs up"),
         ("WEB_CONCURRENCY", "abc"),
         ("WEB_CONCURRENCY", "0"),
@@ -252,6 +254,13 @@ def test_malformed_setting_names_the_variable_in_one_line(name: str, raw: str) -
     text = str(caught.value)
     assert text.startswith(f"{name}: expected"), text
     assert "\n" not in text
+
+
+def test_durations_of_zero_and_of_a_year() -> None:
+    """0 is a duration where it makes sense (DELIVERY_MAX_AGE=0: no retries), a year is the
+    longest any setting takes."""
+    settings = load_settings({"DELIVERY_MAX_AGE": "0", "NOT_FOUND_GRACE": "365d"}, dotenv=None)
+    assert (settings.delivery_max_age, settings.not_found_grace) == (0, 365 * 86400)
 
 
 def test_template_errors_say_what_is_wrong() -> None:
