@@ -17,11 +17,11 @@ import discord
 import pytest
 from sqlalchemy import insert
 
-from bot.commands.check import run_checks
+from bot.commands.check import check_brixo, run_checks
 from bot.core.db import Database, schema_version
 from bot.core.logs import setup_logging
 from bot.core.outbox import Outbox
-from bot.core.settings import parse_database_url
+from bot.core.settings import load_settings, parse_database_url
 from tests.conftest import Env, make_version_1
 from tests.discord_fakes import FakeDiscordAPI
 from tests.fakes import FakeBrixo, FakeSlackAPI
@@ -98,6 +98,36 @@ def test_check_fails_when_brixo_is_overloaded(
     not_brixo.answer = (503, JSONAPI, b'{"errors": [{"status": "503", "title": "Busy"}]}')
     line = brixo_line(env, tmp_path, BRIXO_API_URL=not_brixo.url)
     assert line == "brixo: Brixo answered HTTP 503: Busy; try again later", line
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Past auth, Brixo may refuse the empty probe as unknown (404) or invalid (400).
+        ((404, JSONAPI, b'{"errors": [{"status": "404", "detail": "no such message"}]}'), "ok"),
+        ((400, JSONAPI, b'{"errors": [{"status": "400", "detail": "bad body"}]}'), "ok"),
+        ((429, JSONAPI, b'{"errors": [{"status": "429", "title": "Slow down"}]}'), "later"),
+    ],
+)
+def test_check_reads_brixos_answers_to_the_key_check(
+    tmp_path: Path, not_brixo: NotBrixo, answer: tuple[int, str, bytes], expected: str
+) -> None:
+    """A JSON:API 400 or 404 means the key was accepted; a 429 without Retry-After asks to
+    come back later (not to fix BRIXO_API_URL)."""
+    not_brixo.answer = answer
+    settings = load_settings(
+        {
+            "BRIXO_API_KEY": "key",
+            "BRIXO_API_URL": not_brixo.url,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/relay.db",
+        },
+        dotenv=None,
+    )
+    ok, line = check_brixo(settings)
+    if expected == "ok":
+        assert (ok, line) == (True, f"ok (key accepted by {not_brixo.url})")
+    else:
+        assert (ok, line) == (False, "Brixo answered HTTP 429: Slow down; try again later")
 
 
 def test_check_asks_brixo_nothing_while_a_429_holds_every_request(
