@@ -301,10 +301,12 @@ def test_a_socket_slack_cannot_open_is_said_then_tried_again(
     settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}", "SLACK_APP_TOKEN": APP_TOKEN}
     proc = start_bot("socket", env=relay_env(env, fake_slack, **settings), cwd=tmp_path)
     try:
-        proc.wait_for_line("socket isn't open after 5 s: trying again", stream="stderr")
+        # Deadlines with room for a loaded machine: the start, then 5 s; a redial every 10 s.
+        warning = "socket isn't open after 5 s: trying again"
+        proc.wait_for_line(warning, stream="stderr", timeout=30)
         assert "connected to Slack" not in proc.stderr, proc.describe()
         fake_slack.respond("apps.connections.open", {"ok": True, "url": socket_mode.url})
-        proc.wait_for_line("connected to Slack over Socket Mode", stream="stderr", timeout=20)
+        proc.wait_for_line("connected to Slack over Socket Mode", stream="stderr", timeout=30)
         wait_until(socket_mode.connected, timeout=5, message=proc.describe())
     finally:
         proc.terminate()
