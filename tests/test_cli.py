@@ -274,3 +274,25 @@ def test_discord_failing_at_start_is_a_log_line_not_a_traceback(
     errors = [e["message"] for e in entries if e["level"] == "ERROR"]
     assert len(errors) == 1 and errors[0].startswith("Discord unreachable"), entries
     assert not any("exception" in e for e in entries), entries  # no traceback either
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(
+    env: Env, tmp_path: Path, closed_port: int
+) -> None:
+    """Another process listens on PORT: one line and exit 2, before asking Slack anything
+    (gunicorn alone would retry for 5 s with a dozen lines)."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environ = env.process(
+            PORT=str(port),
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET="secret",
+            SLACK_API_URL=f"http://127.0.0.1:{closed_port}/api/",  # never reached
+        )
+        result = run_bot("serve", env=environ, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: PORT: expected a port to listen on, got {port} (in use by another process)"
+    ]

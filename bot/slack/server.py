@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +21,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web import SlackResponse
 
 from bot.core.relay import Relay
-from bot.core.settings import Settings
+from bot.core.settings import Settings, SettingsError
 from bot.slack.manifest import EVENTS_PATH
 from bot.slack.payloads import unreadable
 
@@ -209,6 +211,21 @@ def stop_all(relays: list[Relay]) -> None:
         relay.stop(25.0)
 
 
+def check_port(port: int) -> None:
+    """SettingsError (one line) when PORT can't be listened on: gunicorn would retry for 5 s
+    with a dozen log lines, then exit."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as error:
+            why = {errno.EADDRINUSE: "in use by another process", errno.EACCES: "not allowed"}
+            reason = why.get(error.errno or 0, error.strerror or type(error).__name__)
+            raise SettingsError(
+                f"PORT: expected a port to listen on, got {port} ({reason})"
+            ) from None
+
+
 def serve(settings: Settings) -> int:
     """Run HTTP mode under gunicorn on $PORT; SIGTERM drains requests and deliveries."""
     from gunicorn.app.base import BaseApplication
@@ -216,6 +233,7 @@ def serve(settings: Settings) -> int:
     from bot.slack.app import preflight
 
     settings.require("brixo_api_key", "slack_signing_secret")
+    check_port(settings.port)
     identity = preflight(settings)  # handed to every worker: no auth.test while a vote waits
     relays: list[Relay] = []
 
