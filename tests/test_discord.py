@@ -711,3 +711,56 @@ def test_a_watched_webhooks_replies_are_mapped_seeded_and_counted(
     assert len(api.calls_to("PUT", REACTION_PUT)) == 2
     bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(hooked["id"], author="96"))
     assert brixo.wait_for_accepted(1)[0].id == f"m-{hooked['id']}"
+
+
+def test_a_reactions_comment_offer_says_the_ack_message(
+    start: StartBot, api: FakeDiscordAPI
+) -> None:
+    """With ACK_MESSAGE set, the DM offering "Add a comment" after a 👎 reaction says it."""
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false", ACK_MESSAGE="Noted, thanks!")
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    offer = api.wait_for_sent(df.DM_CHANNEL)[0]
+    assert offer["content"] == "Noted, thanks!"
+    button = offer["components"][0]["components"][0]
+    assert button["label"] == "Add a comment"
+    assert button["custom_id"].startswith(f"brixo:add-comment:{df.GUILD}:")
+
+
+def test_a_replayed_click_after_the_vote_changed_sends_nothing(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """👍, then 👎 (a new interaction), then the 👍 interaction delivered again: no new act, and
+    the person's latest vote stays 👎, so a fresh 👍 afterwards is sent as a change."""
+    bot = start(ASK_COMMENT="never")
+    _, reply = ask(bot, api)
+    first = df.click(reply, "up", channel=in_thread(reply))
+    bot.feed("INTERACTION_CREATE", first)
+    callback(api, 1)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    callback(api, 2)
+    bot.feed("INTERACTION_CREATE", first)  # the same interaction ID once more
+    assert callback(api, 3)["type"] == 6  # answered silently: nothing stored to thank for
+    bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
+    assert callback(api, 4)["data"]["content"] == "Thanks for your feedback!"
+    values = [r.attributes["value"] for r in brixo.wait_for_accepted(3)]
+    assert values == ["thumbs_up", "thumbs_down", "thumbs_up"]
+    assert bot.acts() == 3
+
+
+def test_an_empty_comment_after_the_vote_went_gets_no_too_late_note(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """The modal submitted blank after COMMENT_WAIT ran out loses nothing: answered silently,
+    not told its comment came too late."""
+    bot = start(COMMENT_WAIT="1s")
+    _, reply = ask(bot, api)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    brixo.wait_for_accepted(1)  # the vote went without a comment
+    for n, blank in enumerate(("", "   "), start=2):
+        bot.feed("INTERACTION_CREATE", df.modal_submit(custom_id, blank))
+        assert callback(api, n)["type"] == 6
+    bot.loop.settle()
+    assert len(brixo.accepted) == 1 and bot.acts() == 1
