@@ -813,6 +813,44 @@ def test_sends_queued_past_their_lease_are_left_to_the_process_holding_them_now(
     assert {c.id for c in outbox.claim("third", limit=10, lease=30.0, now=later)} == set()
 
 
+def test_sends_queued_before_a_late_lease_renewal_are_not_trusted_after_it(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease renewal that came too late (the process was frozen past its leases) renews them
+    again, yet a send that was waiting its turn since before it still doesn't go: another
+    process may have claimed and sent that act in between."""
+    asleep = [0.0]
+    real_monotonic = delivery.monotonic
+    monkeypatch.setattr(delivery, "monotonic", lambda: real_monotonic() + asleep[0])
+    worker = make_worker(concurrency=1)  # one send at a time: the other waits its turn
+    client = worker.sender
+    under_way, answered = threading.Event(), threading.Event()
+
+    class AnswersWhenTold:
+        def send(self, signal: Any) -> Answer:
+            if signal.target.id == "under-way":
+                under_way.set()
+                answered.wait(10)
+            return client.send(signal)
+
+        def probe(self) -> Answer:
+            return client.probe()
+
+    worker.sender = AnswersWhenTold()
+    record(outbox, "under-way")
+    record(outbox, "queued")
+    assert under_way.wait(5), "the first send never started"
+    asleep[0] = 10.0  # the process slept 10 s, past its 3 s leases...
+    wait_until(
+        lambda: worker._leases_doubtful_before > 0, message="no lease renewal after the sleep"
+    )
+    later = time() + 10.0
+    assert len(outbox.claim("other-process", limit=10, lease=30.0, now=later)) == 2  # taken
+    answered.set()  # the renewal done, the send under way gets its answer
+    wait_until(lambda: worker._in_flight == 0, message="the waiting send was never released")
+    assert [r.id for r in signals(brixo)] == ["under-way"]
+
+
 def test_a_429_on_the_key_check_holds_every_send_too(
     outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
 ) -> None:
@@ -844,6 +882,24 @@ def test_a_429_on_the_key_check_while_paused_keeps_the_pause(
     brixo.set_key(BRIXO_KEY)
     accepted = brixo.wait_for_accepted(1, timeout=10)
     assert accepted[0].at - limited[0].at >= 0.9, "sent within the Retry-After of the key check"
+
+
+def test_a_key_check_answered_404_ends_the_pause(
+    outbox: Outbox, brixo: FakeBrixo, make_worker: WorkerFactory
+) -> None:
+    """Brixo finding no such message for the key check (404) means the key got past auth, as a
+    400 does: the pause ends and the kept signal is the next request, no other key check first."""
+    worker = make_worker(key="a-key-brixo-refuses")
+    wait_until(lambda: worker.paused, timeout=5)
+    act_id = record(outbox, "kept")
+    brixo.fail_next(1, status=404, detail=f"Message '{KEY_CHECK_ID}' not found")
+    wait_until(lambda: any(r.status == 404 for r in brixo.requests), timeout=5)
+    brixo.set_key("a-key-brixo-refuses")  # later key checks would pass too
+    wait_state(outbox, act_id, DELIVERED)
+    requests = brixo.requests
+    (found,) = [n for n, r in enumerate(requests) if r.status == 404]
+    assert requests[found].id == KEY_CHECK_ID
+    assert requests[found + 1].id == "kept", [(r.id, r.status) for r in requests[found:]]
 
 
 def test_an_answer_to_a_send_from_before_the_pause_keeps_the_pause_in_health(
@@ -939,6 +995,50 @@ def test_a_database_outage_longer_than_the_lease_sends_nothing_twice(
         wait_state(outbox, act_id, DELIVERED)
     wait_until(lambda: worker._in_flight == 0, message="sends still in flight")  # any resend
     assert sorted(r.id for r in brixo.accepted) == [f"outage-{n}" for n in range(4)]
+
+
+def test_no_claim_while_outcomes_wait_to_be_written(
+    make_worker: WorkerFactory, outbox: Outbox, brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outcomes the database wouldn't take wait in memory, and until they are written the
+    worker claims nothing (it goes on renewing its leases): a claim could take and send again
+    acts whose leases lapsed meanwhile."""
+    worker = make_worker()
+    down = threading.Event()
+    renewals = [0]
+    claims: list[bool] = []  # for each claim: were outcomes waiting to be written?
+    real_settle, real_renew, real_claim = outbox.settle, outbox.renew, outbox.claim
+
+    def settle(*args: Any) -> None:
+        if down.is_set():
+            raise OperationalError("database", {}, ConnectionError("server closed"))
+        real_settle(*args)
+
+    def renew(*args: Any) -> None:
+        renewals[0] += 1
+        real_renew(*args)
+
+    def claim(*args: Any) -> list[Claimed]:
+        claims.append(bool(worker._unsettled))
+        return real_claim(*args)
+
+    monkeypatch.setattr(outbox, "settle", settle)
+    monkeypatch.setattr(outbox, "renew", renew)
+    monkeypatch.setattr(outbox, "claim", claim)
+    down.set()
+    ids = [record(outbox, f"unwritten-{n}") for n in range(2)]
+    brixo.wait_for_accepted(2)
+    wait_until(lambda: worker._unsettled, message="outcomes were written despite the outage")
+    tried = renewals[0]
+    wait_until(lambda: renewals[0] >= tried + 5, message="the loop stopped going round")
+    assert not any(claims), "claimed while outcomes waited to be written"
+    down.clear()
+    for act_id in ids:
+        wait_state(outbox, act_id, DELIVERED)
+    claimed_before = len(claims)
+    wait_until(lambda: len(claims) > claimed_before, message="no claim once they were written")
+    assert not any(claims)
+    assert sorted(r.id for r in signals(brixo)) == ["unwritten-0", "unwritten-1"]
 
 
 # -- the wall clock stepping back (NTP, a VM resumed) -------------------------------------
@@ -1125,3 +1225,50 @@ def test_the_hold_while_brixo_gives_no_answer_grows_to_a_cap(outbox: Outbox) -> 
         now = worker._hold_until
     assert max(holds) <= UNREACHABLE_HOLD_CAP
     assert holds[-1] >= UNREACHABLE_HOLD_CAP / 2  # it did grow (jitter takes up to half)
+
+
+def test_brixo_answering_again_starts_the_next_outage_afresh(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once Brixo answers again, the unreachable backoff starts over: the next outage's first
+    hold is as short as the first outage's, and its first "unreachable" is a WARNING again."""
+    caplog.set_level(logging.DEBUG, logger="bot.delivery")
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=300.0)
+    worker = DeliveryWorker(outbox, BrixoClient(BRIXO_KEY, "http://127.0.0.1:9"), 4, policy)
+    down = Answer(Outcome.RETRY, None, "connection refused")
+    now = NOW
+    for _ in range(6):  # a long outage: the hold grew
+        worker._observe(down, now)
+        now = worker._hold_until
+    worker._observe(Answer(Outcome.DELIVERED, 204), now)
+    worker._observe(down, now)
+    assert worker._hold_until - now <= policy.backoff_base  # backoff(1): at most the base
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("Brixo unreachable")
+    ]
+    assert len(warnings) == 2, warnings
+
+
+def test_a_paused_worker_checks_the_key_only_once_no_send_is_under_way(outbox: Outbox) -> None:
+    """Paused after a 401, the key check waits until the sends under way have answered."""
+    probes = [0]
+
+    class RefusesTheKey:
+        def send(self, signal: Any) -> Answer:
+            raise AssertionError("a signal sent while paused")
+
+        def probe(self) -> Answer:
+            probes[0] += 1
+            return Answer(Outcome.UNAUTHORIZED, 401, "Invalid API key")
+
+    worker = DeliveryWorker(outbox, RefusesTheKey(), 4, clock=lambda: NOW)
+    worker._observe(Answer(Outcome.UNAUTHORIZED, 401, "Invalid API key"), NOW - 60.0)
+    assert worker.paused  # and its next key check is due
+    worker._count_in_flight(1)  # a send from before the 401 has no answer yet
+    worker._claim_more()
+    assert probes == [0]
+    worker._count_in_flight(-1)  # it answered
+    worker._claim_more()
+    assert probes == [1] and worker.paused
