@@ -480,3 +480,65 @@ def test_a_thread_reply_also_sent_to_the_dm_goes_to_the_agent(start_relay: Start
     ok(app.sender.event({**message, "subtype": "thread_broadcast"}))
     asked = app.agent.wait_for_requests(1)[0].json
     assert (asked["text"], asked["thread_ts"]) == ("and also", root)
+
+
+def test_another_bots_mention_never_reaches_the_agent(start_relay: StartRelay) -> None:
+    """A bot mentioning the relay (here the watched assistant) is no person asking."""
+    app = start_relay(ASSISTANT_BOT_IDS="BASSIST")
+    text = "<@UBOT> over to you"
+    mention = {**sr.app_mention("C1", "UASSIST", text, "1700000000.003400"), "bot_id": "BASSIST"}
+    ok(app.sender.event(mention))
+    ok(app.sender.event(sr.app_mention("C1", "U1", "<@UBOT> sentinel", "1700000000.003401")))
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert post.args["thread_ts"] == "1700000000.003401"
+    assert [r.json["text"] for r in app.agent.requests if r.json] == ["sentinel"]
+
+
+def test_a_dm_with_a_file_goes_to_the_agent(start_relay: StartRelay) -> None:
+    """A message with a file attached (subtype file_share) is still the person's question."""
+    app = start_relay()
+    ts = "1700000000.003500"
+    message = sr.message("D1", "U1", "what's in this log?", ts)
+    files = [{"id": "F1", "name": "app.log", "mimetype": "text/plain"}]
+    ok(app.sender.event({**message, "subtype": "file_share", "files": files}))
+    asked = app.agent.wait_for_requests(1)[0].json
+    assert asked is not None and asked["text"] == "what's in this log?"
+    assert (asked["channel_id"], asked["thread_ts"]) == ("D1", ts)
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert (post.args["text"], post.args["thread_ts"]) == ("Answer to: what's in this log?", ts)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"text": "an answer"}, {"text": "an answer", "message_id": "  ", "conversation_id": ""}],
+    ids=["no ids", "blank ids"],
+)
+def test_an_answer_without_ids_is_posted_but_never_rated(
+    start_relay: StartRelay, answer: dict[str, str]
+) -> None:
+    """The person still gets the agent's answer, in the thread, without feedback buttons;
+    nothing maps it, so a vote on it gives a note and no signal."""
+    app = start_relay(ASK_COMMENT="never")
+    app.agent.reply_with(answer)
+    root = "1700000000.003600"
+    ok(app.sender.event(sr.message("D1", "U1", "q", root)))
+    post = app.slack.wait_for_call("chat.postMessage")[0]
+    assert (post.args["text"], post.args["thread_ts"]) == ("an answer", root)
+    assert "metadata" not in post.args
+    assert not any(b.get("type") == "context_actions" for b in post.args.get("blocks") or [])
+    reply = reply_ts(app, "D1", post)
+    assert app.relay.mappings.message("T1", "D1", reply) is None
+    click(app, reply, "up", thread_ts=root)
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert "wasn't recorded" in note.args["text"]
+    settled(app, 0)
+
+
+def test_an_agent_answer_with_a_status_other_than_200_gives_error_reply(
+    start_relay: StartRelay,
+) -> None:
+    """Only a 200 answer is posted: a 201, however well-formed its body, is an agent error."""
+    app = start_relay()
+    app.agent.reply_with({"text": "created", "message_id": "m-201"}, status=201)
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.003700")))
+    _assert_error_reply_records_nothing(app, "1700000000.003700")

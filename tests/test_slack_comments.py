@@ -342,3 +342,40 @@ def test_a_changed_vote_sends_the_one_waiting_for_its_comment_first(
     ]
     assert up.at - down.at >= 0.3  # the 👍 was sent once the 👎 had its answer
     assert all("user_message" not in r.attributes for r in app.brixo.accepted)
+
+
+def test_an_empty_submission_after_the_vote_went_thanks_nobody(start_relay: StartRelay) -> None:
+    """The modal's thanks come with the act it releases: when COMMENT_WAIT already sent the
+    vote, an empty submission releases nothing and thanks nobody."""
+    settings = {"ASK_COMMENT": "negative", "COMMENT_WAIT": "1s", "ACK_MESSAGE": "Thanks!"}
+    app, view = _down_click_waiting(settings, start_relay)
+    app.brixo.wait_for_accepted(1)
+    settled(app, 1)
+    ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values(None))))
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["text"].startswith("I can't link this message")
+    assert ephemerals(app, "Thanks!") == []
+    settled(app, 1)
+
+
+def test_a_modal_failing_after_the_vote_went_thanks_nobody(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """views.open answers only after COMMENT_WAIT sent the vote, and refuses: the modal's
+    thanks stand in for the act the failure releases, and there is none left to release."""
+    app = start_relay(ASK_COMMENT="negative", COMMENT_WAIT="1s", ACK_MESSAGE="Thanks!")
+    hold = app.slack.hold_next("views.open")
+    app.slack.respond("views.open", {"ok": False, "error": "expired_trigger_id"})
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT)
+    assert hold.arrived.wait(10)
+    app.brixo.wait_for_accepted(1)  # COMMENT_WAIT ran out while Slack held the modal
+    settled(app, 1)
+    hold.released.set()
+    wait_until(lambda: "can't open the comment modal" in caplog.text, message="no failure")
+    click(app, "1.000001", channel="C1")  # unmapped: its note is the sentinel
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert note.args["text"].startswith("I can't link this message")
+    assert ephemerals(app, "Thanks!") == []
+    settled(app, 1)

@@ -488,3 +488,42 @@ def test_a_vote_from_another_workspace_of_the_same_org_gives_nothing(
     click(app, reply, "down", thread_ts=root)  # the sentinel, from T1
     settled(app, 1)
     assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
+
+
+def test_a_known_persons_second_reaction_is_thanked_too(start_relay: StartRelay) -> None:
+    """ACK_MESSAGE thanks every vote: also a reaction by someone Slack was already asked
+    about (no bot check left to do) when no comment is asked for."""
+    app = start_relay(**NEVER, ACK_MESSAGE="Thanks, noted!")
+    first, second = map_by_metadata(app, "m-1"), map_by_metadata(app, "m-2")
+    react(app, first, "+1", channel="C1")
+    wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks for the first")
+    assert app.slack.calls_to("users.info")  # U1 is now known: no check for the second
+    react(app, second, "-1", channel="C1")
+    thanks = wait_until(
+        lambda: ephemerals(app, "Thanks, noted!")[1:], message="no thanks for the second"
+    )
+    assert (thanks[0].args["channel"], thanks[0].args["user"]) == ("C1", "U1")
+    settled(app, 2)
+    assert len(app.slack.calls_to("users.info")) == 1
+
+
+def test_an_org_wide_install_rates_a_reply_it_has_to_fetch(start_relay: StartRelay) -> None:
+    """Enterprise Grid, installed org-wide: Bolt gives the enterprise (E…) as the workspace,
+    which a fetched reply's team (T…) can't be compared with, so the vote still counts."""
+    app = start_relay(**NEVER)
+    ts = "1700000000.001100"
+    metadata = {"event_type": "brixo_message", "event_payload": {"message_id": "m-grid"}}
+    app.slack.add_message("C1", ts, "an answer", bot_id="BOTHER", metadata=metadata, team="T1")
+    org_wide = [
+        {
+            "enterprise_id": "E1",
+            "team_id": None,
+            "user_id": "UBOT",
+            "is_bot": True,
+            "is_enterprise_install": True,
+        }
+    ]
+    event = sr.reaction_added("U1", "+1", "C1", ts)
+    ok(app.sender.event(event, team_id="T1", authorizations=org_wide))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-grid", "thumbs_up")]
