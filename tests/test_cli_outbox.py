@@ -11,7 +11,7 @@ import re
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from time import monotonic, time
@@ -24,7 +24,7 @@ from bot.cli import main
 from bot.commands.outbox import retry as retry_now
 from bot.core.acts import Act, Target
 from bot.core.db import Database, acts
-from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
+from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Claimed, Outbox
 from bot.core.settings import parse_database_url
 from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo
@@ -623,6 +623,46 @@ def test_outbox_retry_of_many_dead_letters_renews_the_lease_only_as_it_runs_low(
         database.dispose()
     assert sorted(r.id for r in brixo.accepted) == sorted(f"dead-{n}" for n in range(40))
     assert len(renewals) <= 1, f"{len(renewals)} renewals for {len(ids)} acts sent in a second"
+
+
+def test_a_long_outbox_retry_renews_its_lease_so_a_running_relay_claims_none_of_its_acts(
+    env: Env, brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends that outlast the lease together (each takes 0.6 of it, on a clock the test moves):
+    `outbox retry` renews its lease as it runs low, so a relay claiming meanwhile gets none of
+    the acts still waiting to be sent here, and sends none a second time."""
+    import bot.commands.outbox as command
+
+    url = env()["DATABASE_URL"]
+    seed(url, [(f"slow-{n}", DEAD, "old error") for n in range(3)])
+    database = open_store(url)
+    outbox, relay = Outbox(database), Outbox(database)
+    clock = [time()]
+    leases: list[float] = []
+    claims: list[list[int]] = []
+    take_dead, deliver_once = outbox.take_dead, command.deliver_once
+
+    def take(owner: str, lease: float, now: float, act_ids: Sequence[int] = ()) -> list[Claimed]:
+        leases.append(lease)
+        return take_dead(owner, lease, now, act_ids)
+
+    def slow_send(*args: Any) -> Any:
+        clock[0] += 0.6 * leases[0]
+        claims.append([c.id for c in relay.claim("relay", 10, 60, clock[0])])
+        return deliver_once(*args)
+
+    monkeypatch.setattr(command, "time", lambda: clock[0])
+    monkeypatch.setattr(command, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(command, "deliver_once", slow_send)
+    monkeypatch.setattr(outbox, "take_dead", take)
+    try:
+        result = retry_now(outbox, env.settings(), [])
+    finally:
+        database.dispose()
+    assert claims == [[], [], []]
+    assert result == 0
+    assert [r.id for r in brixo.accepted] == [f"slow-{n}" for n in range(3)]
+    assert set(states(url).values()) == {DELIVERED}
 
 
 def test_outbox_retry_holds_its_sends_and_every_relays_after_a_429(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
@@ -786,3 +787,116 @@ def test_a_bot_user_learnt_by_another_process_is_known_to_this_one(store: Outbox
     assert "UASSIST" in learner
     assert "UASSIST" in other
     assert "U7" not in other
+
+
+def test_a_retried_dead_letter_that_died_on_a_404_gets_a_fresh_not_found_grace(
+    store: Outbox,
+) -> None:
+    """`outbox retry` of an act that died on a 404: its grace starts again, so its next 404
+    leaves it pending instead of killing it at once."""
+    store.record(act("m-late"), T0)
+    (claimed,) = store.claim("a", 10, 30, T0)
+    store.settle("a", [settled(claimed.id, DEAD, T0 + 700, not_found_since=T0)])
+    (revived,) = store.take_dead("cli", 15, T0 + 1000)
+    assert revived.not_found_since is None
+    missing = Answer(Outcome.NOT_FOUND, 404, "Message 'm-late' not found")
+    row = RetryPolicy(not_found_grace=600).settle(revived, missing, T0 + 1001)
+    assert (row["state"], row["not_found_since"]) == (PENDING, T0 + 1001)
+    assert store.settle_one("cli", row)
+    (again,) = store.claim("b", 10, 30, row["next_attempt_at"])
+    assert again.not_found_since == T0 + 1001
+
+
+def test_take_dead_hands_dead_letters_over_oldest_first_whatever_the_rows_order(
+    store: Outbox,
+) -> None:
+    """Retried dead letters go oldest first, so a person's newer vote lands last, even where
+    the database returns the rows in another order (PostgreSQL: an updated row moves)."""
+    for n in range(4):
+        store.record(act(f"m{n}"), T0)
+    claimed = store.claim("a", 10, 30, T0)
+    store.settle("a", [settled(c.id, DEAD, T0 + 1) for c in claimed])
+    ids = sorted(c.id for c in claimed)
+    with store.db.write() as conn:  # rewritten: now stored after the others
+        conn.execute(update(acts).where(acts.c.id.in_(ids[:2])).values(last_error="again"))
+    assert [a.id for a in store.take_dead("cli", 15, T0 + 100)] == ids
+
+
+def test_a_limited_claim_takes_the_longest_overdue_acts_first(store: Outbox) -> None:
+    """Acts due out of their ID order: a claim of one takes the one due earliest."""
+    for n, due in enumerate((30, 10, 20)):
+        store.record(act(f"m{n}"), T0, not_before=T0 + due)
+    order = [c.target.id for n in range(3) for c in store.claim(f"o{n}", 1, 60, T0 + 100)]
+    assert order == ["m1", "m2", "m0"]
+
+
+def test_discard_leaves_a_held_act_that_was_already_sent_once(store: Outbox) -> None:
+    """A held act already tried (pending again after a 503) is under way: `discard` must not
+    delete it silently."""
+    held = store.record(act("held"), T0, not_before=T0 + 10).act_id
+    assert held is not None
+    assert [c.id for c in store.claim("a", 10, 30, T0 + 10)] == [held]
+    store.settle("a", [settled(held, PENDING, T0 + 11, next_attempt_at=T0 + 60)])
+    assert store.states_of([held], T0 + 12) == {held: (PENDING, False)}  # not leased
+    assert not store.discard(held)
+    assert store.states_of([held], T0 + 12) == {held: (PENDING, False)}
+
+
+def test_a_later_metadata_reply_keeps_the_threads_first_conversation(store: Outbox) -> None:
+    """Two replies of a thread mapped by metadata with different conversation IDs: the thread
+    keeps the first one, which "Rate this conversation" goes on rating."""
+    maps = Mappings(store.db)
+    for ts, conversation in (("8.2", "conv-first"), ("8.3", "conv-later")):
+        maps.record(
+            "T1",
+            "C1",
+            ts,
+            message_id=None,
+            conversation_id=conversation,
+            thread_ts="8.1",
+            source=METADATA,
+            now=T0,
+        )
+    assert maps.conversation("T1", "C1", "8.1") == "conv-first"
+    later = maps.message("T1", "C1", "8.3")  # the reply itself keeps its own
+    assert later is not None and later.conversation_id == "conv-later"
+
+
+def test_only_delivery_bookkeeping_commits_without_waiting_for_the_disk(
+    store: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a server whose commits wait for the disk, a vote and a comment commit so; only
+    claims, settlements and renewals don't (SQLite: FULL against NORMAL)."""
+    if not store.db.is_sqlite:
+        name = store.db.engine.url.database
+        with store.db.write() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+    database = Database(store.db.url, pool_size=1)
+    levels: list[str] = []
+    transaction = database._transaction
+
+    @contextmanager
+    def spied(wait_for_disk: bool) -> Iterator[Connection]:
+        with transaction(wait_for_disk) as conn:
+            query = "PRAGMA synchronous" if database.is_sqlite else "SHOW synchronous_commit"
+            levels.append(str(conn.exec_driver_sql(query).scalar()))
+            yield conn
+
+    monkeypatch.setattr(database, "_transaction", spied)
+    durable, quick = ("2", "1") if database.is_sqlite else ("on", "off")
+    outbox = Outbox(database)
+    try:
+        waiting = outbox.record(act("m1"), T0, comment_until=T0 + 600).act_id
+        assert waiting is not None
+        assert levels == [durable]  # the vote
+        assert outbox.finish_comment(waiting, "T1", "U1", "why", T0 + 1)
+        assert levels[1:] == [durable]
+        (claimed,) = outbox.claim("a", 10, 30, T0 + 1)
+        outbox.renew("a", 30, T0 + 2)
+        outbox.settle("a", [settled(claimed.id, DELIVERED, T0 + 3)])
+        assert levels[2:] == [quick] * 3
+        with database.write() as conn:  # the next write on the same connection waits again
+            assert levels[-1] == durable
+            conn.execute(delete(seen))
+    finally:
+        database.dispose()
