@@ -124,6 +124,24 @@ def test_thanks_for_a_reaction_on_a_top_level_reply_stay_in_the_channel(
     settled(app, 1)
 
 
+def test_thanks_for_a_top_level_reply_mapped_by_its_metadata_event_stay_in_the_channel(
+    start_relay: StartRelay,
+) -> None:
+    """The metadata event carries no thread: Slack, asked where the reply is, says it starts
+    none, so the thanks go to the channel, not into a thread under the reply."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000310"
+    reply = {"user": "UASSIST", "bot_id": "BASSIST", "metadata": meta("m-top", "conv-top")}
+    app.slack.add_message("C1", ts, "answer", **reply)  # top-level: no thread_ts
+    map_by_metadata(app, "m-top", "conv-top", channel="C1", ts=ts)
+    react(app, ts, "+1", channel="C1")
+    thanks = app.slack.wait_for_call("chat.postEphemeral")[0]
+    assert app.slack.calls_to("conversations.replies"), "Slack was never asked for the thread"
+    assert (thanks.args["channel"], thanks.args["user"]) == ("C1", "U1")
+    assert thanks.args.get("thread_ts") is None, thanks.args
+    settled(app, 1)
+
+
 def test_reply_mapped_from_message_event_metadata_and_seeded_once(
     start_relay: StartRelay,
 ) -> None:
@@ -215,6 +233,32 @@ def test_vote_before_reply_seen_fetches_metadata_via_replies(start_relay: StartR
         "True",
         "true",
     )
+
+
+def test_vote_on_an_unseen_thread_reply_maps_to_that_reply_not_its_parent(
+    start_relay: StartRelay,
+) -> None:
+    """Slack answers conversations.replies for a reply's ts with the thread's parent first,
+    whatever `oldest` and `latest` say: a reaction on an unseen reply takes that reply's
+    metadata, not the parent's."""
+    app = start_relay(**WATCH)
+    root, ts = "1700000000.000410", "1700000000.000420"
+    bot = {"user": "UASSIST", "bot_id": "BASSIST"}
+    app.slack.add_message("C1", root, "answer", **bot, metadata=meta("m-parent", "conv-41"))
+    app.slack.add_message(
+        "C1", ts, "follow-up", **bot, thread_ts=root, metadata=meta("m-reply", "conv-41")
+    )
+
+    def parent_first(args: dict[str, Any]) -> dict[str, Any]:
+        """The thread's parent, then the reply asked for (as Slack answers oldest=latest=ts)."""
+        asked = dict.fromkeys((root, str(args.get("ts"))))
+        found = [app.slack.find_message("C1", m) for m in asked]
+        return {"ok": True, "messages": [m for m in found if m]}
+
+    app.slack.respond("conversations.replies", parent_first)
+    react(app, ts, "-1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-reply", "thumbs_down")]
 
 
 def test_reactions_on_peoples_messages_fetch_nothing(start_relay: StartRelay) -> None:
@@ -463,6 +507,7 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
     ("status", "error"),
     [
         (500, "fatal_error"),
+        (500, None),  # a 500 without Slack's error code
         (200, "internal_error"),
         (200, "service_unavailable"),
         (429, None),  # a 429 without Slack's error code
@@ -794,6 +839,23 @@ def test_the_conversation_template_rates_only_threads_an_assistant_replied_in(
     assert values_of(app) == [("conversations", f"conv-C1-{answered}", "thumbs_up")]
 
 
+def test_rating_an_unseen_thread_takes_its_conversation_from_the_threads_metadata(
+    start_relay: StartRelay,
+) -> None:
+    """Without templates, "Rate this conversation" on a thread whose replies the relay never
+    saw fetches the thread with its metadata: a reply's brixo_message conversation_id rates
+    it."""
+    app = start_relay(**WATCH)
+    root, ts = "1700000000.000730", "1700000000.000740"
+    app.slack.add_message("C1", root, "question", user="U1")
+    reply = {"user": "UASSIST", "bot_id": "BASSIST", "thread_ts": root}
+    app.slack.add_message("C1", ts, "answer", **reply, metadata=meta("m-73", "conv-73"))
+    _rate_conversation(app, root, root, 1)
+    settled(app, 1)
+    assert values_of(app) == [("conversations", "conv-73", "thumbs_up")]
+    assert ephemerals(app, UNMAPPED_CONVERSATION) == []
+
+
 def test_a_shortcut_slack_cannot_look_up_gets_a_note(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH)
     root = "1700000000.000700"
@@ -904,6 +966,34 @@ def test_without_users_read_a_reaction_counts_as_a_persons(start_relay: StartRel
     react(app, ts, "+1", user="U9", channel="C1")
     settled(app, 1)
     assert values_of(app) == [("messages", "m-old-install", "thumbs_up")]
+
+
+def test_a_vote_on_an_unseen_reply_counts_while_slack_cannot_say_who_wrote_it(
+    start_relay: StartRelay,
+) -> None:
+    """While users.info fails, the reply's author is not taken for a person (whose messages
+    are never fetched): the unseen reply is fetched and the reaction counts."""
+    app = start_relay(**WATCH)
+    app.slack.respond("users.info", {"ok": False, "error": "fatal_error"}, status=500)
+    ts = "1700000000.001150"
+    app.slack.add_message(
+        "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("m-unsure")
+    )
+    ok(app.sender.event(sr.reaction_added("U1", "+1", "C1", ts, item_user="UASSIST")))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-unsure", "thumbs_up")]
+    assert [c.args["user"] for c in app.slack.calls_to("users.info")][0] == "UASSIST"
+
+
+def test_slackbots_reactions_are_no_votes(start_relay: StartRelay) -> None:
+    """Slackbot is no person, though users.info says `is_bot: false` for USLACKBOT."""
+    app = start_relay(**WATCH)
+    ts = map_by_metadata(app, "m-slackbot")
+    react(app, ts, "+1", user="USLACKBOT", channel="C1")
+    react(app, ts, "-1", user="U7", channel="C1")  # a person: the sentinel
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-slackbot", "thumbs_down")]
+    assert "USLACKBOT" in [c.args["user"] for c in app.slack.calls_to("users.info")]
 
 
 def test_metadata_of_another_event_type_maps_nothing(start_relay: StartRelay) -> None:
