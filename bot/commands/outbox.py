@@ -28,11 +28,10 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
     if not database_exists(settings):
         return no_outbox(args, f"no database at {os.path.abspath(url.database or '')}")
     database = Database(settings.database_url, pool_size=1)
-    if database.schema_state() == "missing":  # a database no relay has used: left untouched
+    if not database.migrate(time(), create=False):  # a database no relay has used: untouched
         database.dispose()
         where = os.path.abspath(url.database or "") if url.get_backend_name() == "sqlite" else url
         return no_outbox(args, f"no relay tables in the database at {where}")
-    database.migrate(time())
     outbox = Outbox(database)
     action = args.action or "list"
     if action == "retry":

@@ -199,23 +199,26 @@ class Database:
         self._queued = []
         self._held_for_fork = False
 
-    def migrate(self, now: float) -> int:
-        """Create or upgrade the schema; returns the version in force.
+    def migrate(self, now: float, create: bool = True) -> int:
+        """Create or upgrade the schema; returns the version in force. With `create=False` a
+        database no relay has used is left as it is, and 0 returned.
 
         DatabaseUnavailable when the database can't be opened or its schema is newer.
         """
         try:
-            return self._migrate(now)
+            return self._migrate(now, create)
         except DBAPIError as error:
             reason = str(error.orig or error).strip().splitlines()[0]
             raise DatabaseUnavailable(
                 f"DATABASE_URL: can't open the database ({type(error).__name__}: {reason})"
             ) from None
 
-    def _migrate(self, now: float) -> int:
+    def _migrate(self, now: float, create: bool) -> int:
         with self.write() as conn:
             if not self.is_sqlite:  # processes starting together on a fresh database take turns
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            if not create and not inspect(conn).has_table(schema_version.name):
+                return 0
             metadata.create_all(conn, checkfirst=True)
             current = conn.scalar(
                 select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
