@@ -68,18 +68,18 @@ def client(brixo: FakeBrixo) -> BrixoClient:
                 "user_message": "Love this product!",
             },
         ),
-        (None, None, {"name": "feedback", "value": "thumbs_up"}),
         (
             OCCURRED,
             None,
             {"name": "feedback", "value": "thumbs_up", "occurred_at": "2026-02-03T14:22:10Z"},
         ),
         (
-            None,
+            OCCURRED + 0.5,
             'Très bien 👍 "quoted"\nnewline',
             {
                 "name": "feedback",
                 "value": "thumbs_up",
+                "occurred_at": "2026-02-03T14:22:10.500Z",
                 "user_message": 'Très bien 👍 "quoted"\nnewline',
             },
         ),
@@ -89,7 +89,7 @@ def test_request_is_exactly_the_reference_shape(
     brixo: FakeBrixo,
     client: BrixoClient,
     kind: str,
-    occurred_at: float | None,
+    occurred_at: float,
     user_message: str | None,
     attributes: dict[str, str],
 ) -> None:
@@ -149,7 +149,7 @@ def test_ids_are_encoded_as_quote_does_but_for_dot_segments(ident: str, segment:
 
 def test_one_keep_alive_connection_for_many_sends(brixo: FakeBrixo, client: BrixoClient) -> None:
     for n in range(5):
-        assert client.send(Signal(Target("message", f"m{n}"), "thumbs_up")).status == 204
+        assert client.send(Signal(Target("message", f"m{n}"), "thumbs_up", OCCURRED)).status == 204
     assert len({r.client_port for r in brixo.requests}) == 1
 
 
@@ -179,7 +179,7 @@ def test_proxy_from_the_environment_carries_every_request(monkeypatch: pytest.Mo
     client = BrixoClient(BRIXO_KEY, "http://brixo.invalid", read_timeout=2.0)
     try:
         for ident in ("a/b", "c"):
-            answer = client.send(Signal(Target("message", ident), "thumbs_up"))
+            answer = client.send(Signal(Target("message", ident), "thumbs_up", OCCURRED))
             assert answer.outcome is Outcome.DELIVERED, answer
     finally:
         client.close()
@@ -194,7 +194,7 @@ def test_proxy_from_the_environment_carries_every_request(monkeypatch: pytest.Mo
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 429])
 def test_transient_statuses_are_retry(brixo: FakeBrixo, client: BrixoClient, status: int) -> None:
     brixo.fail_next(1, status=status, detail="busy")
-    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert answer.outcome is Outcome.RETRY
     assert answer.status == status
     assert answer.detail == "busy"
@@ -203,10 +203,10 @@ def test_transient_statuses_are_retry(brixo: FakeBrixo, client: BrixoClient, sta
 
 def test_retry_after_seconds_and_http_date(brixo: FakeBrixo, client: BrixoClient) -> None:
     brixo.fail_next(1, status=429, retry_after="7")
-    assert client.send(Signal(Target("message", "m"), "thumbs_up")).retry_after == 7
+    assert client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).retry_after == 7
     later = datetime.fromtimestamp(time() + 120, UTC)
     brixo.fail_next(1, status=503, retry_after=format_datetime(later, usegmt=True))
-    waited = client.send(Signal(Target("message", "m"), "thumbs_up")).retry_after
+    waited = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).retry_after
     assert waited is not None and 100 <= waited <= 121
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
@@ -245,21 +245,21 @@ def test_client_errors_are_classified_with_brixos_detail(brixo: FakeBrixo) -> No
     try:
         client = BrixoClient(BRIXO_KEY, small.url)
         small.mark_missing("gone")
-        missing = client.send(Signal(Target("message", "gone"), "thumbs_up"))
+        missing = client.send(Signal(Target("message", "gone"), "thumbs_up", OCCURRED))
         assert (missing.outcome, missing.status) == (Outcome.NOT_FOUND, 404)
         assert "not found" in missing.detail
         assert missing.describe() == f"HTTP 404: {missing.detail}"
 
-        bad = client.send(Signal(Target("message", "m"), "meh"))  # type: ignore[arg-type]
+        bad = client.send(Signal(Target("message", "m"), "meh", OCCURRED))  # type: ignore[arg-type]
         assert (bad.outcome, bad.status) == (Outcome.REJECTED, 400)
         assert bad.detail == 'value must be one of "thumbs_up" | "thumbs_down"'
 
-        big = client.send(Signal(Target("message", "m"), "thumbs_up", None, "x" * 400))
+        big = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED, "x" * 400))
         assert (big.outcome, big.status) == (Outcome.TOO_LARGE, 413)
         assert "exceeds" in big.detail
 
         wrong = BrixoClient("not-the-key", small.url)
-        refused = wrong.send(Signal(Target("message", "m"), "thumbs_up"))
+        refused = wrong.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
         assert (refused.outcome, refused.status) == (Outcome.UNAUTHORIZED, 401)
         assert small.accepted == []
     finally:
@@ -268,16 +268,16 @@ def test_client_errors_are_classified_with_brixos_detail(brixo: FakeBrixo) -> No
 
 def test_dropped_connection_is_retry(brixo: FakeBrixo, client: BrixoClient) -> None:
     brixo.drop_next(1)
-    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert (answer.outcome, answer.status) == (Outcome.RETRY, None)
     assert "connection" in answer.detail
-    assert client.send(Signal(Target("message", "m"), "thumbs_up")).status == 204
+    assert client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).status == 204
 
 
 def test_timeout_is_retry(brixo: FakeBrixo) -> None:
     client = BrixoClient(BRIXO_KEY, brixo.url, read_timeout=0.2)
     brixo.stall_next(1, seconds=3)
-    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert (answer.outcome, answer.status, answer.detail) == (Outcome.RETRY, None, "timed out")
 
 
@@ -286,7 +286,7 @@ def test_refused_connection_is_retry() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = BrixoClient(BRIXO_KEY, f"http://127.0.0.1:{port}")
-    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert (answer.outcome, answer.status) == (Outcome.RETRY, None)
     assert "refused" in answer.detail
     assert BRIXO_KEY not in answer.describe()
@@ -312,17 +312,17 @@ def test_key_never_in_repr_errors_or_logs(
     brixo.fail_next(1, 503)
     brixo.drop_next(1)
     brixo.stall_next(1, seconds=2)
-    answers = [client.send(Signal(Target("message", "m"), "thumbs_up")) for _ in range(3)]
+    answers = [client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)) for _ in range(3)]
     brixo.fail_next(1, 401, detail=f"invalid key Bearer:{BRIXO_KEY}")  # a server echoing it
-    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
+    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)))
     brixo.set_key("other")
-    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
+    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)))
     answers.append(client.probe())
     assert answers[3].detail == "invalid key Bearer:***"
     # Echoed across the 500-character cut of the detail: none of it shows either.
     brixo.set_key(BRIXO_KEY)
     brixo.fail_next(1, 500, detail="x" * (498 - len(BRIXO_KEY) // 2) + f" {BRIXO_KEY}")
-    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up")))
+    answers.append(client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)))
     assert answers[-1].detail.endswith("x ***")
     for answer in answers:
         assert BRIXO_KEY not in answer.describe() and BRIXO_KEY not in repr(answer)
@@ -351,7 +351,7 @@ def test_brixos_error_detail_is_stored_without_control_characters(
     """A NUL in Brixo's detail would make PostgreSQL refuse the outcome, and every one written
     with it, for good."""
     brixo.fail_next(1, status=400, detail="bad\x00 value\x07\x1b[31m here")
-    answer = client.send(Signal(Target("message", "m"), "thumbs_up"))
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert answer.detail == "bad value[31m here"
 
 

@@ -80,14 +80,16 @@ class Signal:
 
     target: Target
     value: Value
-    occurred_at: float | None = None
+    occurred_at: float  # epoch seconds: always sent, whatever the delivery delay
     user_message: str | None = None
 
     def body(self) -> dict[str, Any]:
         """The JSON:API document, exactly as the reference shows it."""
-        attributes: dict[str, Any] = {"name": "feedback", "value": self.value}
-        if self.occurred_at is not None:
-            attributes["occurred_at"] = rfc3339(self.occurred_at)
+        attributes: dict[str, Any] = {
+            "name": "feedback",
+            "value": self.value,
+            "occurred_at": rfc3339(self.occurred_at),
+        }
         if self.user_message:
             attributes["user_message"] = self.user_message
         return {"data": {"type": "signals", "attributes": attributes}}
