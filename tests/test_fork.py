@@ -15,6 +15,7 @@ from pathlib import Path
 from time import time
 
 import pytest
+from sqlalchemy import Connection
 
 from bot import FeedbackRelay
 from bot.core.acts import UP, Act, Target
@@ -110,3 +111,33 @@ def test_follow_ups_run_in_a_forked_child() -> None:
     _, status = os.waitpid(pid, 0)
     follow_ups.shutdown()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_waits_for_a_write_under_way_and_the_parent_writes_after_it(
+    relay: FeedbackRelay,
+) -> None:
+    """A fork that comes while one of the relay's threads writes to SQLite waits for that write
+    to end (up to 2 s), and the parent's next vote is stored, not stuck on a lock."""
+    db = relay.core.db
+    writing, go, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_write(conn: Connection) -> None:
+        writing.set()
+        go.wait(10)
+        ended.set()
+
+    writer = threading.Thread(target=db.write_together, args=(slow_write,))
+    writer.start()
+    assert writing.wait(10)
+    threading.Timer(0.5, go.set).start()  # the write ends well within the fork's 2 s wait
+    pid = os.fork()
+    if pid == 0:  # the child
+        os._exit(0)
+    ended_before_fork = ended.is_set()
+    _, status = os.waitpid(pid, 0)
+    writer.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ended_before_fork
+    done = threading.Event()
+    threading.Thread(target=lambda: (vote(relay, "m-after-fork"), done.set()), daemon=True).start()
+    assert done.wait(10), "the parent's vote after the fork is stuck"

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,8 @@ def test_log_lines_per_act_and_outcome_without_secrets(
     assert len(acts) == 1, lines
     act_id = acts[0][0]
     assert acts[0][1:] == (team, "m-logged")
+    act_line = next(line for line in lines if ACT_LINE.search(line) and "delivery" not in line)
+    assert act_line.endswith("value=thumbs_down waiting for comment"), act_line
     outcomes = [m.groups() for line in lines if (m := DELIVERY_LINE.search(line))]
     assert outcomes == [
         (act_id, team, "m-logged", "retry", "1"),
@@ -280,3 +283,56 @@ def test_an_ack_message_of_blanks_turns_the_thanks_off_and_json_logs_stay_json(
     texts = [call.args.get("text") for call in fake_slack.calls_to("chat.postEphemeral")]
     assert len(texts) == 1 and str(texts[0]).startswith("I can't link"), texts
     messages(proc, "json")  # every line one JSON object
+
+
+def test_json_lines_carry_utc_time_level_logger_and_the_exception(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """LOG_FORMAT=json: `time` (UTC, with its offset), `level`, `logger`, `message`, and the
+    traceback as `exception`."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", "json")
+        logging.getLogger("bot.delivery").warning("delivery act=3 outcome=dead")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("bot").exception("failed")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    dead, failed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert set(dead) == {"time", "level", "logger", "message"}
+    assert (dead["level"], dead["logger"], dead["message"]) == (
+        "WARNING",
+        "bot.delivery",
+        "delivery act=3 outcome=dead",
+    )
+    logged_at = datetime.fromisoformat(dead["time"])
+    assert logged_at.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - logged_at) < timedelta(minutes=5)
+    assert (failed["level"], failed["logger"], failed["message"]) == ("ERROR", "bot", "failed")
+    assert failed["exception"].startswith("Traceback (most recent call last):")
+    assert failed["exception"].endswith("ValueError: boom")
+
+
+def test_discords_gateway_and_http_lines_stay_out_even_at_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """discord.py's debug lines hold gateway events and REST calls (people's comments,
+    interaction tokens): LOG_LEVEL=debug shows the relay's debug lines, not those."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("DEBUG", "plain")
+        for name in ("discord.gateway", "discord.http", "discord.webhook", "discord.state"):
+            logging.getLogger(name).debug("%s event: comment %s", name, COMMENT)
+            logging.getLogger(name).info("%s connected", name)
+        logging.getLogger("bot.discord").debug("the relay's own debug line")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert COMMENT not in err
+    assert err.count(" connected") == 4 and "the relay's own debug line" in err
