@@ -432,6 +432,18 @@ def test_outbox_list_escapes_control_characters_in_fields(env: Env, tmp_path: Pa
     assert fields[7] == "HTTP 400: bad\\tvalue\\r\\nC:\\\\x \\u2028end"
 
 
+def test_outbox_list_tells_a_backslash_in_a_field_from_an_escape(env: Env, tmp_path: Path) -> None:
+    """A printable ID or error holding a backslash (`m\\n1`, `C:\\dir`) is listed with it
+    doubled, so it never reads as an escaped line break or tab."""
+    url = env()["DATABASE_URL"]
+    seed(url, [("m\\n1", DEAD, "HTTP 400: C:\\dir\\tmp")])
+    result = run_bot("outbox", "list", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    fields = result.stdout.split("\n")[1].split("\t")
+    assert fields[3] == "message:m\\\\n1"
+    assert fields[7] == "HTTP 400: C:\\\\dir\\\\tmp"
+
+
 def test_outbox_list_limit_says_how_many_more_there_are(env: Env, tmp_path: Path) -> None:
     seed(env()["DATABASE_URL"], [("a", PENDING, None), ("b", PENDING, None), ("c", DEAD, "x")])
     result = run_bot("outbox", "list", "--limit", "1", env=env.process(), cwd=tmp_path)

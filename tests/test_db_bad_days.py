@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import OperationalError
 
-from bot.core.db import acts
+from bot.core.db import Database, acts
 from tests.pg import PostgresServer
 from tests.slack_harness import StartRelay
 from tests.test_deploy import click, seed_reply
@@ -98,3 +100,23 @@ def test_healthz_says_when_sqlite_writes_fail(start_relay: StartRelay, tmp_path:
         message="/healthz stayed 503 once writes worked again",
     )
     assert click(app.sender, "C1", ts, user="U-full").status_code == 200
+
+
+def test_a_connect_timeout_in_the_url_replaces_the_2_s_default() -> None:
+    """A PostgreSQL server that doesn't answer fails a connection after 2 s, within Slack's
+    3 s; `?connect_timeout=N` in DATABASE_URL changes that (README, DATABASE_URL)."""
+    with socket.socket() as silent:  # connections queue, nobody answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql+psycopg://u@127.0.0.1:{silent.getsockname()[1]}/relay"
+        waits = []
+        for query in ("", "?connect_timeout=5"):
+            database = Database(url + query)
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                database.ping()
+            waits.append(time.monotonic() - started)
+            database.dispose()
+    default, asked = waits
+    assert 1.5 < default < SLACK_PATIENCE, waits
+    assert 4.5 < asked < 8, waits

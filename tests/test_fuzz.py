@@ -290,6 +290,14 @@ def test_blank_customer_ids_are_refused(blank: str) -> None:
     assert customer_id(f"x{blank}") == f"x{blank}"  # blanks inside an ID are its own business
 
 
+@pytest.mark.parametrize("odd", ["nul\x00inside", "lone\ud800surrogate", "\udcff"])
+def test_ids_no_customer_could_have_traced_are_refused(odd: str) -> None:
+    """A NUL or a lone surrogate (JSON lets metadata and agents send both) can't be in an ID
+    the customer's assistant sent Brixo as UTF-8: no mapping, not a signal retried for nothing."""
+    assert customer_id(odd) is None
+    assert customer_id(f"x{odd}y") is None
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"), [(123, "123"), (-7, "-7"), (0, "0"), (True, None), (1.5, None)]
 )
