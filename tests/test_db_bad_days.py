@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.exc import OperationalError
 
-from bot.core.db import Database, acts
+from bot.core.db import Database, acts, seen
 from tests.pg import PostgresServer
 from tests.slack_harness import StartRelay
 from tests.test_deploy import click, seed_reply
@@ -120,3 +120,27 @@ def test_a_connect_timeout_in_the_url_replaces_the_2_s_default() -> None:
     default, asked = waits
     assert 1.5 < default < SLACK_PATIENCE, waits
     assert 4.5 < asked < 8, waits
+
+
+def test_a_write_failing_mid_transaction_makes_the_database_a_problem(tmp_path: Path) -> None:
+    """A write refused by the disk inside the transaction, not at its commit (PostgreSQL's
+    full disk fails the statement that extends a table; here SQLite spills a big write): reads
+    still work, but problem() (/healthz) says so until a write succeeds again."""
+    database = Database(f"sqlite:///{tmp_path}/relay.db")
+    database.migrate(time.time())
+    big = insert(seen).values(key="k" * 8_000_000, expires_at=0.0)  # beyond SQLite's cache
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+    try:
+        with pytest.raises(OperationalError), database.write() as conn:
+            conn.execute(big)
+        problem = database.problem()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    try:
+        assert problem == "OperationalError"
+        assert database.problem() is None  # writes work again
+    finally:
+        database.dispose()
