@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from tests.conftest import BRIXO_KEY, Env
+from bot.slack.server import check_port
+from tests.conftest import BRIXO_KEY, REPO, Env
 from tests.discord_fakes import FakeDiscordAPI
 from tests.fakes import FakeBrixo
 from tests.procs import run_bot, start_python
@@ -217,6 +218,17 @@ def test_manifest_needs_no_settings(tmp_path: Path) -> None:
     result = run_bot("manifest", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), dict)
+    # What it prints is, byte for byte, the manifest the repository holds.
+    assert result.stdout == (REPO / "manifests" / "manifest.http.json").read_text("utf-8")
+
+
+def test_manifest_with_a_url_slack_cannot_send_to_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A plain-http --url is a bad argument: one line naming --url, exit 2, no manifest."""
+    env = Env({}).process()
+    result = run_bot("manifest", "--url", "http://relay.example", env=env, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: --url: expected the relay's public https:// base URL"), line
 
 
 DISCORD_AT = """
@@ -296,3 +308,20 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(
     assert result.stderr.splitlines() == [
         f"error: PORT: expected a port to listen on, got {port} (in use by another process)"
     ]
+
+
+def test_a_port_whose_last_connections_linger_closing_is_free_to_serve_on() -> None:
+    """A relay restarted at once: connections its predecessor closed (TIME_WAIT) hold the port
+    but don't stop gunicorn binding it, so PORT is not called in use."""
+    with socket.socket() as old:
+        old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        old.bind(("0.0.0.0", 0))
+        old.listen()
+        port = old.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        served, _ = old.accept()
+    with client, served:
+        served.close()  # the server closes first: its end lingers on the port
+        assert client.recv(1) == b""
+        client.close()
+        check_port(port)

@@ -33,6 +33,7 @@ from bot.slack.manifest import (
     SHORTCUT_CALLBACK_ID,
     build_manifest,
 )
+from tests.chaos import free_port
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
@@ -494,6 +495,33 @@ def test_missing_scopes_fail_at_attach_with_the_list(
     relay.close()
 
 
+def test_an_observer_that_seeds_no_reactions_is_attached_without_reactions_write(
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """With SEED_REACTIONS off nothing adds reactions: attach doesn't ask for reactions:write."""
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
+    relay = relay_for(brixo, tmp_path, client=client, assistant_bot_ids="B1", seed_reactions=False)
+    slack_api.scopes = [s for s in BOT_SCOPES if s != "reactions:write"]
+    relay.attach(App(signing_secret=SIGNING_SECRET, client=client))
+    assert "reactions:write" not in relay.required_scopes()
+    relay.close()
+
+
+def test_slack_unreachable_at_attach_is_a_warning_not_a_failed_start(
+    brixo: FakeBrixo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scope check can't reach Slack (a network blip at boot): the app still starts, and
+    the log says the scopes went unchecked."""
+    client = WebClient(token=BOT_TOKEN, base_url=f"http://127.0.0.1:{free_port()}/api/")
+    relay = relay_for(brixo, tmp_path, client=client)
+    with caplog.at_level(logging.WARNING, logger="bot.library"):
+        # (Bolt's own auth.test at App() is turned off here, as the team may do.)
+        app = App(signing_secret=SIGNING_SECRET, client=client, token_verification_enabled=False)
+        relay.attach(app)
+    assert "could not check the bot token's scopes" in caplog.text
+    relay.close()
+
+
 def test_oauth_app_scopes_checked_from_its_settings(brixo: FakeBrixo, tmp_path: Path) -> None:
     oauth = OAuthSettings(
         client_id="111.222", client_secret="secret", scopes=["chat:write", "commands"]
@@ -620,6 +648,8 @@ def test_workspace_of_a_reply_without_team_comes_from_auth_test(
     relay.post(channel="C1", text="An answer", message_id="m-1", thread_ts=ROOT)
     mapping = relay.core.mappings.message("T1", "C1", "1700000001.000100")
     assert mapping is not None and mapping.message_id == "m-1" and mapping.thread_ts == ROOT
+    relay.post(channel="C1", text="Another answer", message_id="m-2", thread_ts=ROOT)
+    assert len(slack_api.calls_to("auth.test")) == 1  # once per token, not once per reply
     with pytest.raises(RelaySetupError, match="slack_bolt.App"):
         relay.attach(object())  # type: ignore[arg-type]
     relay.close()
@@ -704,6 +734,21 @@ def test_posted_replies_carry_their_metadata_and_map_their_thread(
     assert app.sender.interaction(sr.view_submission("U2", "T1", view, values)).status_code == 200
     wait_until(lambda: app.settled(1), message="the rating was delivered")
     assert [(r.kind, r.id) for r in app.brixo.accepted] == [("conversations", "c-dm")]
+
+
+def test_metadata_given_to_post_is_posted_and_the_reply_still_mapped(
+    brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """`post(…, metadata=…)`: the app's own metadata is posted as given (not replaced by the
+    relay's), and the reply is mapped all the same."""
+    client = WebClient(token=BOT_TOKEN, base_url=slack_api.url)
+    relay = relay_for(brixo, tmp_path, client=client)
+    theirs = {"event_type": "their_event", "event_payload": {"order": "o-7"}}
+    ts = relay.post(channel="C1", text="An answer", message_id="m-1", team="T1", metadata=theirs)
+    assert slack_api.calls_to("chat.postMessage")[0].args["metadata"] == theirs
+    mapping = relay.core.mappings.message("T1", "C1", ts["ts"])
+    assert mapping is not None and mapping.message_id == "m-1"
+    relay.close()
 
 
 def test_a_team_given_to_post_is_the_replys_workspace(

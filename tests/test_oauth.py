@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -206,6 +207,18 @@ def test_a_late_uninstall_redelivered_after_a_reinstall_keeps_the_new_install(
     assert stored_bot(app) is None
 
 
+def test_revoking_user_tokens_alone_keeps_the_workspaces_bot(oauth_relay: RunningRelay) -> None:
+    """tokens_revoked naming only user tokens (the relay installs none) leaves the bot's
+    installation, and its votes, in place."""
+    app = oauth_relay
+    assert install(app).status_code == 200
+    revoked = {"type": "tokens_revoked", "tokens": {"oauth": ["U9"], "bot": []}}
+    assert app.sender.event(revoked, team_id="T9").status_code == 200
+    bot = stored_bot(app)
+    assert bot is not None and bot.bot_token == INSTALLED_TOKEN
+    assert stored_installation(app) is not None
+
+
 def test_oauth_states_are_signed_with_the_state_secret(oauth_relay: RunningRelay) -> None:
     app = oauth_relay
     session, state = install_page(app.url)
@@ -275,6 +288,11 @@ def test_empty_oauth_variables_in_the_environment_leave_a_single_workspace_app(
     app = start_relay(ASK_COMMENT="never")
     assert requests.get(f"{app.url}/slack/install", timeout=10).status_code == 404
     assert not [r for r in caplog.records if r.name.startswith("slack_bolt")], caplog.text
+    # Hidden from Bolt only while it was built: the process's environment is as it was.
+    assert [os.environ.get(name) for name in ("SLACK_CLIENT_ID", "SLACK_BOT_TOKEN")] == [
+        "",
+        "xoxb-from-the-environment",
+    ]
 
 
 def test_votes_meet_their_listeners_first_in_oauth_mode(oauth_relay: RunningRelay) -> None:
@@ -332,3 +350,15 @@ def test_oauth_tables_raced_by_another_process_are_used_but_other_failures_stop_
     store.create_tables = refused  # type: ignore[method-assign]
     with pytest.raises(OperationalError, match="permission denied"):
         create_tables(store)
+
+
+def test_the_oauth_pages_answer_another_method_with_405_and_allow(
+    oauth_relay: RunningRelay,
+) -> None:
+    """/slack/install and /slack/oauth_redirect are GET pages: a POST is 405 naming GET, never
+    handed to Bolt as if it were a Slack request."""
+    for path in ("/slack/install", "/slack/oauth_redirect"):
+        answer = requests.post(f"{oauth_relay.url}{path}", data=b"x", timeout=10)
+        assert (answer.status_code, answer.headers.get("Allow")) == (405, "GET"), path
+        assert answer.json() == {"error": "method not allowed"}
+    assert oauth_relay.slack.calls_to("oauth.v2.access") == []

@@ -369,6 +369,17 @@ def test_a_negative_or_malformed_content_length_is_refused_unread(declared: str)
     assert stream.tell() == 0
 
 
+def test_no_content_length_from_a_server_that_does_not_end_the_input_is_an_empty_body() -> None:
+    """WSGI: without Content-Length (and no `wsgi.input_terminated`) there is no body, and the
+    stream is left unread: reading it would wait for a client that may never close it."""
+    stream = io.BytesIO(b"payload=x")
+    assert read_body({"wsgi.input": stream}) == b""
+    assert read_body({"wsgi.input": stream, "CONTENT_LENGTH": ""}) == b""
+    assert stream.tell() == 0
+    ended = io.BytesIO(b"payload=x")
+    assert read_body({"wsgi.input": ended, "wsgi.input_terminated": True}) == b"payload=x"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -283,6 +283,27 @@ def test_a_stalled_agent_never_holds_up_a_comment_modal(start_relay: StartRelay)
     app.slack.wait_for_call("chat.postMessage", 1 + busy, timeout=30)  # all answered in the end
 
 
+def test_each_posted_feedback_button_gives_its_own_vote(start_relay: StartRelay) -> None:
+    """Slack sends back the value of the button clicked: the reply's 👍 gives thumbs_up and its
+    👎 thumbs_down."""
+    app = start_relay(ASK_COMMENT="never")
+    root = "1700000000.000300"
+    reply = ask_agent(app, "hi", ts=root)
+    post = app.slack.calls_to("chat.postMessage")[0]
+    actions = [b for b in post.args["blocks"] if b["type"] == "context_actions"]
+    element = actions[0]["elements"][0]
+    for button, delivered in (("positive_button", 1), ("negative_button", 2)):
+        shown = element[button]
+        action = sr.feedback_button_action(shown["value"], text=shown["text"]["text"])
+        click(app, reply, thread_ts=root, action=action)
+        settled(app, delivered)
+    assert values_of(app) == [
+        ("messages", "msg-1", "thumbs_up"),
+        ("messages", "msg-1", "thumbs_down"),
+    ]
+    assert element["positive_button"]["text"]["text"] == "👍"
+
+
 def test_answer_refused_with_native_buttons_is_posted_with_classic_ones(
     start_relay: StartRelay,
 ) -> None:
@@ -462,6 +483,21 @@ def test_an_answer_too_long_for_one_slack_message_is_posted_cut_with_a_note(
     assert "9,000 more characters" in blocks[-2]["elements"][0]["text"]
     click(app, reply, "up", thread_ts="1700000000.003100")
     settled(app, 1)
+
+
+def test_an_answer_longer_than_a_section_is_split_between_words_not_inside_a_link(
+    start_relay: StartRelay,
+) -> None:
+    """Over 3,000 characters, the answer goes in several sections, each split at a space where
+    one is near: no link or word is cut in two."""
+    app = start_relay(ASK_COMMENT="never")
+    link = "https://docs.example.com/guide/part"
+    app.agent.reply_with({"text": " ".join([link] * 150), "message_id": "m-links"})
+    ask_agent(app, "links please", ts="1700000000.003200")
+    blocks = app.slack.calls_to("chat.postMessage")[0].args["blocks"]
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert len(sections) == 2 and all(len(text) <= 3000 for text in sections)
+    assert [word for text in sections for word in text.split()] == [link] * 150
 
 
 def test_a_me_message_in_a_dm_goes_to_the_agent(start_relay: StartRelay) -> None:

@@ -178,11 +178,14 @@ def test_negative_does_not_ask_on_up(start_relay: StartRelay) -> None:
 
 
 def test_always_asks_on_up_too(start_relay: StartRelay) -> None:
+    """The modal after a 👍 shows the 👍 recorded, and its comment goes with thumbs_up."""
     app = start_relay(ASK_COMMENT="always")
     reply = ask_agent(app, "hi", ts=ROOT)
     click(app, reply, "up", thread_ts=ROOT)
     view = opened_view(app)
     assert outbox(app)["awaiting_comment"] == 1
+    sections = [b["text"]["text"] for b in view["blocks"] if b["type"] == "section"]
+    assert sections == ["👍 Your vote is recorded. Anything to add? (optional)"]
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("great"))))
     settled(app, 1)
     assert app.brixo.accepted[0].attributes["user_message"] == "great"

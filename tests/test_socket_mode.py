@@ -404,6 +404,27 @@ def test_a_socket_that_goes_silent_is_replaced_once_a_ping_goes_unanswered(
     assert len(fake_slack.calls_to("apps.connections.open")) == 2
 
 
+def test_a_cut_socket_is_replaced_at_once_not_at_the_monitors_next_round(
+    acking_client: Any,
+    fake_slack: FakeSlackAPI,
+    socket_mode: FakeSocketMode,  # noqa: F811
+) -> None:
+    """An open socket cut by a network blip is replaced at once: the monitor's next round (every
+    10 s, as in production here) is too late for the clicks meanwhile."""
+    acking_client.current_app_monitor.interval_seconds = 10.0
+    acking_client.connect()
+    assert acking_client.wait_open(5)
+    cut = acking_client.current_session
+    socket_mode.drop()
+    wait_until(
+        lambda: socket_mode.connections == 2 and acking_client.current_session is not cut,
+        timeout=5,
+        message="the cut socket was not replaced before the monitor's next round",
+    )
+    assert acking_client.wait_open(5)
+    assert len(fake_slack.calls_to("apps.connections.open")) == 2
+
+
 def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
     acking_client: Any,
     fake_slack: FakeSlackAPI,
