@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import contextmanager
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.core.acts import Act, Target
 from bot.core.brixo import Answer, Outcome
@@ -905,71 +901,3 @@ def test_only_delivery_bookkeeping_commits_without_waiting_for_the_disk(
     finally:
         database.dispose()
 
-
-def test_a_postgresql_process_keeps_at_most_10_connections(store: Outbox) -> None:
-    """README (Scaling): each process keeps at most 10 connections, so dynos × workers × 10
-    fits the plan's limit; an 11th at once waits for one of them instead of opening more."""
-    if store.db.is_sqlite:
-        pytest.skip("a connection limit is PostgreSQL's")
-    database = Database(store.db.url)  # the relay's default pool size
-    database.engine.pool._timeout = 0.5  # type: ignore[attr-defined]  # the 11th's wait
-    try:
-        with ExitStack() as held:
-            for _ in range(10):
-                held.enter_context(database.read()).execute(text("SELECT 1"))
-            with pytest.raises(PoolTimeout), database.read():
-                pass
-    finally:
-        database.dispose()
-
-
-def test_a_vote_after_postgresql_dropped_the_pooled_connections_is_stored(
-    store: Outbox,
-) -> None:
-    """A server restart or a cut connection costs no vote: the next one reconnects instead of
-    failing on the dead pooled connection (Slack never sends a click again)."""
-    if store.db.is_sqlite:
-        pytest.skip("SQLite has no server to drop connections")
-    database = Database(store.db.url)
-    outbox = Outbox(database)
-    try:
-        assert outbox.record(act("m-before"), T0).created  # a connection is now pooled
-        others = text(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        with store.db.read() as conn:
-            ended = conn.execute(others).scalars().all()
-        assert ended and all(ended)
-        assert outbox.record(act("m-after"), T0).created
-        assert outbox.counts(T0)["pending"] == 2
-    finally:
-        database.dispose()
-
-
-def test_a_read_left_open_never_holds_up_a_vote(store: Outbox) -> None:
-    """SQLite runs in WAL mode: a read transaction open elsewhere (another process's `outbox
-    list`, say) doesn't make a vote's commit wait for it."""
-    if not store.db.is_sqlite:
-        pytest.skip("SQLite's journal mode")
-    other = Database(store.db.url)
-    try:
-        with ThreadPoolExecutor(1) as pool, other.read() as conn:
-            assert conn.execute(select(acts.c.id)).all() == []  # its snapshot is held
-            vote = pool.submit(store.record, act("m-while-read"), T0)
-            assert vote.result(timeout=10).created
-    finally:
-        other.dispose()
-
-
-def test_a_sqlite_file_replaced_under_the_relay_is_a_problem(store: Outbox) -> None:
-    """A relay database restored over the file while the relay runs is not the one it
-    migrated: problem() (/healthz) names it, as writes refuse it, though it opens fine."""
-    if not store.db.is_sqlite or store.db.sqlite_path is None:
-        pytest.skip("SQLite's file")
-    path = store.db.sqlite_path
-    assert store.db.problem() is None
-    with closing(sqlite3.connect(path)) as live, closing(sqlite3.connect(path + ".bak")) as copy:
-        live.backup(copy)
-    os.replace(path + ".bak", path)
-    assert store.db.problem() == "DatabaseGone"
