@@ -381,14 +381,20 @@ def test_observer_maps_seeds_and_counts_reactions(
     assert bot.acts() == 2
 
 
+def thumbs_down_on_a_watched_reply(bot: RunningBot) -> dict[str, Any]:
+    """A watched bot's reply, and a person's 👎 reaction on it; returns the reply."""
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    return watched
+
+
 def test_reaction_comment_goes_without_when_dms_are_closed(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:
     api.fail(r"POST /channels/\d+/messages", 403)
     bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false")
-    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
-    bot.feed("MESSAGE_CREATE", watched)
-    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    watched = thumbs_down_on_a_watched_reply(bot)
     got = brixo.wait_for_accepted(1)[0]
     assert got.id == f"m-{watched['id']}" and "user_message" not in got.attributes
     assert not api.calls_to("PUT", REACTION_PUT)
@@ -398,9 +404,7 @@ def test_add_comment_pressed_after_the_vote_went_gets_a_note_not_the_modal(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:
     bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false", COMMENT_WAIT="1s")
-    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
-    bot.feed("MESSAGE_CREATE", watched)
-    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    thumbs_down_on_a_watched_reply(bot)
     offer = api.wait_for_sent(df.DM_CHANNEL)[0]
     brixo.wait_for_accepted(1)  # COMMENT_WAIT ran out: the vote went without a comment
     button = offer["components"][0]["components"][0]
@@ -718,9 +722,7 @@ def test_a_reactions_comment_offer_says_the_ack_message(
 ) -> None:
     """With ACK_MESSAGE set, the DM offering "Add a comment" after a 👎 reaction says it."""
     bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", SEED_REACTIONS="false", ACK_MESSAGE="Noted, thanks!")
-    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
-    bot.feed("MESSAGE_CREATE", watched)
-    bot.feed("MESSAGE_REACTION_ADD", df.reaction_add(watched["id"], "👎", author=df.WATCHED_BOT))
+    thumbs_down_on_a_watched_reply(bot)
     offer = api.wait_for_sent(df.DM_CHANNEL)[0]
     assert offer["content"] == "Noted, thanks!"
     button = offer["components"][0]["components"][0]

@@ -180,6 +180,26 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
     assert ours.getMessage() == "body: comment"
 
 
+def line_then_traceback(
+    capsys: pytest.CaptureFixture[str], fmt: str, level: int, message: str, *args: object
+) -> list[str]:
+    """The stderr lines of `message` logged by bot.delivery at `level`, then of a "failed"
+    with a ValueError's traceback, under setup_logging("INFO", fmt)."""
+    root = logging.getLogger()
+    handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO", fmt)
+        logging.getLogger("bot.delivery").log(level, message, *args)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("bot").exception("failed")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(saved_level)
+    return capsys.readouterr().err.splitlines()
+
+
 @pytest.mark.parametrize("fmt", ["plain", "json"])
 @pytest.mark.parametrize(
     "separator",
@@ -189,22 +209,12 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
 def test_a_line_break_from_outside_cannot_forge_a_log_line(
     fmt: str, separator: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
     forged = (
         f"m1{separator}2026-01-01 00:00:00,000 INFO bot.delivery delivery act=9 outcome=delivered"
     )
-    try:
-        setup_logging("INFO", fmt)
-        logging.getLogger("bot.delivery").info("delivery target=message:%s outcome=dead", forged)
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            logging.getLogger("bot").exception("failed")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    lines = capsys.readouterr().err.splitlines()
+    lines = line_then_traceback(
+        capsys, fmt, logging.INFO, "delivery target=message:%s outcome=dead", forged
+    )
     if fmt == "json":
         entries = [json.loads(line) for line in lines]
         assert [e["message"] for e in entries] == [
@@ -290,19 +300,8 @@ def test_json_lines_carry_utc_time_level_logger_and_the_exception(
 ) -> None:
     """LOG_FORMAT=json: `time` (UTC, with its offset), `level`, `logger`, `message`, and the
     traceback as `exception`."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        setup_logging("INFO", "json")
-        logging.getLogger("bot.delivery").warning("delivery act=3 outcome=dead")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            logging.getLogger("bot").exception("failed")
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    dead, failed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    lines = line_then_traceback(capsys, "json", logging.WARNING, "delivery act=3 outcome=dead")
+    dead, failed = [json.loads(line) for line in lines]
     assert set(dead) == {"time", "level", "logger", "message"}
     assert (dead["level"], dead["logger"], dead["message"]) == (
         "WARNING",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import monotonic
 from types import SimpleNamespace
@@ -383,6 +383,23 @@ def test_a_socket_being_opened_is_not_opened_again(
     assert wait_until(lambda: socket_mode.connections, timeout=5) == 1
 
 
+def assert_replaced_after(
+    client: Any, fake_slack: FakeSlackAPI, socket_mode: FakeSocketMode, fault: Callable[[], None]
+) -> None:
+    """Open a socket, do `fault` to it, and see a second one opened in its place within 5 s."""
+    client.connect()
+    assert client.wait_open(5)
+    first = client.current_session
+    fault()
+    wait_until(
+        lambda: socket_mode.connections == 2 and client.current_session is not first,
+        timeout=5,
+        message="the socket was not replaced in time",
+    )
+    assert client.wait_open(5)
+    assert len(fake_slack.calls_to("apps.connections.open")) == 2
+
+
 def test_a_socket_that_goes_silent_is_replaced_once_a_ping_goes_unanswered(
     acking_client: Any,
     fake_slack: FakeSlackAPI,
@@ -391,17 +408,7 @@ def test_a_socket_that_goes_silent_is_replaced_once_a_ping_goes_unanswered(
     """No close frame, no reset: the connection just stops answering. The client pings every
     `ping_interval` (10 s; 0.4 here) and replaces a socket whose pong is late."""
     acking_client.ping_interval = 0.4
-    acking_client.connect()
-    assert acking_client.wait_open(5)
-    silenced = acking_client.current_session
-    socket_mode.silence()
-    wait_until(
-        lambda: socket_mode.connections == 2 and acking_client.current_session is not silenced,
-        timeout=5,
-        message="the silent socket was never replaced",
-    )
-    assert acking_client.wait_open(5)
-    assert len(fake_slack.calls_to("apps.connections.open")) == 2
+    assert_replaced_after(acking_client, fake_slack, socket_mode, socket_mode.silence)
 
 
 def test_a_cut_socket_is_replaced_at_once_not_at_the_monitors_next_round(
@@ -412,17 +419,7 @@ def test_a_cut_socket_is_replaced_at_once_not_at_the_monitors_next_round(
     """An open socket cut by a network blip is replaced at once: the monitor's next round (every
     10 s, as in production here) is too late for the clicks meanwhile."""
     acking_client.current_app_monitor.interval_seconds = 10.0
-    acking_client.connect()
-    assert acking_client.wait_open(5)
-    cut = acking_client.current_session
-    socket_mode.drop()
-    wait_until(
-        lambda: socket_mode.connections == 2 and acking_client.current_session is not cut,
-        timeout=5,
-        message="the cut socket was not replaced before the monitor's next round",
-    )
-    assert acking_client.wait_open(5)
-    assert len(fake_slack.calls_to("apps.connections.open")) == 2
+    assert_replaced_after(acking_client, fake_slack, socket_mode, socket_mode.drop)
 
 
 def test_the_monitor_keeps_trying_while_slack_refuses_a_new_socket(
