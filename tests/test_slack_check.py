@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from tests.conftest import Env
+import pytest
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.commands.check import check_app_token
+from bot.library import FeedbackRelay
+from bot.slack.checks import check_slack_token
+from bot.slack.socket import connect
+from tests.conftest import BRIXO_KEY, Env
 from tests.fakes import FakeBrixo, FakeSlackAPI
 from tests.procs import run_bot
 from tests.slack_harness import BOT_TOKEN
@@ -149,3 +159,46 @@ def test_a_server_answering_200_but_not_as_slack_is_named_not_the_token(
         line = _slack_line(result)
         assert line.startswith(f"slack: {url} doesn't answer as Slack's Web API does ({got}); ")
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+class Bug(Exception):
+    """An exception of our own code's making: no network error, no Slack answer."""
+
+
+def test_a_bug_in_a_slack_call_keeps_its_traceback_instead_of_passing_for_slack_unreachable(
+    env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Only network errors mean "Slack unreachable": a bug in the call (here, in the client)
+    is raised as itself, from every place that reports a Slack that can't be reached."""
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise Bug("a bug, not the network")
+
+    monkeypatch.setattr(WebClient, "auth_test", broken)
+    monkeypatch.setattr(WebClient, "apps_connections_open", broken)
+    settings = env.settings(
+        SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-1-A1-x"
+    )
+    with pytest.raises(Bug):
+        check_slack_token(settings)
+    with pytest.raises(Bug):
+        check_app_token(settings)
+    handler = SimpleNamespace(connect=broken, app=SimpleNamespace(logger=logging.getLogger("t")))
+    with pytest.raises(Bug):
+        connect(handler, settings)  # type: ignore[arg-type]
+    relay = FeedbackRelay(
+        brixo_api_key=BRIXO_KEY, brixo_api_url=brixo.url,
+        database_url=f"sqlite:///{tmp_path}/library.db",
+    )  # fmt: skip
+    client = WebClient(token=BOT_TOKEN, base_url=fake_slack.url)
+    app = App(signing_secret="secret", client=client, token_verification_enabled=False)
+    with pytest.raises(Bug):
+        relay.attach(app)
+    relay.close()
+    # A network error still is "Slack unreachable", in one line.
+    closed = env.settings(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-1-A1-x")
+    monkeypatch.undo()
+    ok, line = check_slack_token(closed)
+    assert not ok and line == f"Slack unreachable at {closed.slack_api_url} (URLError)"
+    assert check_app_token(closed) == "URLError"

@@ -99,13 +99,13 @@ def check_app_token(settings: Settings) -> str | None:
     will (it hands out a connection URL, which is left unused)."""
     from slack_sdk.errors import SlackApiError
 
-    from bot.slack.lookups import web_client
+    from bot.slack.lookups import NETWORK_ERRORS, web_client
 
     try:
         web_client(settings).apps_connections_open(app_token=settings.slack_app_token or "")
     except SlackApiError as error:
         return str(error.response.get("error"))
-    except Exception as error:  # network trouble
+    except NETWORK_ERRORS as error:
         return type(error).__name__
     return None
 

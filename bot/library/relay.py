@@ -27,7 +27,7 @@ from bot.library.setup import (
 )
 from bot.slack.blocks import brixo_metadata, feedback_blocks, post_with_feedback
 from bot.slack.feedback import SlackFeedback
-from bot.slack.lookups import web_client
+from bot.slack.lookups import NETWORK_ERRORS, web_client
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID, missing_scopes
 
 log = logging.getLogger("bot.library")
@@ -214,7 +214,7 @@ class FeedbackRelay:
             raise RelaySetupError(
                 f"Slack refused the bot token at auth.test: {error.response.get('error')}"
             ) from None
-        except Exception as error:  # network trouble: the app may still work; say so once
+        except NETWORK_ERRORS as error:  # the app may still work; say so once
             log.warning("could not check the bot token's scopes (%s)", type(error).__name__)
             return
         if missing:

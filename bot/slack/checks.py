@@ -9,7 +9,7 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.logs import quiet
 from bot.core.settings import Settings
-from bot.slack.lookups import unavailable_reason, web_client
+from bot.slack.lookups import NETWORK_ERRORS, unavailable_reason, web_client
 from bot.slack.manifest import BOT_SCOPES, missing_scopes
 
 # The logger of slack-sdk's Web API client (it logs each failed try as an ERROR).
@@ -49,11 +49,11 @@ def auth_test(settings: Settings) -> SlackResponse:
                 "SLACK_API_URL",
             ) from None
         raise SlackTokenError(f"Slack refused the token: {reason}") from None
-    except Exception as error:  # network trouble: one line, no traceback
+    except NETWORK_ERRORS as error:  # one line, no traceback
         raise unreachable(settings, error) from None
 
 
-def unreachable(settings: Settings, error: Exception) -> SlackTokenError:
+def unreachable(settings: Settings, error: BaseException) -> SlackTokenError:
     """The one line for a Slack that couldn't be reached (naming SLACK_API_URL)."""
     where = f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
     return SlackTokenError(where, "SLACK_API_URL")

@@ -25,9 +25,11 @@ V = TypeVar("V")
 # Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
 LOOKUP_TIMEOUT = 1
 
-# What a Web API call fails with while Slack is busy or slow: a 429 or 5xx (left after any
-# retries of the client's), a timeout or a network error.
-SLACK_UNAVAILABLE = (SlackApiError, OSError, HTTPException)
+# What a Web API call fails with when Slack can't be reached: a timeout, a refused or dropped
+# connection, TLS trouble, a cut-off answer. Anything else is a bug and keeps its traceback.
+NETWORK_ERRORS = (OSError, HTTPException)
+# ... and while Slack is busy or slow: a 429 or 5xx too (left after any retries of the client's).
+SLACK_UNAVAILABLE = (SlackApiError, *NETWORK_ERRORS)
 
 
 def web_client(settings: Settings, token: str | None = None) -> WebClient:

@@ -21,6 +21,7 @@ from bot.core.logs import quiet
 from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackTokenError, unreachable
+from bot.slack.lookups import NETWORK_ERRORS
 from bot.slack.payloads import unreadable
 from bot.slack.socket_client import ACK_WAIT, AckingClient
 
@@ -75,7 +76,7 @@ def connect(handler: BaseSocketModeHandler, settings: Settings) -> None:
     except SlackApiError as error:
         reason = error.response.get("error")
         raise SlackTokenError(f"Slack refused the token: {reason}", "SLACK_APP_TOKEN") from None
-    except Exception as error:  # network trouble: one line, no traceback
+    except NETWORK_ERRORS as error:  # one line, no traceback
         raise unreachable(settings, error) from None
 
 
