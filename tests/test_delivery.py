@@ -566,6 +566,34 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
         assert len(delays) > 1  # jitter
 
 
+def test_retries_reach_brixo_spread_by_their_jitter_not_in_step_with_the_poll(
+    outbox: Outbox, brixo: FakeBrixo
+) -> None:
+    """20 sends failing together are retried each after its own backoff (half to all of 1 s):
+    spread over that half second, none early, none much later, not in one burst at the next
+    poll (1 s, as in the relay)."""
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=300.0)
+    worker = DeliveryWorker(outbox, BrixoClient(BRIXO_KEY, brixo.url), 32, policy)
+    outbox.deliverer = worker
+    worker.start()
+    try:
+        wait_until(lambda: worker.brixo_state != "unknown", timeout=5)
+        brixo.fail_next(20, status=503)
+        ids = [f"m{i}" for i in range(20)]
+        for target in ids:
+            record(outbox, target)
+        brixo.wait_for_accepted(20, timeout=10)
+    finally:
+        worker.stop(timeout=2)
+    waits = []
+    for target in ids:
+        first, retry = signals(brixo, target)
+        assert (first.status, retry.status) == (503, 204)
+        waits.append(retry.at - first.at)
+    assert min(waits) >= 0.5 and max(waits) <= 1.0 + 0.3, sorted(waits)
+    assert max(waits) - min(waits) > 0.2, sorted(waits)  # all together: within a few ms
+
+
 def test_jitter_leaves_the_global_random_stream_alone() -> None:
     """In library mode the host app may seed `random` for its own use: retries don't draw
     from it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import random
@@ -29,6 +30,12 @@ _RANDOM = random.SystemRandom()
 CUT_COMMENT_CHARS = 500
 # The longest that sends are held after Brixo gave no answer (it was down, refused, timed out).
 UNREACHABLE_HOLD_CAP = 15.0
+# A retry is claimed when it falls due, not at the next poll, so its jitter survives (a poll a
+# second would send the retries of that second together); claims for retries come at most
+# this often, so a burst of failures costs a few claims a second. The retry times of at most
+# RETRY_TIMES_KEPT acts are kept; the others are claimed at the poll after they fall due.
+RETRY_CLAIM_GAP = 0.05
+RETRY_TIMES_KEPT = 10_000
 
 
 class Sender(Protocol):
@@ -221,8 +228,11 @@ class DeliveryWorker:
         self._leases_renewed = monotonic()
         self._leases_doubtful_before = 0.0
         self.acks_first = acks_first or AcksFirst()
-        # When to claim next: at once after a wake-up or a full claim, else a poll interval on.
+        # When to claim next: at once after a wake-up or a full claim, else a poll interval on,
+        # or when a retry this worker scheduled falls due (a heap of their times).
         self._claim_at = 0.0
+        self._claimed_at = 0.0
+        self._retry_times: list[float] = []
 
     @property
     def paused(self) -> bool:
@@ -343,7 +353,25 @@ class DeliveryWorker:
             return min(self._hold_until - now, self.poll_interval)
         if self._paused:
             return min(max(0.0, self._next_probe - now), self.poll_interval)
+        if self._retry_times:
+            retry_at = max(self._retry_times[0], self._claimed_at + RETRY_CLAIM_GAP)
+            if retry_at > now:  # (one due now waits for room: an answer wakes the loop)
+                return min(retry_at - now, self.poll_interval)
         return self.poll_interval
+
+    def _retry_at(self, when: float) -> None:
+        """Claim again at `when`: a retry falls due then (see RETRY_CLAIM_GAP)."""
+        if len(self._retry_times) < RETRY_TIMES_KEPT:
+            heapq.heappush(self._retry_times, when)
+
+    def _retry_due(self, now: float) -> bool:
+        """True when a retry this worker scheduled is due, and the last claim is
+        RETRY_CLAIM_GAP ago."""
+        return (
+            bool(self._retry_times)
+            and self._retry_times[0] <= now
+            and not not_yet(now, self._claimed_at + RETRY_CLAIM_GAP, RETRY_CLAIM_GAP)
+        )
 
     def _claim_more(self) -> None:
         now = self.clock()
@@ -356,7 +384,9 @@ class DeliveryWorker:
             if self._paused:
                 return
         room = 2 * self.concurrency - self._in_flight
-        if room <= 0 or not_yet(now, self._claim_at, self.poll_interval):
+        if room <= 0 or (
+            not_yet(now, self._claim_at, self.poll_interval) and not self._retry_due(now)
+        ):
             return
         if self._unsettled:  # after a database outage: their leases may have lapsed, and a
             return  # claim would take (and send) them again before their outcome is written
@@ -364,6 +394,9 @@ class DeliveryWorker:
         leased = monotonic()
         claimed = self.outbox.claim(self.owner, room, self.lease, now)
         self._claim_at = now if len(claimed) == room else now + self.poll_interval
+        self._claimed_at = now
+        while self._retry_times and self._retry_times[0] <= now:
+            heapq.heappop(self._retry_times)
         self._count_in_flight(len(claimed))
         for act in claimed:
             assert self._pool is not None
@@ -425,6 +458,8 @@ class DeliveryWorker:
                 continue
             row = self.policy.settle(act, answer, now)
             settled.append(row)
+            if row["state"] == PENDING and row["next_attempt_at"] > now:
+                self._retry_at(row["next_attempt_at"])
             outcome = row["state"] if row["state"] in (DELIVERED, DEAD) else answer.outcome.value
             log.log(
                 logging.WARNING if outcome == DEAD else logging.INFO,  # never sent: kept, listed
