@@ -437,6 +437,29 @@ def test_slack_reaction_names_mean_the_same_emoji_on_discord(
     assert sorted(values) == ["thumbs_down", "thumbs_down", "thumbs_up"]
 
 
+def test_emoji_characters_and_capitals_in_the_sets_are_discord_names_too(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """What Slack never sends (an emoji character, a custom emoji's capitals) stops the Slack
+    modes at start; on Discord such names are reactions like any other."""
+    bot = start(
+        MESSAGE_ID_TEMPLATE="m-{ts}",
+        POSITIVE_REACTIONS="🚀",
+        NEGATIVE_REACTIONS="PartyBlob",
+        ASK_COMMENT="never",
+        SEED_REACTIONS="false",
+    )
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True)
+    bot.feed("MESSAGE_CREATE", watched)
+    for emoji, user in (("🚀", "71"), ("PartyBlob", "72")):
+        bot.feed(
+            "MESSAGE_REACTION_ADD",
+            df.reaction_add(watched["id"], emoji, author=df.WATCHED_BOT, user_id=user),
+        )
+    values = [r.attributes["value"] for r in brixo.wait_for_accepted(2)]
+    assert sorted(values) == ["thumbs_down", "thumbs_up"]
+
+
 COMMANDS = r"/applications/\d+/commands"
 
 

@@ -564,6 +564,8 @@ def test_settings_as_keywords_are_validated_like_the_environment(
     relay.close()
     with pytest.raises(SettingsError, match="ASK_COMMENT"):
         relay_for(brixo, tmp_path, ask_comment="sometimes")
+    with pytest.raises(SettingsError, match="^POSITIVE_REACTIONS: expected Slack's names .*'👍'"):
+        relay_for(brixo, tmp_path, positive_reactions=["heart", "👍"])
     with pytest.raises(SettingsError, match="COMMENT_WAIT"):
         relay_for(brixo, tmp_path, comment_wait="soon")
     with pytest.raises(TypeError, match="ask_coment"):

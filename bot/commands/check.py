@@ -79,8 +79,14 @@ def check_brixo(settings: Settings, read_hold: bool = True) -> tuple[bool, str]:
 
 def check_slack(settings: Settings) -> tuple[bool, str]:
     """The bot token works and holds the standalone manifest's scopes; a mode can start."""
+    from bot.core.settings import SettingsError
     from bot.slack.checks import check_slack_token
+    from bot.slack.feedback import check_reaction_names
 
+    try:
+        check_reaction_names(settings)
+    except SettingsError as error:
+        return False, str(error)
     ok, line = check_slack_token(settings)
     works = line.replace("ok (", "bot token works (", 1)  # for a line that isn't ok after all
     if ok and not (settings.slack_signing_secret or settings.slack_app_token):

@@ -26,7 +26,7 @@ from bot.library.setup import (
     required_scopes,
 )
 from bot.slack.blocks import brixo_metadata, feedback_blocks, post_with_feedback
-from bot.slack.feedback import SlackFeedback
+from bot.slack.feedback import SlackFeedback, check_reaction_names
 from bot.slack.lookups import NETWORK_ERRORS, web_client
 from bot.slack.manifest import SHORTCUT_CALLBACK_ID, missing_scopes
 
@@ -85,6 +85,7 @@ class FeedbackRelay:
             settings = load_settings(env, dotenv=None)
         self.settings: Settings = settings
         self.settings.require("brixo_api_key")
+        check_reaction_names(self.settings)  # before the database opens
         if client is None and self.settings.slack_bot_token:
             client = web_client(self.settings, self.settings.slack_bot_token)
         self.client: WebClient | None = client

@@ -22,7 +22,7 @@ from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.agent import AgentBridge
 from bot.slack.checks import auth_test
-from bot.slack.feedback import SlackFeedback
+from bot.slack.feedback import SlackFeedback, check_reaction_names
 from bot.slack.listeners import register
 from bot.slack.listeners.common import slack_time
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason, web_client
@@ -158,10 +158,12 @@ def answer_unhandled(body: dict[str, Any]) -> BoltResponse | None:
 
 
 def preflight(settings: Settings) -> SlackResponse | None:
-    """Before serving, each failing with one line: the database opens (its schema created or
+    """Before serving, each failing with one line: the reaction sets hold Slack's names
+    (SettingsError), the database opens (its schema created or
     migrated), and a single-workspace token works (SlackTokenError): its auth.test answer."""
     from bot.core.db import Database
 
+    check_reaction_names(settings)
     database = Database(settings.database_url, pool_size=1)
     try:
         database.migrate(time())

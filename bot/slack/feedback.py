@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any
@@ -14,7 +15,7 @@ from bot.core.acts import Act, ReactionVotes, Value
 from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
-from bot.core.settings import Settings, reaction_name
+from bot.core.settings import Settings, SettingsError, reaction_name
 from bot.slack.bot_users import BotUsers
 from bot.slack.follow_ups import FollowUps
 from bot.slack.lookups import (
@@ -35,6 +36,26 @@ log = logging.getLogger("bot.slack")
 # in an update (an app made from an older manifest gets no event for that).
 NOT_REPLIES_KEPT = 10_000
 NOT_REPLY_FOR = 60.0
+
+# What a Slack reaction's name never holds: capitals, emoji characters (Slack sends names,
+# `+1`, `thumbsup`, `white_check_mark`, in lowercase).
+_NOT_IN_SLACK_NAMES = re.compile(r"[A-Z]|[^\w+'.:-]")
+
+
+def check_reaction_names(settings: Settings) -> None:
+    """SettingsError when POSITIVE_ or NEGATIVE_REACTIONS holds a name Slack never sends: its
+    votes would go uncounted without a word (an emoji character is a Discord-only name)."""
+    for name, given in (
+        ("POSITIVE_REACTIONS", settings.positive_reactions),
+        ("NEGATIVE_REACTIONS", settings.negative_reactions),
+    ):
+        for reaction in given:
+            if _NOT_IN_SLACK_NAMES.search(reaction):
+                raise SettingsError(
+                    f"{name}: expected Slack's names of reactions, in lowercase, like "
+                    f"+1,thumbsup (Discord reads them as the emoji they name), got {reaction!r}"
+                )
+
 
 UNAVAILABLE_NOTE = (
     "Slack didn't answer in time, so this vote wasn't recorded. Please try again in a moment."
@@ -107,6 +128,7 @@ class SlackFeedback:
     """What Slack listeners share: the relay, the settings and the mapping rules."""
 
     def __init__(self, relay: Relay, *, agent_bridge: bool) -> None:
+        check_reaction_names(relay.settings)
         self.relay = relay
         self.settings: Settings = relay.settings
         self.agent_bridge = agent_bridge  # the app's own messages are the bridge's
