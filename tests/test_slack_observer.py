@@ -969,12 +969,14 @@ def test_without_users_read_a_reaction_counts_as_a_persons(start_relay: StartRel
 
 
 def test_a_vote_on_an_unseen_reply_counts_while_slack_cannot_say_who_wrote_it(
-    start_relay: StartRelay,
+    start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While users.info fails, the reply's author is not taken for a person (whose messages
-    are never fetched): the unseen reply is fetched and the reaction counts."""
+    are never fetched): the unseen reply is fetched, and once Slack still can't say who
+    reacted after the retries, the reaction counts."""
+    monkeypatch.setattr("bot.slack.listeners.events.USER_CHECK_RETRIES", (0.05, 0.05, 0.05))
     app = start_relay(**WATCH)
-    app.slack.respond("users.info", {"ok": False, "error": "fatal_error"}, status=500)
+    app.slack.respond("users.info", {"ok": False, "error": "internal_error"})  # no client retry
     ts = "1700000000.001150"
     app.slack.add_message(
         "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("m-unsure")
@@ -982,7 +984,41 @@ def test_a_vote_on_an_unseen_reply_counts_while_slack_cannot_say_who_wrote_it(
     ok(app.sender.event(sr.reaction_added("U1", "+1", "C1", ts, item_user="UASSIST")))
     settled(app, 1)
     assert values_of(app) == [("messages", "m-unsure", "thumbs_up")]
-    assert [c.args["user"] for c in app.slack.calls_to("users.info")][0] == "UASSIST"
+    asked = [c.args["user"] for c in app.slack.calls_to("users.info")]
+    assert asked[0] == "UASSIST"
+    assert asked.count("U1") == 4  # the first try and USER_CHECK_RETRIES
+
+
+@pytest.mark.parametrize("failure", ["internal_error", "ratelimited"])
+def test_a_bots_reaction_is_no_vote_when_slack_says_who_it_is_only_on_a_later_try(
+    start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Slack failing to say whether a new user is a bot (an error on its side, a 429 through
+    the client's retries) is asked again after a wait, the act held meanwhile: a bot's
+    reaction never becomes a vote, nor gets thanks."""
+    monkeypatch.setattr("bot.slack.listeners.events.USER_CHECK_RETRIES", (0.05, 0.2, 0.2))
+    app = start_relay(**WATCH)
+    failing = [2 if failure == "internal_error" else 0]
+
+    def users_info(args: dict[str, Any]) -> dict[str, Any]:
+        if failing[0] > 0:
+            failing[0] -= 1
+            return {"ok": False, "error": "internal_error"}
+        user = str(args.get("user"))
+        return {"ok": True, "user": {"id": user, "is_bot": user == "UOTHERBOT"}}
+
+    app.slack.respond("users.info", users_info)
+    if failure == "ratelimited":  # the client's two retries included: one try fails
+        app.slack.fail_next("users.info", 3, status=429, retry_after="0")
+    ts = map_by_metadata(app, "m-retry-who")
+    react(app, ts, "+1", user="UOTHERBOT", channel="C1")
+    tries = 3 if failure == "internal_error" else 4  # HTTP calls until Slack answers
+    wait_until(lambda: len(app.slack.calls_to("users.info")) >= tries, message="not asked again")
+    wait_until(lambda: outbox(app)["pending"] == 0, message="the bot's act was not discarded")
+    react(app, ts, "-1", user="U7", channel="C1")  # a person: the sentinel
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-retry-who", "thumbs_down")]
+    assert [e.args["user"] for e in ephemerals(app, "Thanks for your feedback!")] == ["U7"]
 
 
 def test_slackbots_reactions_are_no_votes(start_relay: StartRelay) -> None:

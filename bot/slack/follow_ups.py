@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,6 +37,19 @@ class FollowUps:
     def submit(self, function: Callable[..., None], *args: Any) -> None:
         """Run `function(*args)` soon; a failure is logged, never raised."""
         self._pool.submit(self._run, function, args)
+
+    def submit_later(
+        self, delay: float, function: Callable[..., None], *args: Any
+    ) -> threading.Timer:
+        """`submit` after `delay` seconds, on a timer no exit waits for (dropped once shut down)."""
+        timer = threading.Timer(delay, self._submit_unless_shut, (function, args))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _submit_unless_shut(self, function: Callable[..., None], args: tuple[Any, ...]) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool was shut down meanwhile
+            self._pool.submit(self._run, function, args)
 
     @staticmethod
     def _run(function: Callable[..., None], args: tuple[Any, ...]) -> None:

@@ -97,12 +97,21 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
             assert reacted
             follow_up_reaction(reacted, client)
 
-    def follow_up_reaction(reacted: Reacted, client: WebClient) -> None:
-        """After the ack: whether a user not seen before is a bot (its act is then discarded),
-        then thanks, with an "Add a comment" button when a comment is asked for."""
+    def follow_up_reaction(reacted: Reacted, client: WebClient, tries: int = 0) -> None:
+        """After the ack: whether a user not seen before is a bot (its act is then discarded;
+        asked again later while Slack can't say), then thanks, with an "Add a comment" button
+        when a comment is asked for."""
         text = feedback.settings.ack_message
-        if reacted.check_user and not settle_unknown_user(feedback, reacted, client):
-            return
+        if reacted.check_user:
+            last_try = tries >= len(USER_CHECK_RETRIES)
+            person = settle_unknown_user(feedback, reacted, client, last_try)
+            if person is None:
+                wait = USER_CHECK_RETRIES[tries]
+                feedback.follow_ups.submit_later(
+                    wait, follow_up_reaction, reacted, client, tries + 1
+                )
+            if not person:
+                return
         if not (reacted.ask or text):
             return
         thread_ts = reacted.thread_ts
@@ -179,18 +188,30 @@ def retry_num(request: BoltRequest) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
-# How long a reaction by a user not seen before waits for Slack to say whether it is a bot's.
-USER_CHECK_HOLD = 10.0
+# When Slack can't say whether a user not seen before is a bot (a 429, a 5xx, a timeout, left
+# after the client's own retries), it is asked again after these waits, the act held; then
+# the reaction counts as a person's. The hold ends anyway after USER_CHECK_HOLD, should the
+# answers never come (the process stopped, say): long enough for a 429's Retry-After.
+USER_CHECK_RETRIES = (2.0, 10.0, 30.0)
+USER_CHECK_HOLD = 300.0
 
 
-def settle_unknown_user(feedback: SlackFeedback, reacted: Reacted, client: WebClient) -> bool:
+def settle_unknown_user(
+    feedback: SlackFeedback, reacted: Reacted, client: WebClient, last_try: bool
+) -> bool | None:
     """After the ack: is the user of a held reaction a bot? A bot's act is discarded (False);
-    a person's is due at once, unless it waits for a comment (True)."""
+    a person's is due at once, unless it waits for a comment (True). None: Slack couldn't say,
+    ask again (unless `last_try`: the reaction then counts)."""
     act_id, user = reacted.act_id, reacted.user
     try:
         bot = feedback.slack_users.is_bot(client, user)
     except SLACK_UNAVAILABLE as error:
         reason = unavailable_reason(error)
+        if not last_try:
+            log.info(
+                "can't ask Slack whether %s is a bot yet (%s): act=%s held", user, reason, act_id
+            )
+            return None
         log.warning("can't ask Slack whether %s is a bot (%s): counting the reaction", user, reason)
         bot = False
     outbox = feedback.relay.outbox
