@@ -178,6 +178,10 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
     assert redactor.filter(from_slack) and redactor.filter(ours)
     assert from_slack.getMessage() == "body: (not logged)"
     assert ours.getMessage() == "body: comment"
+    status = logging.LogRecord(
+        "slack_sdk.web", logging.DEBUG, __file__, 1, "status code: 500", None, None
+    )
+    assert redactor.filter(status) and status.getMessage() == "status code: 500"  # no OAuth code
 
 
 def line_then_traceback(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import re
 import time
@@ -19,6 +20,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallation
 from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select
 from sqlalchemy.exc import OperationalError
 
+from bot.core.logs import setup_logging
 from bot.slack.manifest import BOT_SCOPES
 from bot.slack.oauth import create_tables
 from tests.fakes import FakeSlackAPI
@@ -362,3 +364,28 @@ def test_the_oauth_pages_answer_another_method_with_405_and_allow(
         assert (answer.status_code, answer.headers.get("Allow")) == (405, "GET"), path
         assert answer.json() == {"error": "method not allowed"}
     assert oauth_relay.slack.calls_to("oauth.v2.access") == []
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_the_code_of_an_oauth_redirect_never_reaches_the_log(
+    oauth_relay: RunningRelay, capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    """Slack trades that code for the workspace's token: Bolt's lines that carry it (a failed
+    exchange at INFO, every callback at DEBUG) are written with it masked."""
+    app = oauth_relay
+    app.slack.respond("oauth.v2.access", {"ok": False, "error": "bad_client_secret"})
+    root, bolt = logging.getLogger(), logging.getLogger("slack_bolt.App")
+    handlers, saved_levels = root.handlers[:], (root.level, bolt.level)
+    try:
+        setup_logging(level, "plain")
+        bolt.setLevel(level)  # every line of Bolt's at this level
+        capsys.readouterr()
+        answer = install(app, code="c0de-4f1a-9b2e")
+        log = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(saved_levels[0])
+        bolt.setLevel(saved_levels[1])
+    assert answer.status_code >= 400 and stored_bot(app) is None
+    assert "c0de-4f1a-9b2e" not in log, log
+    assert re.search(r"code'?:? \[?'?\*\*\*", log), log  # Bolt's line is there, masked

@@ -16,6 +16,9 @@ BEARER = re.compile(r"(Bearer\s+)[^\s'\",}]+", re.IGNORECASE)
 # Slack's libraries log request payloads (comments people typed) in some messages.
 PAYLOAD = re.compile(r"\b(body|body_params|json_body|payload|data)(\s*[:=]\s*)\S.*", re.DOTALL)
 PAYLOAD_LOGGERS = ("slack_bolt", "slack_sdk")
+# ... and the code of an OAuth redirect (`code: X`, `'code': ['X']`), which Slack trades for a
+# workspace's token.
+OAUTH_CODE = re.compile(r"""(?<!status )(\bcode['"]?\s*[:=]\s*\[?\s*['"]?)[^\s'",\]&]+""")
 
 
 class Redactor(logging.Filter):
@@ -40,10 +43,11 @@ class Redactor(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Drop the payloads Slack's libraries log; the formatter masks the rest."""
+        """Drop the payloads and OAuth codes Slack's libraries log; the formatter masks the
+        rest."""
         if record.name.startswith(PAYLOAD_LOGGERS):
             message = record.getMessage()
-            dropped = PAYLOAD.sub(r"\1\2(not logged)", message)
+            dropped = OAUTH_CODE.sub(r"\1***", PAYLOAD.sub(r"\1\2(not logged)", message))
             if dropped != message:
                 record.msg, record.args = dropped, None
         return True
