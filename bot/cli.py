@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -128,17 +129,26 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; settings errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         if args.command == "manifest":
             return _manifest(args)
         settings = load_settings()
         return _dispatch(args, settings)
     except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(settings, str(error), 2)
     except SlackTokenError as error:
-        print(f"error: {error.setting}: {error}", file=sys.stderr)
-        return 1
+        return _fail(settings, f"{error.setting}: {error}", 1)
+
+
+def _fail(settings: Settings | None, message: str, status: int) -> int:
+    """`error: message` on stderr, or, once the settings asked for JSON logs, a log line in
+    JSON (a log drain parses every line); then `status`."""
+    if settings is not None and settings.log_format == "json":
+        logging.getLogger("bot").error("%s", message)  # through setup_logging's handler
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

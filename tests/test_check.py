@@ -365,6 +365,27 @@ def test_a_reaction_name_slack_never_sends_stops_the_slack_modes_in_one_line(
     assert fake_slack.calls == []
 
 
+def test_a_failed_start_is_a_json_line_under_log_format_json(env: Env, tmp_path: Path) -> None:
+    """A log drain parsing JSON gets the start's failure as a line of JSON too, once the
+    settings asked for it; a malformed setting, found before they could, stays plain."""
+    environ = env.process(  # SLACK_API_URL: a closed port (the env fixture)
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET="s", LOG_FORMAT="json", PORT="9"
+    )
+    result = run_bot("serve", env=environ, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    entry = json.loads(line)
+    assert (entry["level"], entry["message"]) == (
+        "ERROR",
+        f"SLACK_API_URL: Slack unreachable at {environ['SLACK_API_URL']} (URLError)",
+    )
+    result = run_bot("serve", env={**environ, "PORT": "abc"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: PORT: expected a whole number from 1 to 65535, got 'abc'"
+    ]
+
+
 def test_check_an_existing_database_without_the_schema_yet(
     env: Env, tmp_path: Path, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
