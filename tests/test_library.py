@@ -622,10 +622,13 @@ def test_start_stop_and_context_manager(
         posted = relay.post(channel="C1", text="An answer", message_id="m-life")["ts"]
         assert sender.event(sr.reaction_added("U2", "+1", "C1", posted)).ok
         assert relay.core.outbox.counts(time())["pending"] == 1  # stored, nothing delivers yet
+        assert relay.health()[1]["delivery"] == "stopped"  # a forgotten start() shows
         with relay:
+            assert relay.health()[1]["delivery"] == "running"
             brixo.wait_for_accepted(1)
             wait_until(lambda: relay.core.outbox.counts(time())["delivered"] == 1)
         assert not any(t.name == "brixo-delivery" for t in threading.enumerate())
+        assert relay.health()[1]["delivery"] == "stopped"
         assert [r.id for r in brixo.accepted] == ["m-life"]
         slack_api.wait_for_call("chat.postEphemeral")  # the thanks, from a follow-up thread
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,3 +65,31 @@ def test_post_refused_with_classic_buttons_too_raises(
         relay.post(channel="C1", text="An answer", message_id="m-post")
     assert len(fake_slack.calls_to("chat.postMessage")) == 2
     assert fake_slack.messages("C1") == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "named"),
+    [
+        ({"message_id": "   "}, "message_id"),
+        ({"message_id": ""}, "message_id"),
+        ({"message_id": "m" * 1025, "conversation_id": "c-ok"}, "message_id"),
+        ({"message_id": "m-ok", "conversation_id": " \t"}, "conversation_id"),
+    ],
+)
+def test_an_id_brixo_cant_take_is_refused_before_anything_is_posted_or_recorded(
+    relay: FeedbackRelay, fake_slack: FakeSlackAPI, ids: dict[str, str], named: str
+) -> None:
+    """A blank or overlong ID would make every vote on the reply fail: `post`, `say`,
+    `record` and `metadata` refuse it at once, naming it."""
+    fake_slack.clear()
+    calls: list[Callable[[], object]] = [
+        lambda: relay.post(channel="C1", text="An answer", **ids),
+        lambda: relay.say(Say(client=relay.client, channel="C1"), "An answer", **ids),
+        lambda: relay.record("T1", "C1", ROOT, **ids),
+        lambda: relay.metadata(ids["message_id"], ids.get("conversation_id")),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"^{named}: expected text of 1 to 1024 characters"):
+            call()
+    assert fake_slack.calls_to("chat.postMessage") == []
+    assert relay.core.mappings.message("T1", "C1", ROOT) is None

@@ -167,7 +167,7 @@ class Relay:
             "ok": True,
             "database": "ok",
             "brixo": worker.brixo_state if worker else "unset",
-            "delivery": "paused" if worker and worker.paused else ("running" if worker else "off"),
+            "delivery": delivery_state(worker),
         }
         problem = self.db.problem()
         if problem is None:
@@ -178,3 +178,13 @@ class Relay:
         if problem:
             report.update(ok=False, database="unavailable", database_error=problem)
         return report["ok"], report
+
+
+def delivery_state(worker: DeliveryWorker | None) -> str:
+    """What /healthz says of delivery: running, paused (Brixo refuses the key), stopped (not
+    started yet, or stopped: library mode outside `with relay:`) or off (no Brixo key)."""
+    if worker is None:
+        return "off"
+    if not worker.running:
+        return "stopped"
+    return "paused" if worker.paused else "running"
