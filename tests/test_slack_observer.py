@@ -994,9 +994,11 @@ def test_a_bots_reaction_is_no_vote_when_slack_says_who_it_is_only_on_a_later_tr
     start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     """Slack failing to say whether a new user is a bot (an error on its side, a 429 through
-    the client's retries) is asked again after a wait, the act held meanwhile: a bot's
-    reaction never becomes a vote, nor gets thanks."""
-    monkeypatch.setattr("bot.slack.listeners.events.USER_CHECK_RETRIES", (0.05, 0.2, 0.2))
+    the client's retries) is asked again after a wait, the act's hold stretched meanwhile
+    (each wait here is longer than the first hold): a bot's reaction never becomes a vote,
+    nor gets thanks."""
+    monkeypatch.setattr("bot.slack.listeners.events.USER_CHECK_HOLD", 1.5)
+    monkeypatch.setattr("bot.slack.listeners.events.USER_CHECK_RETRIES", (2.0, 2.0, 2.0))
     app = start_relay(**WATCH)
     failing = [2 if failure == "internal_error" else 0]
 

@@ -285,13 +285,18 @@ class Outbox:
 
         Written without waiting for the disk: lost in a crash, the act is due at `not_before`.
         """
+        self.hold_until(act_id, now)
+        self._wake()
+
+    def hold_until(self, act_id: int, when: float) -> None:
+        """Make a pending act (one no deliverer took yet) due at `when`, without waiting for
+        the disk: lost in a crash, it keeps the time it had."""
         with self.db.write(wait_for_disk=False) as conn:
             conn.execute(
                 update(acts)
                 .where(acts.c.id == act_id, acts.c.state == PENDING, acts.c.lease_owner.is_(None))
-                .values(next_attempt_at=now)
+                .values(next_attempt_at=when)
             )
-        self._wake()
 
     def discard(self, act_id: int) -> bool:
         """Forget an act not sent yet (it was no vote after all); False when it is under way."""

@@ -107,6 +107,9 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
             person = settle_unknown_user(feedback, reacted, client, last_try)
             if person is None:
                 wait = USER_CHECK_RETRIES[tries]
+                if not reacted.ask:  # (one waiting for its comment is held that long anyway)
+                    hold = time() + wait + USER_CHECK_HOLD
+                    feedback.relay.outbox.hold_until(reacted.act_id, hold)
                 feedback.follow_ups.submit_later(
                     wait, follow_up_reaction, reacted, client, tries + 1
                 )
@@ -188,12 +191,13 @@ def retry_num(request: BoltRequest) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() else 0
 
 
-# When Slack can't say whether a user not seen before is a bot (a 429, a 5xx, a timeout, left
-# after the client's own retries), it is asked again after these waits, the act held; then
-# the reaction counts as a person's. The hold ends anyway after USER_CHECK_HOLD, should the
-# answers never come (the process stopped, say): long enough for a 429's Retry-After.
+# How long a reaction by a user not seen before waits for Slack to say whether it is a bot's
+# (the act is due then anyway, should the answer never come: the process stopped, say).
+USER_CHECK_HOLD = 10.0
+# When Slack can't say (a 429, a 5xx, a timeout, left after the client's own retries), it is
+# asked again after these waits, the hold stretched to each try's USER_CHECK_HOLD; then the
+# reaction counts as a person's.
 USER_CHECK_RETRIES = (2.0, 10.0, 30.0)
-USER_CHECK_HOLD = 300.0
 
 
 def settle_unknown_user(
