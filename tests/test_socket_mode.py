@@ -386,14 +386,15 @@ def test_a_socket_being_opened_is_not_opened_again(
 def assert_replaced_after(
     client: Any, fake_slack: FakeSlackAPI, socket_mode: FakeSocketMode, fault: Callable[[], None]
 ) -> None:
-    """Open a socket, do `fault` to it, and see a second one opened in its place within 5 s."""
+    """Open a socket, do `fault` to it, and see a second one opened in its place within 8 s
+    (before the monitor's next round, 10 s on; room for a loaded machine)."""
     client.connect()
     assert client.wait_open(5)
     first = client.current_session
     fault()
     wait_until(
         lambda: socket_mode.connections == 2 and client.current_session is not first,
-        timeout=5,
+        timeout=8,
         message="the socket was not replaced in time",
     )
     assert client.wait_open(5)
