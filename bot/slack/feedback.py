@@ -128,7 +128,6 @@ class SlackFeedback:
     """What Slack listeners share: the relay, the settings and the mapping rules."""
 
     def __init__(self, relay: Relay, *, agent_bridge: bool) -> None:
-        check_reaction_names(relay.settings)
         self.relay = relay
         self.settings: Settings = relay.settings
         self.agent_bridge = agent_bridge  # the app's own messages are the bridge's
