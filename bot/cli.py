@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check settings, database, Brixo key and the Slack/Discord tokens, one line each",
         description="Check the configuration, the database and its schema, the Brixo key and "
         "URL, the Slack token and scopes (unless only Discord is set up) and the Discord token "
-        "(when DISCORD_TOKEN is set), one line each; exit 1 when something is wrong. "
+        "(when DISCORD_TOKEN is set), one line each; exit 1 when a check fails (a malformed "
+        "setting stops it first, as every command: one line, exit 2). "
         "Never sends a signal.",
     )
     check.add_argument(
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="send one signal to Brixo now and print its answer",
         description="Send one feedback signal to Brixo now, without a running server, and "
         "print one line: 'delivered: …' or 'failed (why): …' with Brixo's answer. Nothing is "
-        "stored and nothing retried, except that a 413 with a comment is sent once more with "
-        "the comment cut down, as delivery does. "
+        "retried, except that a 413 with a comment is sent once more with the comment cut "
+        "down, as delivery does. The signal isn't stored; a 429's hold is, where the relay's "
+        "database exists, so that running relays wait too. "
         "Exit 0 when delivered, 1 otherwise.",
     )
     target = send.add_mutually_exclusive_group(required=True)

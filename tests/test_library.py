@@ -7,7 +7,12 @@ stand-in, and that the app's own listeners keep working beside the relay's.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +30,7 @@ from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_sdk import WebClient
 
 from bot import FeedbackRelay, RelaySetupError, SettingsError
+from bot.core.settings import SETTING_NAMES
 from bot.library.setup import manifest_fragment, required_events, required_scopes
 from bot.slack.manifest import (
     BOT_EVENTS,
@@ -699,6 +705,27 @@ def test_manifest_fragment_is_a_subset_of_the_standalone_manifest(
     assert "message.channels" in required_events(observer.settings)
     assert "request_url" not in manifest_fragment(observer.settings)["settings"]["interactivity"]
     observer.close()
+
+
+def test_readmes_manifest_one_liner_reads_the_environment_and_dotenv(tmp_path: Path) -> None:
+    """The README's command prints the fragment for the settings in use, observer ones too."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    command = re.search(r'`python -c "(.*manifest_fragment.*)"`', readme)
+    assert command is not None
+    (tmp_path / ".env").write_text("SEED_REACTIONS=true\n")
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    run = partial(subprocess.run, [sys.executable, "-c", command.group(1)], cwd=tmp_path)
+    plain = json.loads(run(env=env, capture_output=True, check=True).stdout)
+    observer = run(env={**env, "ASSISTANT_BOT_IDS": "B1"}, capture_output=True, check=True)
+    fragment = json.loads(observer.stdout)
+    assert "reactions:write" not in plain["oauth_config"]["scopes"]["bot"]
+    assert "message.channels" not in plain["settings"]["event_subscriptions"]["bot_events"]
+    assert "reactions:write" in fragment["oauth_config"]["scopes"]["bot"]
+    assert "message.channels" in fragment["settings"]["event_subscriptions"]["bot_events"]
+    (tmp_path / ".env").write_text("SEED_REACTIONS=false\nASSISTANT_BOT_IDS=B1\n")
+    quiet = json.loads(run(env=env, capture_output=True, check=True).stdout)
+    assert "reactions:write" not in quiet["oauth_config"]["scopes"]["bot"]
+    assert "message.channels" in quiet["settings"]["event_subscriptions"]["bot_events"]
 
 
 def test_metadata_leaves_out_an_id_not_given() -> None:

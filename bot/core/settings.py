@@ -458,8 +458,8 @@ def _check_combinations(settings: Settings) -> None:
             if not v
         ]
         raise SettingsError(
-            f"{missing[0]}: required with the other SLACK_CLIENT_* settings "
-            "for the multi-workspace OAuth install"
+            f"{missing[0]}: required with SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and "
+            "SLACK_STATE_SECRET for the multi-workspace OAuth install"
         )
     if settings.slack_bot_token and all(oauth):
         raise SettingsError(

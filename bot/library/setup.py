@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bot.core.settings import Settings
+from bot.core.settings import Settings, load_settings
 from bot.slack.manifest import (
     BOT_EVENTS,
     BOT_SCOPES,
@@ -62,11 +62,12 @@ def manifest_fragment(
 ) -> dict[str, Any]:
     """The parts of a Slack app manifest the relay needs, to merge into the app's own.
 
-    `settings` (default: the defaults) add the observer's needs when ASSISTANT_BOT_IDS is set.
+    `settings` (default: read from the environment over `.env`, as `FeedbackRelay.from_env`)
+    add the observer's needs when ASSISTANT_BOT_IDS is set.
     `request_url` (e.g. https://host/slack/events) is set for events and interactivity;
     leave it out for Socket Mode or when the app's manifest already has it.
     """
-    settings = settings or Settings()
+    settings = settings or load_settings()
     events_settings: dict[str, Any] = {
         "bot_events": list(required_events(settings)),
         "metadata_subscriptions": list(METADATA_SUBSCRIPTIONS),
