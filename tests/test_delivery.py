@@ -657,7 +657,7 @@ def test_relay_health_when_key_is_refused(env: Env, brixo: FakeBrixo) -> None:
     try:
         record(relay.outbox, "m1")
         assert relay.worker is not None
-        wait_until(lambda: relay.worker.paused, timeout=5)  # type: ignore[union-attr]
+        wait_until(lambda: relay.worker.paused, timeout=5)
         ok, report = relay.health()
         assert ok  # votes are still taken
         assert report["brixo"] == "unauthorized" and report["delivery"] == "paused"

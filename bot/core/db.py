@@ -51,6 +51,9 @@ schema_version = Table(
     Column("version", Integer, primary_key=True),
     Column("applied_at", Float, nullable=False),
 )
+_LATEST_VERSION = (
+    select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
+)
 
 # A reply's message (team, channel, ts) -> the customer's message ID.
 mappings = Table(
@@ -220,9 +223,7 @@ class Database:
             if not create and not inspect(conn).has_table(schema_version.name):
                 return 0
             metadata.create_all(conn, checkfirst=True)
-            current = conn.scalar(
-                select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
-            )
+            current = conn.scalar(_LATEST_VERSION)
             if current is None:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=now))
                 current = SCHEMA_VERSION
@@ -266,9 +267,7 @@ class Database:
         with self.read() as conn:
             if not inspect(conn).has_table(schema_version.name):
                 return "missing"
-            current = conn.scalar(
-                select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
-            )
+            current = conn.scalar(_LATEST_VERSION)
         if current is None or current < SCHEMA_VERSION:
             return "outdated"
         return "ok" if current == SCHEMA_VERSION else "newer"
@@ -439,6 +438,8 @@ _MIGRATION_LOCK = 0x627269786F
 # Small pools: Heroku's smallest Postgres plans allow 20 connections for every dyno together.
 POSTGRES_POOL_SIZE = 5
 POSTGRES_MAX_OVERFLOW = 5
+# How long a SQLite connection waits for another's lock (seconds).
+BUSY_TIMEOUT = 30.0
 
 _SQLITE_SYNC = {True: "PRAGMA synchronous=FULL", False: "PRAGMA synchronous=NORMAL"}
 
@@ -447,7 +448,11 @@ def _make_engine(url: str, pool_size: int) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": BUSY_TIMEOUT,
+                "isolation_level": None,
+            },
             pool_size=pool_size,
             max_overflow=2 * pool_size,
         )
@@ -455,7 +460,7 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000:.0f}")
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
@@ -474,14 +479,14 @@ def _make_engine(url: str, pool_size: int) -> Engine:
     )
 
 
-def _use_wal(cursor: Any, patience: float = 30.0) -> None:
+def _use_wal(cursor: Any) -> None:
     """Put the SQLite file in WAL mode, which the file keeps.
 
     Switching needs the file to itself and SQLite doesn't wait for that, so connections that
     open a new file at the same moment (processes starting together) try again, for as long
-    as any lock is waited for.
+    as any lock is waited for (busy_timeout).
     """
-    deadline = monotonic() + patience
+    deadline = monotonic() + BUSY_TIMEOUT
     while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         try:
             cursor.execute("PRAGMA journal_mode=WAL")

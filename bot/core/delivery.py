@@ -36,6 +36,8 @@ UNREACHABLE_HOLD_CAP = 15.0
 # RETRY_TIMES_KEPT acts are kept; the others are claimed at the poll after they fall due.
 RETRY_CLAIM_GAP = 0.05
 RETRY_TIMES_KEPT = 10_000
+# Outcomes that come within this many seconds of each other are written together.
+BATCH_WINDOW = 0.01
 
 
 class Sender(Protocol):
@@ -191,7 +193,6 @@ class DeliveryWorker:
         policy: RetryPolicy | None = None,
         lease: float = 15.0,
         poll_interval: float = 1.0,
-        batch_window: float = 0.01,
         probe_interval: float = 10.0,
         clock: Callable[[], float] = time,
         acks_first: AcksFirst | None = None,
@@ -203,7 +204,6 @@ class DeliveryWorker:
         self.policy = policy or RetryPolicy()
         self.lease = lease
         self.poll_interval = poll_interval
-        self.batch_window = batch_window
         self.probe_interval = probe_interval
         self.hold_check_interval = hold_check_interval
         self._next_hold_check = 0.0
@@ -436,7 +436,7 @@ class DeliveryWorker:
         try:
             results.append(self._results.get(timeout=max(0.0, timeout)))
             # Gather what else comes within a few ms: one claim and one settle cover them all.
-            until = monotonic() + self.batch_window
+            until = monotonic() + BATCH_WINDOW
             while (left := until - monotonic()) > 0:
                 results.append(self._results.get(timeout=left))
         except queue.Empty:

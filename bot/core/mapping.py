@@ -20,6 +20,10 @@ METADATA = "metadata"
 TEMPLATE = "template"
 
 
+# What `customer_id` takes, for the messages about an ID it refused.
+USABLE_ID = "text of 1 to 1024 characters, not only blanks"
+
+
 def customer_id(value: Any) -> str | None:
     """A usable customer ID: text, not blank, at most 1024 characters, NUL-free, valid UTF-8;
     a whole number (an agent's or metadata's JSON `123`) as its digits."""
@@ -80,11 +84,11 @@ class Templates:
             value = customer_id(template.format(**values)) if template else None
             if template and value is None:
                 log.warning(
-                    "ignored the ID %s_ID_TEMPLATE gave for %s in %s: "
-                    "not text of 1 to 1024 characters, not only blanks",
+                    "ignored the ID %s_ID_TEMPLATE gave for %s in %s: not %s",
                     name,
                     ts,
                     channel,
+                    USABLE_ID,
                 )
             ids.append(value)
         if not any(ids):

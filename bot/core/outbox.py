@@ -396,12 +396,9 @@ class Outbox:
         self,
         states: Sequence[str] = (PENDING, AWAITING_COMMENT, DEAD),
         limit: int = 100,
-        workspace: str | None = None,
     ) -> list[Entry]:
         """Rows in these states, oldest first."""
         query = select(acts).where(acts.c.state.in_(states)).order_by(acts.c.id).limit(limit)
-        if workspace:
-            query = query.where(acts.c.workspace == workspace)
         with self.db.read() as conn:
             rows = conn.execute(query).all()
         return [

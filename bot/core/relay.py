@@ -35,6 +35,7 @@ class Relay:
     """Everything a chat adapter needs to turn votes into delivered signals."""
 
     def __init__(self, settings: Settings) -> None:
+        settings.require("brixo_api_key")
         self.settings = settings
         self.db = Database(settings.database_url)
         self.db.migrate(time())
@@ -46,13 +47,13 @@ class Relay:
         self.worker = self._new_worker()
         at_fork(in_child=self._renew)
 
-    def _new_worker(self) -> DeliveryWorker | None:
-        """Delivery with a Brixo session of its own (None without BRIXO_API_KEY)."""
+    def _new_worker(self) -> DeliveryWorker:
+        """Delivery with a Brixo session of its own."""
         settings = self.settings
-        if not settings.brixo_api_key:
-            return None
         client = BrixoClient(
-            settings.brixo_api_key, settings.brixo_api_url, pool_size=settings.delivery_concurrency
+            settings.brixo_api_key or "",
+            settings.brixo_api_url,
+            pool_size=settings.delivery_concurrency,
         )
         worker = DeliveryWorker(
             self.outbox,
@@ -67,7 +68,7 @@ class Relay:
     def _renew(self) -> None:
         """In a forked child: a delivery of its own (its own lease owner, threads and Brixo
         connections), started when the parent's was; the parent's goes on in the parent."""
-        running = bool(self.worker and self.worker.running)
+        running = self.worker.running
         self.worker = self._new_worker()
         if running:
             self.start()
@@ -77,13 +78,11 @@ class Relay:
 
     def start(self) -> None:
         """Start delivering in the background."""
-        if self.worker:
-            self.worker.start()
+        self.worker.start()
 
     def stop(self, timeout: float = 25.0) -> None:
         """Stop delivering: requests in flight finish within `timeout`, the rest stays pending."""
-        if self.worker:
-            self.worker.stop(timeout)
+        self.worker.stop(timeout)
 
     def conversation_of(
         self,
@@ -166,7 +165,7 @@ class Relay:
         report: dict[str, Any] = {
             "ok": True,
             "database": "ok",
-            "brixo": worker.brixo_state if worker else "unset",
+            "brixo": worker.brixo_state,
             "delivery": delivery_state(worker),
         }
         problem = self.db.problem()
@@ -180,11 +179,9 @@ class Relay:
         return report["ok"], report
 
 
-def delivery_state(worker: DeliveryWorker | None) -> str:
-    """What /healthz says of delivery: running, paused (Brixo refuses the key), stopped (not
-    started yet, or stopped: library mode outside `with relay:`) or off (no Brixo key)."""
-    if worker is None:
-        return "off"
+def delivery_state(worker: DeliveryWorker) -> str:
+    """What /healthz says of delivery: running, paused (Brixo refuses the key) or stopped (not
+    started yet, or stopped: library mode outside `with relay:`)."""
     if not worker.running:
         return "stopped"
     return "paused" if worker.paused else "running"

@@ -193,7 +193,8 @@ DEFAULT_DATABASE_URL = "sqlite:///brixo-relay.db"
 
 @dataclass(frozen=True, repr=False)
 class Settings:
-    """Every setting of SPEC.md's table, typed, with its default."""
+    """Every setting, typed, with its default: SPEC.md's table, DISCORD_TOKEN, and gunicorn's
+    WEB_CONCURRENCY and GUNICORN_THREADS."""
 
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None

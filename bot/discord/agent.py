@@ -34,7 +34,8 @@ class Question:
 
 @dataclass(frozen=True)
 class Answer:
-    """A usable answer: its text and the customer's IDs (message_id None: no feedback)."""
+    """A usable answer: its text and the customer's IDs (neither ID: posted without buttons;
+    a conversation_id alone: votes on it rate the conversation)."""
 
     text: str
     message_id: str | None

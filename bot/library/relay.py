@@ -15,7 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
-from bot.core.mapping import POSTED, customer_id
+from bot.core.mapping import POSTED, USABLE_ID, customer_id
 from bot.core.relay import Relay
 from bot.core.settings import Settings, load_settings
 from bot.library.middleware import RelayMiddleware, acknowledge_unclaimed
@@ -363,6 +363,4 @@ def _require_ids(message_id: str | None, conversation_id: str | None) -> None:
         raise ValueError("a reply needs message_id or conversation_id (or both)")
     for name, value in (("message_id", message_id), ("conversation_id", conversation_id)):
         if value is not None and customer_id(value) is None:
-            raise ValueError(
-                f"{name}: expected text of 1 to 1024 characters, not only blanks, got {value!r:.60}"
-            )
+            raise ValueError(f"{name}: expected {USABLE_ID}, got {value!r:.60}")

@@ -24,7 +24,7 @@ from bot.core.agent import (
 from bot.core.agent import (
     question as agent_question,
 )
-from bot.core.mapping import POSTED
+from bot.core.mapping import POSTED, USABLE_ID
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback
 from bot.slack.follow_ups import FollowUps
@@ -94,8 +94,9 @@ class AgentBridge:
         text, message_id, conversation_id = answer
         if not (message_id or conversation_id):
             log.warning(
-                "agent answered without a usable message_id or conversation_id (text of 1 to "
-                "1024 characters, not only blanks): reply posted without feedback"
+                "agent answered without a usable message_id or conversation_id (%s): "
+                "reply posted without feedback",
+                USABLE_ID,
             )
             self._post(client, channel=question.channel, thread_ts=root, text=text)
             return

@@ -60,7 +60,8 @@ def build_app(
     with hidden_from_bolt():
         app = _bolt_app(relay, settings, identity)
     app.error(answer_error)
-    attach(app, relay)
+    feedback = SlackFeedback(relay, agent_bridge=bool(settings.agent_url))
+    register(app, feedback, AgentBridge(feedback) if settings.agent_url else None)
     on_removal(app, settings)  # after the votes: Bolt tries listeners in order
     return app
 
@@ -173,21 +174,6 @@ def preflight(settings: Settings) -> SlackResponse | None:
         return None
     settings.require("slack_bot_token")
     return auth_test(settings)
-
-
-def attach(app: App, relay: Relay) -> None:
-    """Attach the relay's listeners to the standalone app (process_before_response=True).
-
-    A team's own app uses `bot.FeedbackRelay(...).attach(app)`, which doesn't shadow its listeners.
-    """
-    if not app.process_before_response:
-        raise ValueError(
-            "attach() needs App(process_before_response=True); "
-            "for your own app use bot.FeedbackRelay(...).attach(app)"
-        )
-    feedback = SlackFeedback(relay, agent_bridge=bool(relay.settings.agent_url))
-    agent = AgentBridge(feedback) if relay.settings.agent_url else None
-    register(app, feedback, agent)
 
 
 class BotAuthorize(Authorize):

@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 
 from bot.core.acts import Act, ReactionVotes, Value
-from bot.core.mapping import METADATA, POSTED, Mapping, customer_id
+from bot.core.mapping import METADATA, POSTED, USABLE_ID, Mapping, customer_id
 from bot.core.outbox import Recorded
 from bot.core.relay import Relay
 from bot.core.settings import Settings, SettingsError, reaction_name
@@ -94,10 +94,10 @@ def metadata_ids(message: dict[str, Any]) -> tuple[str | None, str | None] | Non
         ids.append(customer_id(raw))
         if raw is not None and ids[-1] is None:
             log.warning(
-                "ignored the %s of brixo_message metadata on %s: "
-                "not text of 1 to 1024 characters, not only blanks",
+                "ignored the %s of brixo_message metadata on %s: not %s",
                 field,
                 message.get("ts") or message.get("message_ts"),  # a fetched message, or an event
+                USABLE_ID,
             )
     message_id, conversation_id = ids
     if not message_id and not conversation_id:

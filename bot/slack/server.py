@@ -187,7 +187,6 @@ def build_wsgi(
     """The relay and its WSGI app, delivery started (`identity`: see `build_app`)."""
     from bot.slack.app import build_app
 
-    settings.require("brixo_api_key")
     relay = Relay(settings)
     app = build_app(relay, identity=identity)
     relay.start()

@@ -56,14 +56,16 @@ class Click:
 def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the click listeners."""
 
-    def record_click(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+    def record_click(
+        ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient
+    ) -> None:
         """Ack path: map the reply and store the act before Slack hears back."""
         click = click_act(feedback, body, workspace_of(context), context.bot_id, client)
         if click_follow_up(click, feedback.settings.ack_message):
             feedback.interactions.submit(follow_up_click, body, click, client)
         ack()
 
-    def follow_up_click(body: dict[str, Any], click: Click, client: WebClient):
+    def follow_up_click(body: dict[str, Any], click: Click, client: WebClient) -> None:
         """After the ack: the note that nothing was recorded, the comment modal, or the thanks.
 
         A click whose reply Slack couldn't look up before the ack is tried again here, with the
@@ -97,7 +99,9 @@ def register(app: App, feedback: SlackFeedback) -> None:
             response_url=response_url,
         )
 
-    def add_comment(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+    def add_comment(
+        ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient
+    ) -> None:
         """The ephemeral "Add a comment" button: after the ack, the modal for the waiting act."""
         action = (dig(body, "actions") or [{}])[0]
         raw_id, _, value = str(dig(action, "value") or "").partition(":")
@@ -107,7 +111,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
             feedback.interactions.submit(offer_comment_modal, body, click, client)
         ack()
 
-    def offer_comment_modal(body: dict[str, Any], click: Click, client: WebClient):
+    def offer_comment_modal(body: dict[str, Any], click: Click, client: WebClient) -> None:
         """The modal while the act still waits for its comment, else a note that it went."""
         if click.act_id is not None and feedback.relay.awaits_comment(click.act_id):
             open_comment_modal(feedback, client, body, click)

@@ -26,7 +26,9 @@ NOT_OPENED = "Slack couldn't open the rating just now. Please try again in a mom
 def register(app: App, feedback: SlackFeedback) -> None:
     """Attach the shortcut listener: ack at once, then find the conversation and open the modal."""
 
-    def ack_shortcut(ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient):
+    def ack_shortcut(
+        ack: Ack, body: dict[str, Any], context: BoltContext, client: WebClient
+    ) -> None:
         workspace = workspace_of(context)
         feedback.interactions.submit(open_rating, body, workspace, context.bot_id, client)
         ack()
