@@ -64,84 +64,10 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
                 "looked up again after the ack",
                 unavailable_reason(error),
             )
-            feedback.follow_ups.submit(record_reaction_late, body, event, context, client)
+            feedback.follow_ups.submit(record_reaction_late, feedback, body, event, context, client)
             return
-        if has_follow_up(reacted):
-            feedback.follow_ups.submit(follow_up_reaction, reacted, client)
-
-    def has_follow_up(reacted: Reacted | None) -> bool:
-        """Whether a recorded reaction's act has work left after the ack."""
-        follows = reacted and (reacted.ask or reacted.check_user or feedback.settings.ack_message)
-        return bool(follows)
-
-    def record_reaction_late(
-        body: dict[str, Any], event: dict[str, Any], context: BoltContext, client: WebClient
-    ) -> None:
-        """After the ack of Slack's last delivery: the reaction, looked up with the client's
-        retries; when Slack still can't say, the vote is logged as lost, with its reply."""
-        try:
-            reacted = reaction_act(feedback, body, event, context, client, before_ack=False)
-        except SLACK_UNAVAILABLE as error:
-            log.error(
-                "reaction not recorded, Slack's lookups failed (%s): workspace=%s user=%s "
-                "reaction=%s channel=%s ts=%s (python -m bot send can send it by hand)",
-                unavailable_reason(error),
-                workspace_of(context),
-                event.get("user"),
-                event.get("reaction"),
-                dig(event, "item", "channel"),
-                dig(event, "item", "ts"),
-            )
-            return
-        if has_follow_up(reacted):
-            assert reacted
-            follow_up_reaction(reacted, client)
-
-    def follow_up_reaction(reacted: Reacted, client: WebClient, tries: int = 0) -> None:
-        """After the ack: whether a user not seen before is a bot (its act is then discarded;
-        asked again later while Slack can't say), then thanks, with an "Add a comment" button
-        when a comment is asked for."""
-        text = feedback.settings.ack_message
-        if reacted.check_user:
-            last_try = tries >= len(USER_CHECK_RETRIES)
-            person = settle_unknown_user(feedback, reacted, client, last_try)
-            if person is None:
-                wait = USER_CHECK_RETRIES[tries]
-                if not reacted.ask:  # (one waiting for its comment is held that long anyway)
-                    hold = time() + wait + USER_CHECK_HOLD
-                    feedback.relay.outbox.hold_until(reacted.act_id, hold)
-                feedback.follow_ups.submit_later(
-                    wait, follow_up_reaction, reacted, client, tries + 1
-                )
-            if not person:
-                return
-        if not (reacted.ask or text):
-            return
-        thread_ts = reacted.thread_ts
-        if reacted.thread_unknown:
-            thread_ts = feedback.thread_of(client, *reacted.thread_unknown)
-        if reacted.ask:
-            ephemeral(
-                client,
-                reacted.channel,
-                reacted.user,
-                text or "Add a comment?",
-                blocks=add_comment_blocks(text, reacted.act_id, reacted.value),
-                thread_ts=thread_ts,
-            )
-        else:
-            ephemeral(client, reacted.channel, reacted.user, text, thread_ts=thread_ts)
-
-    def log_reaction_removed(event: dict[str, Any], context: BoltContext) -> None:
-        """The API has no retraction: a removed reaction is logged and sends nothing."""
-        log.info(
-            "reaction removed workspace=%s user=%s reaction=%s channel=%s ts=%s: no signal",
-            workspace_of(context),
-            event.get("user"),
-            event.get("reaction"),
-            dig(event, "item", "channel"),
-            dig(event, "item", "ts"),
-        )
+        if has_follow_up(feedback, reacted):
+            feedback.follow_ups.submit(follow_up_reaction, feedback, reacted, client)
 
     def record_metadata(event: dict[str, Any], context: BoltContext) -> None:
         """A `brixo_message` posted by any app: remember its IDs (and a watched bot's user)."""
@@ -167,9 +93,6 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         if question and agent:
             agent.answer_later(client, question)
 
-    def nothing(event: dict[str, Any]) -> None:
-        """Acknowledged; nothing to do."""
-
     app.event("reaction_added")(record_reaction)
     app.event("reaction_removed")(log_reaction_removed)
     app.event("message_metadata_posted")(record_metadata)
@@ -180,8 +103,96 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
     app.event("assistant_thread_context_changed")(nothing)
 
 
+def log_reaction_removed(event: dict[str, Any], context: BoltContext) -> None:
+    """The API has no retraction: a removed reaction is logged and sends nothing."""
+    log.info(
+        "reaction removed workspace=%s user=%s reaction=%s channel=%s ts=%s: no signal",
+        workspace_of(context),
+        event.get("user"),
+        event.get("reaction"),
+        dig(event, "item", "channel"),
+        dig(event, "item", "ts"),
+    )
+
+
+def nothing(event: dict[str, Any]) -> None:
+    """Acknowledged; nothing to do."""
+
+
 # Slack sends an event that failed three times more, the last with X-Slack-Retry-Num: 3.
 SLACK_LAST_RETRY = 3
+
+
+def has_follow_up(feedback: SlackFeedback, reacted: Reacted | None) -> bool:
+    """Whether a recorded reaction's act has work left after the ack."""
+    follows = reacted and (reacted.ask or reacted.check_user or feedback.settings.ack_message)
+    return bool(follows)
+
+
+def record_reaction_late(
+    feedback: SlackFeedback,
+    body: dict[str, Any],
+    event: dict[str, Any],
+    context: BoltContext,
+    client: WebClient,
+) -> None:
+    """After the ack of Slack's last delivery: the reaction, looked up with the client's
+    retries; when Slack still can't say, the vote is logged as lost, with its reply."""
+    try:
+        reacted = reaction_act(feedback, body, event, context, client, before_ack=False)
+    except SLACK_UNAVAILABLE as error:
+        log.error(
+            "reaction not recorded, Slack's lookups failed (%s): workspace=%s user=%s "
+            "reaction=%s channel=%s ts=%s (python -m bot send can send it by hand)",
+            unavailable_reason(error),
+            workspace_of(context),
+            event.get("user"),
+            event.get("reaction"),
+            dig(event, "item", "channel"),
+            dig(event, "item", "ts"),
+        )
+        return
+    if has_follow_up(feedback, reacted):
+        assert reacted
+        follow_up_reaction(feedback, reacted, client)
+
+
+def follow_up_reaction(
+    feedback: SlackFeedback, reacted: Reacted, client: WebClient, tries: int = 0
+) -> None:
+    """After the ack: whether a user not seen before is a bot (its act is then discarded;
+    asked again later while Slack can't say), then thanks, with an "Add a comment" button
+    when a comment is asked for."""
+    text = feedback.settings.ack_message
+    if reacted.check_user:
+        last_try = tries >= len(USER_CHECK_RETRIES)
+        person = settle_unknown_user(feedback, reacted, client, last_try)
+        if person is None:
+            wait = USER_CHECK_RETRIES[tries]
+            if not reacted.ask:  # (one waiting for its comment is held that long anyway)
+                hold = time() + wait + USER_CHECK_HOLD
+                feedback.relay.outbox.hold_until(reacted.act_id, hold)
+            feedback.follow_ups.submit_later(
+                wait, follow_up_reaction, feedback, reacted, client, tries + 1
+            )
+        if not person:
+            return
+    if not (reacted.ask or text):
+        return
+    thread_ts = reacted.thread_ts
+    if reacted.thread_unknown:
+        thread_ts = feedback.thread_of(client, *reacted.thread_unknown)
+    if reacted.ask:
+        ephemeral(
+            client,
+            reacted.channel,
+            reacted.user,
+            text or "Add a comment?",
+            blocks=add_comment_blocks(text, reacted.act_id, reacted.value),
+            thread_ts=thread_ts,
+        )
+    else:
+        ephemeral(client, reacted.channel, reacted.user, text, thread_ts=thread_ts)
 
 
 def retry_num(request: BoltRequest) -> int:

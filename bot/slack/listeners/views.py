@@ -49,12 +49,12 @@ def register(app: App, feedback: SlackFeedback) -> None:
         """The act stops waiting, with the comment, in the same request that Slack acks."""
         meta = private_metadata(view)
         comment = clean_comment(dig(view, "state", "values", COMMENT_BLOCK, COMMENT_INPUT, "value"))
-        done = finish_comment(meta, body, context, comment)
+        done = finish_comment(feedback, meta, body, context, comment)
         if not done and comment:
             ack(response_action="errors", errors={COMMENT_BLOCK: TOO_LATE})
             return
         if done:
-            thank_voter(meta, body, client)
+            thank_voter(feedback, meta, body, client)
         ack()
 
     def close_comment(
@@ -66,26 +66,9 @@ def register(app: App, feedback: SlackFeedback) -> None:
     ) -> None:
         """Skip or close: the act goes now, without a comment."""
         meta = private_metadata(view)
-        if finish_comment(meta, body, context, None):
-            thank_voter(meta, body, client)
+        if finish_comment(feedback, meta, body, context, None):
+            thank_voter(feedback, meta, body, client)
         ack()
-
-    def finish_comment(
-        meta: dict[str, Any], body: dict[str, Any], context: BoltContext, comment: str | None
-    ) -> bool:
-        """Release the modal's act (only its voter can); False when it no longer waits."""
-        act = act_id(meta.get("act"))
-        user = text_field(body, "user", "id") or ""
-        return act is not None and feedback.relay.outbox.finish_comment(
-            act, workspace_of(context), user, comment, time()
-        )
-
-    def thank_voter(meta: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
-        """After the ack: the thanks where the vote was made, if the modal says to thank."""
-        if meta.get("thank"):
-            where = {"channel": meta.get("channel"), "thread_ts": meta.get("thread")}
-            handoff = {**where, "user": text_field(body, "user", "id")}
-            feedback.follow_ups.submit(thank, handoff, client)
 
     def submit_rating(
         ack: Ack,
@@ -130,20 +113,46 @@ def register(app: App, feedback: SlackFeedback) -> None:
                 "user": user,
                 "thread_ts": thread_ts if in_thread else None,
             }
-            feedback.follow_ups.submit(thank, handoff, client)
+            feedback.follow_ups.submit(thank, feedback, handoff, client)
         ack()
-
-    def thank(handoff: dict[str, Any], client: WebClient) -> None:
-        """The ephemeral thanks (ACK_MESSAGE) once a modal's vote is on its way."""
-        if handoff.get("channel") and feedback.settings.ack_message:
-            ephemeral(
-                client,
-                handoff["channel"],
-                handoff["user"],
-                feedback.settings.ack_message,
-                thread_ts=handoff.get("thread_ts"),
-            )
 
     app.view_submission(COMMENT_VIEW)(submit_comment)
     app.view_closed(COMMENT_VIEW)(close_comment)
     app.view_submission(CONVERSATION_VIEW)(submit_rating)
+
+
+def finish_comment(
+    feedback: SlackFeedback,
+    meta: dict[str, Any],
+    body: dict[str, Any],
+    context: BoltContext,
+    comment: str | None,
+) -> bool:
+    """Release the modal's act (only its voter can); False when it no longer waits."""
+    act = act_id(meta.get("act"))
+    user = text_field(body, "user", "id") or ""
+    return act is not None and feedback.relay.outbox.finish_comment(
+        act, workspace_of(context), user, comment, time()
+    )
+
+
+def thank_voter(
+    feedback: SlackFeedback, meta: dict[str, Any], body: dict[str, Any], client: WebClient
+) -> None:
+    """After the ack: the thanks where the vote was made, if the modal says to thank."""
+    if meta.get("thank"):
+        where = {"channel": meta.get("channel"), "thread_ts": meta.get("thread")}
+        handoff = {**where, "user": text_field(body, "user", "id")}
+        feedback.follow_ups.submit(thank, feedback, handoff, client)
+
+
+def thank(feedback: SlackFeedback, handoff: dict[str, Any], client: WebClient) -> None:
+    """The ephemeral thanks (ACK_MESSAGE) once a modal's vote is on its way."""
+    if handoff.get("channel") and feedback.settings.ack_message:
+        ephemeral(
+            client,
+            handoff["channel"],
+            handoff["user"],
+            feedback.settings.ack_message,
+            thread_ts=handoff.get("thread_ts"),
+        )
