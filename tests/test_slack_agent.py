@@ -471,6 +471,25 @@ def test_a_busy_agent_makes_nobody_wait_past_agent_timeout(start_relay: StartRel
     assert waited < 1.8, waited  # was 2 × AGENT_TIMEOUT for the 11th and 12th
 
 
+def test_answers_still_arriving_past_agent_timeout_keep_their_calls(
+    start_relay: StartRelay,
+) -> None:
+    """The bridge has 10 calls to the agent: one whose caller gave up at AGENT_TIMEOUT while
+    its answer is still trickling in holds its call until it ends, so the agent never gets
+    more than 10 requests at once, and a question that finds no free call gets the error reply."""
+    app = start_relay(AGENT_TIMEOUT="500ms")
+    app.agent.trickle_next(10, seconds=20)
+    for n in range(10):
+        ok(app.sender.event(sr.message(f"D{n}", "U1", "q", f"1700000000.0035{n:02d}")))
+    app.agent.wait_for_requests(10)
+    app.slack.wait_for_call("chat.postMessage", 10, timeout=10)  # ten apologies, at 0.5 s
+    ok(app.sender.event(sr.message("D1", "U2", "one more", "1700000000.003600")))
+    posts = app.slack.wait_for_call("chat.postMessage", 11, timeout=10)
+    late = [p for p in posts if p.args.get("thread_ts") == "1700000000.003600"]
+    assert len(late) == 1 and "couldn't get an answer" in late[0].args["text"]
+    assert len(app.agent.requests) == 10
+
+
 def test_an_answer_too_long_for_one_slack_message_is_posted_cut_with_a_note(
     start_relay: StartRelay,
 ) -> None:

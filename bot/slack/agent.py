@@ -24,6 +24,7 @@ from bot.core.agent import (
 from bot.core.agent import (
     question as agent_question,
 )
+from bot.core.forks import at_fork
 from bot.core.mapping import POSTED, USABLE_ID
 from bot.slack.blocks import brixo_metadata, post_with_feedback
 from bot.slack.feedback import SlackFeedback
@@ -31,6 +32,10 @@ from bot.slack.follow_ups import FollowUps
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason
 
 T = TypeVar("T")
+
+# Requests at the agent at once, at most: one past AGENT_TIMEOUT whose answer is still arriving
+# (its caller has moved on) counts until it ends.
+AGENT_CALLS = 10
 
 log = logging.getLogger("bot.agent")
 
@@ -58,12 +63,18 @@ class AgentBridge:
         self.timeout = settings.agent_timeout
         self.session = requests.Session()
         # Its own threads: a slow agent must not hold up thanks and modals (trigger IDs expire).
-        self.follow_ups = FollowUps()
+        self.follow_ups = FollowUps(AGENT_CALLS)
+        self._renew_calls()
+        at_fork(in_child=self._renew_calls)
         if settings.agent_token:
             self.session.headers["Authorization"] = f"Bearer {settings.agent_token}"
 
     def __repr__(self) -> str:
         return f"AgentBridge(url={self.url!r})"
+
+    def _renew_calls(self) -> None:
+        """Every call free (in a forked child, the parent's requests are gone)."""
+        self._calls = threading.BoundedSemaphore(AGENT_CALLS)
 
     def answer_later(self, client: WebClient, question: Question) -> None:
         """Ask and answer after the ack, on the bridge's own threads."""
@@ -150,6 +161,8 @@ class AgentBridge:
 
     def _fetch(self, payload: dict[str, Any], deadline: float) -> bytes:
         """The agent's 200 answer's body, or AgentError."""
+        if not self._calls.acquire(timeout=max(0.0, deadline - monotonic())):
+            raise AgentError("timed out waiting for a free agent call (the agent is busy)")
         try:
             with self.session.post(
                 self.url, json=payload, timeout=self.timeout, stream=True, allow_redirects=False
@@ -161,6 +174,8 @@ class AgentBridge:
                 return read_by(response, deadline)
         except requests.RequestException as error:
             raise AgentError(type(error).__name__) from None
+        finally:
+            self._calls.release()
 
     def _post(self, client: WebClient, **message: Any) -> None:
         try:
