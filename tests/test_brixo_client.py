@@ -14,9 +14,10 @@ from time import time, tzset
 import pytest
 import requests
 
-from bot.core.acts import MEDIA_TYPE, Signal, Target
+from bot.core.acts import Signal, Target
 from bot.core.brixo import (
     MAX_RETRY_AFTER,
+    MEDIA_TYPE,
     BrixoClient,
     Outcome,
     classify,

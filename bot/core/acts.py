@@ -16,7 +16,6 @@ UP: Value = "thumbs_up"
 DOWN: Value = "thumbs_down"
 VALUES: dict[str, Value] = {"up": UP, "down": DOWN, UP: UP, DOWN: DOWN}
 
-MEDIA_TYPE = "application/vnd.api+json"
 # Comments longer than this are cut before they are stored; Slack's own input limit is 3000.
 MAX_COMMENT_CHARS = 3000
 

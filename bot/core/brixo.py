@@ -20,9 +20,12 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import connectionpool
 
 from bot import __version__
-from bot.core.acts import MEDIA_TYPE, Signal, Target
+from bot.core.acts import Signal, Target
 
 log = logging.getLogger(__name__)
+
+# JSON:API's media type: the requests' Content-Type, and that of Brixo's error answers.
+MEDIA_TYPE = "application/vnd.api+json"
 
 
 # The message ID of the key check: an empty body to it is refused after auth, never a signal.

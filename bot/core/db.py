@@ -133,6 +133,25 @@ seen = Table(
 )
 Index("brixo_seen_expiry", seen.c.expires_at)
 
+# User IDs of watched bots listed by bot ID (B…), learnt from their messages: every process,
+# and the next start, takes their reactions for a bot's, not a person's votes.
+bot_users = Table(
+    "brixo_bot_users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("bot_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Until when Brixo asked (a 429's Retry-After) that nothing be sent: one row, "brixo", which
+# every process delivering from this database honours.
+holds = Table(
+    "brixo_holds",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("until", Float, nullable=False),
+)
+
 
 T = TypeVar("T")
 
@@ -564,23 +583,3 @@ def upsert(database: Database, table: Table) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     return pg_insert(table)
-
-
-# User IDs of watched bots listed by bot ID (B…), learnt from their messages: every process,
-# and the next start, takes their reactions for a bot's, not a person's votes.
-bot_users = Table(
-    "brixo_bot_users",
-    metadata,
-    Column("user_id", String(64), primary_key=True),
-    Column("bot_id", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-# Until when Brixo asked (a 429's Retry-After) that nothing be sent: one row, "brixo", which
-# every process delivering from this database honours.
-holds = Table(
-    "brixo_holds",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("until", Float, nullable=False),
-)

@@ -18,7 +18,7 @@ from slack_bolt.listener_matcher import builtins as matchers
 from slack_bolt.listener_matcher.listener_matcher import ListenerMatcher
 from slack_bolt.middleware import Middleware
 
-from bot.library.setup import _EVENTS
+from bot.library.setup import LIBRARY_EVENTS
 from bot.slack.app import answer_error
 from bot.slack.feedback import SlackFeedback
 from bot.slack.listeners import actions, events, shortcuts, views
@@ -26,7 +26,7 @@ from bot.slack.listeners import actions, events, shortcuts, views
 log = logging.getLogger("bot.library")
 
 # Event types the middleware hands to the relay's listeners (`message` only for the observer).
-_EVENT_TYPES = frozenset(_EVENTS)
+_EVENT_TYPES = frozenset(LIBRARY_EVENTS)
 _OBSERVED = "brixo_observed"  # context key: the relay handled this event
 _INTERACTIVE = frozenset({"block_actions", "view_submission", "view_closed", "message_action"})
 

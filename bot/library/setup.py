@@ -27,7 +27,7 @@ _SCOPES = {
     "users:read": "users.info: a reaction by another app's bot is no vote",
 }
 _OBSERVER_SCOPES = {"reactions:write": "seed 👍/👎 on watched bots' replies (SEED_REACTIONS)"}
-_EVENTS = (
+LIBRARY_EVENTS = (
     "reaction_added",
     "reaction_removed",
     "message_metadata_posted",
@@ -36,7 +36,7 @@ _EVENTS = (
 _OBSERVER_EVENTS = ("message.channels", "message.groups", "message.im", "message.mpim")
 
 assert set(_SCOPES) | set(_OBSERVER_SCOPES) <= set(BOT_SCOPES)
-assert set(_EVENTS) | set(_OBSERVER_EVENTS) <= set(BOT_EVENTS)
+assert set(LIBRARY_EVENTS) | set(_OBSERVER_EVENTS) <= set(BOT_EVENTS)
 
 
 class RelaySetupError(Exception):
@@ -53,7 +53,7 @@ def required_scopes(settings: Settings) -> tuple[str, ...]:
 
 def required_events(settings: Settings) -> tuple[str, ...]:
     """Bot events the relay needs in library mode (message events only to watch other bots)."""
-    wanted = set(_EVENTS) | (set(_OBSERVER_EVENTS) if settings.assistant_bot_ids else set())
+    wanted = set(LIBRARY_EVENTS) | (set(_OBSERVER_EVENTS) if settings.assistant_bot_ids else set())
     return tuple(event for event in BOT_EVENTS if event in wanted)
 
 
