@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bot.core.acts import MAX_COMMENT_CHARS
 from bot.core.settings import Settings, SettingsError, load_settings
-from bot.slack.checks import SlackTokenError
+from bot.slack.checks import SlackUnusable
 
 DESCRIPTION = "Relays 👍/👎 feedback on an AI assistant's chat replies to Brixo's Signals API."
 
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except SettingsError as error:
         return _fail(settings, str(error), 2)
-    except SlackTokenError as error:
+    except SlackUnusable as error:
         return _fail(settings, f"{error.setting}: {error}", 1)
 
 

@@ -161,7 +161,7 @@ def answer_unhandled(body: dict[str, Any]) -> BoltResponse | None:
 def preflight(settings: Settings) -> SlackResponse | None:
     """Before serving, each failing with one line: the reaction sets hold Slack's names
     (SettingsError), the database opens (its schema created or migrated), and a
-    single-workspace token works (SlackTokenError): its auth.test answer."""
+    single-workspace token works (SlackUnusable): its auth.test answer."""
     from bot.core.db import Database
 
     check_reaction_names(settings)

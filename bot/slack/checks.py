@@ -16,8 +16,9 @@ from bot.slack.manifest import BOT_SCOPES, missing_scopes
 SLACK_CLIENT_LOGGER = "slack_sdk.web.base_client"
 
 
-class SlackTokenError(Exception):
-    """A Slack token doesn't work: Slack refused it or couldn't be reached. One line."""
+class SlackUnusable(Exception):
+    """Slack can't be used: it refused a token, couldn't be reached, or SLACK_API_URL isn't
+    Slack's Web API. One line; `setting` names the setting to look at."""
 
     def __init__(self, message: str, setting: str = "SLACK_BOT_TOKEN") -> None:
         super().__init__(message)
@@ -25,7 +26,7 @@ class SlackTokenError(Exception):
 
 
 def auth_test(settings: Settings) -> SlackResponse:
-    """auth.test with SLACK_BOT_TOKEN; SlackTokenError with one line when it fails."""
+    """auth.test with SLACK_BOT_TOKEN; SlackUnusable with one line when it fails."""
     client = web_client(settings, settings.slack_bot_token)
     try:
         with quiet(SLACK_CLIENT_LOGGER):  # its retries' errors: the one line says it all
@@ -33,7 +34,7 @@ def auth_test(settings: Settings) -> SlackResponse:
     except SlackApiError as error:
         status = error.response.status_code
         if status == 429 or status >= 500:  # after the client's retries: not the token's fault
-            raise SlackTokenError(
+            raise SlackUnusable(
                 f"Slack at {settings.slack_api_url} is busy or down ({unavailable_reason(error)}); "
                 "try again shortly",
                 "SLACK_API_URL",
@@ -43,20 +44,20 @@ def auth_test(settings: Settings) -> SlackResponse:
         if status == 404 or not_json or reason in (None, "unknown_method"):  # the URL's fault
             detail = "not JSON" if not_json else reason
             got = f"HTTP {status}" + (f": {detail}" if detail else "")
-            raise SlackTokenError(
+            raise SlackUnusable(
                 f"{settings.slack_api_url} doesn't answer as Slack's Web API does ({got}); "
                 "is SLACK_API_URL Slack's API base (https://slack.com/api/)?",
                 "SLACK_API_URL",
             ) from None
-        raise SlackTokenError(f"Slack refused the token: {reason}") from None
+        raise SlackUnusable(f"Slack refused the token: {reason}") from None
     except NETWORK_ERRORS as error:  # one line, no traceback
         raise unreachable(settings, error) from None
 
 
-def unreachable(settings: Settings, error: BaseException) -> SlackTokenError:
+def unreachable(settings: Settings, error: BaseException) -> SlackUnusable:
     """The one line for a Slack that couldn't be reached (naming SLACK_API_URL)."""
     where = f"Slack unreachable at {settings.slack_api_url} ({type(error).__name__})"
-    return SlackTokenError(where, "SLACK_API_URL")
+    return SlackUnusable(where, "SLACK_API_URL")
 
 
 REINSTALL = "reinstall the app from the manifest"
@@ -73,7 +74,7 @@ def check_slack_token(
         return False, "SLACK_BOT_TOKEN is not set (or set SLACK_CLIENT_ID for OAuth)"
     try:
         response = auth_test(settings)
-    except SlackTokenError as error:
+    except SlackUnusable as error:
         return False, str(error)
     missing = missing_scopes(response, scopes)
     where = f"team {response.get('team_id')}, bot user {response.get('user_id')}"

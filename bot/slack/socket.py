@@ -20,7 +20,7 @@ from bot.core.delivery import AcksFirst
 from bot.core.logs import quiet
 from bot.core.relay import Relay
 from bot.core.settings import Settings
-from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackTokenError, unreachable
+from bot.slack.checks import SLACK_CLIENT_LOGGER, SlackUnusable, unreachable
 from bot.slack.lookups import NETWORK_ERRORS
 from bot.slack.payloads import unreadable
 from bot.slack.socket_client import ACK_WAIT, AckingClient
@@ -69,13 +69,13 @@ class RelaySocketModeHandler(BaseSocketModeHandler):
 
 
 def connect(handler: BaseSocketModeHandler, settings: Settings) -> None:
-    """Open the socket; SlackTokenError (one line) when Slack refuses the app token or is down."""
+    """Open the socket; SlackUnusable (one line) when Slack refuses the app token or is down."""
     try:
         with quiet(SLACK_CLIENT_LOGGER, handler.app.logger.name):  # the one line says it all
             handler.connect()
     except SlackApiError as error:
         reason = error.response.get("error")
-        raise SlackTokenError(f"Slack refused the token: {reason}", "SLACK_APP_TOKEN") from None
+        raise SlackUnusable(f"Slack refused the token: {reason}", "SLACK_APP_TOKEN") from None
     except NETWORK_ERRORS as error:  # one line, no traceback
         raise unreachable(settings, error) from None
 
