@@ -511,19 +511,22 @@ def test_bot_reactions_give_nothing(start_relay: StartRelay) -> None:
         (200, "internal_error"),
         (200, "service_unavailable"),
         (429, None),  # a 429 without Slack's error code
+        (200, b"<html>Bad gateway</html>"),  # a page that isn't JSON, from a proxy in the way
+        (503, b"<html>Service unavailable</html>"),
     ],
 )
 def test_vote_while_slack_fails_is_redelivered_not_dropped(
-    start_relay: StartRelay, status: int, error: str | None
+    start_relay: StartRelay, status: int, error: str | bytes | None
 ) -> None:
-    """Slack's 429 or 5xx, or an error on its side in a 200, on the lookup fails the event
-    (Slack redelivers it) instead of dropping it."""
+    """Slack's 429 or 5xx, or an error on its side in a 200, or an answer that isn't JSON, on
+    the lookup fails the event (Slack redelivers it) instead of dropping it."""
     app = start_relay(**WATCH)
     ts = "1700000000.000550"
     app.slack.add_message(
         "C1", ts, "answer", user="UASSIST", bot_id="BASSIST", metadata=meta("cust-msg-7")
     )
-    app.slack.respond("conversations.replies", {"ok": False, "error": error}, status=status)
+    answer = error if isinstance(error, bytes) else {"ok": False, "error": error}
+    app.slack.respond("conversations.replies", answer, status=status)
     first = app.sender.event(sr.reaction_added("U1", "+1", "C1", ts), event_id="Ev-slack-down")
     assert first.status_code >= 500, first.status_code
     assert app.relay.outbox.counts(0)["pending"] + app.relay.outbox.counts(0)["delivered"] == 0

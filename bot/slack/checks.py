@@ -9,7 +9,7 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.logs import quiet
 from bot.core.settings import Settings
-from bot.slack.lookups import NETWORK_ERRORS, unavailable_reason, web_client
+from bot.slack.lookups import NETWORK_ERRORS, not_json, unavailable_reason, web_client
 from bot.slack.manifest import BOT_SCOPES, missing_scopes
 
 # The logger of slack-sdk's Web API client (it logs each failed try as an ERROR).
@@ -40,9 +40,9 @@ def auth_test(settings: Settings) -> SlackResponse:
                 "SLACK_API_URL",
             ) from None
         reason = error.response.get("error") if isinstance(error.response.data, dict) else None
-        not_json = str(reason).startswith("Received a response in a non-JSON format")
-        if status == 404 or not_json or reason in (None, "unknown_method"):  # the URL's fault
-            detail = "not JSON" if not_json else reason
+        page = not_json(error)
+        if status == 404 or page or reason in (None, "unknown_method"):  # the URL's fault
+            detail = "not JSON" if page else reason
             got = f"HTTP {status}" + (f": {detail}" if detail else "")
             raise SlackUnusable(
                 f"{settings.slack_api_url} doesn't answer as Slack's Web API does ({got}); "

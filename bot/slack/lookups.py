@@ -65,7 +65,7 @@ def unavailable_reason(error: Exception) -> str:
     """One line on why Slack said no or couldn't be asked: its HTTP status and error code
     (`HTTP 200: channel_not_found`), or the network error."""
     if isinstance(error, SlackApiError):
-        code = error.response.get("error")
+        code = "not JSON" if not_json(error) else error.response.get("error")
         return f"HTTP {error.response.status_code}" + (f": {code}" if code else "")
     return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
@@ -76,12 +76,22 @@ TRANSIENT_ERRORS = frozenset(
 )
 
 
+# How slack-sdk's error code begins for an answer that isn't JSON.
+NOT_JSON = "Received a response in a non-JSON format"
+
+
+def not_json(error: SlackApiError) -> bool:
+    """True when the answer wasn't JSON (an HTML page: a proxy's, or not Slack's API at all)."""
+    return str(error.response.get("error")).startswith(NOT_JSON)
+
+
 def raise_if_transient(error: SlackApiError) -> None:
-    """Slack's 429, 5xx and failures on its side (left after the client's retries, if it makes
-    any) fail the request, so Slack redelivers the vote later instead of it being taken for
-    one on an unknown message."""
+    """Slack's 429, 5xx, failures on its side and answers that aren't JSON (left after the
+    client's retries, if it makes any) fail the request, so Slack redelivers the vote later
+    instead of it being taken for one on an unknown message."""
     status = error.response.status_code
-    if status == 429 or status >= 500 or error.response.get("error") in TRANSIENT_ERRORS:
+    transient = error.response.get("error") in TRANSIENT_ERRORS or not_json(error)
+    if status == 429 or status >= 500 or transient:
         raise error
 
 

@@ -38,7 +38,8 @@ DEFAULT_SCOPES = [
     "users:read",
 ]
 
-Responder = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+# A JSON answer, or bytes sent as an HTML page (what a proxy in the way answers).
+Responder = dict[str, Any] | bytes | Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,9 @@ class _SlackHandler(QuietHandler):
             return
         status, payload, headers = fake._answer(call)
         fake._record(call)
+        if isinstance(payload, bytes):
+            self.send_raw(status, payload, "text/html; charset=utf-8", headers)
+            return
         self.send_raw(
             status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers
         )
@@ -378,7 +382,7 @@ class FakeSlackAPI(LocalHTTPFake):
 
     # -- answering -------------------------------------------------------------
 
-    def _answer(self, call: Call) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _answer(self, call: Call) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         with self._lock:
             queue = self._failures.get(call.method)
             failure = queue.popleft() if queue else None
@@ -407,6 +411,8 @@ class FakeSlackAPI(LocalHTTPFake):
             )
         if override is not None:
             payload = override.payload
+            if isinstance(payload, bytes):
+                return override.status, payload, dict(override.headers or {})
             body = payload(call.args) if callable(payload) else dict(payload)
             return override.status, body, dict(override.headers or {})
         handler = self._handlers.get(call.method)
