@@ -248,6 +248,31 @@ def test_unreadable_requests_without_slacks_signature_get_401_and_no_warning(
     assert "Invalid request signature detected" in caplog.text
 
 
+@pytest.mark.parametrize("how", ["signed", "forged"])
+def test_a_body_that_isnt_utf8_gets_401_never_5xx(
+    start_relay: StartRelay, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack signs UTF-8 text: bytes that aren't can't be its request, whatever their
+    signature, and are refused as unsigned ones are, without a traceback."""
+    app = start_relay(**NEVER)
+    ts = map_by_metadata(app, "m-1")
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    for body, content_type in [
+        (b"\xff", "application/json"),
+        (b'{"type": "event_callback", "x": "\xc3\x28"}', "application/json"),
+        (b"payload=\xc3\x28", "application/x-www-form-urlencoded"),
+    ]:
+        headers = sr.sign(body, SIGNING_SECRET) if how == "signed" else {}
+        headers = _headers(body, content_type, how) if how != "signed" else headers
+        headers["Content-Type"] = content_type
+        answer = app.sender.raw(body, headers)
+        assert answer.status_code == 401, (how, body, answer.status_code)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+
+
 def test_chunked_requests_are_read_by_the_real_server(
     env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path
 ) -> None:
