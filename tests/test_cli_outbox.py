@@ -128,6 +128,23 @@ def test_send_when_brixo_is_down_exits_1(env: Env, tmp_path: Path, closed_port: 
     assert BRIXO_KEY not in result.stdout + result.stderr
 
 
+def test_send_says_an_unanswered_signal_may_have_reached_brixo(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """Sent, then the connection dropped (or timed out) with no answer: Brixo may have the
+    signal, so the line doesn't say "not delivered" and warns that sending again may count
+    it twice."""
+    brixo.drop_next(1)
+    result = send(env, tmp_path, "--message", "m", "--value", "up")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "failed (sent, but Brixo didn't answer: it may have the signal, and sending it again "
+        "may count it twice; the relay would retry this, send does not): "
+        "no answer: ConnectionError: connection dropped"
+    ]
+    assert len(brixo.requests) == 1
+
+
 def test_send_says_a_server_error_is_not_retried(
     env: Env, brixo: FakeBrixo, tmp_path: Path
 ) -> None:

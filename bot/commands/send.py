@@ -27,6 +27,11 @@ WHY_NOT = {
     "rejected": "Brixo rejected it",
     "too_large": "too large for Brixo",
 }
+# ... when the request went out but no answer came back.
+UNANSWERED = (
+    "sent, but Brixo didn't answer: it may have the signal, and sending it again may count it "
+    "twice; the relay would retry this, send does not"
+)
 
 
 def send(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,7 +64,8 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
     if row["state"] == DELIVERED:
         print(f"delivered: {answer.describe()}{cut_note(row)}")
         return 0
-    print(f"failed ({WHY_NOT[answer.outcome.value]}): {answer.describe()}{cut_note(row)}")
+    why = UNANSWERED if answer.unanswered else WHY_NOT[answer.outcome.value]
+    print(f"failed ({why}): {answer.describe()}{cut_note(row)}")
     return 1
 
 

@@ -56,6 +56,7 @@ class Answer:
     detail: str = ""
     retry_after: float | None = None
     jsonapi: bool = False  # the answer was a JSON:API error document, as Brixo's are
+    unanswered: bool = False  # sent, but no answer came (timed out, dropped): Brixo may have it
 
     def describe(self) -> str:
         """`HTTP 404: detail` or the network error, for logs and the outbox."""
@@ -160,10 +161,12 @@ class BrixoClient:
         try:
             response = self._adapter.send(prepared, timeout=self.timeout, **self._send_options)
             _ = response.content  # read it all, so the connection goes back to the pool
-        except requests.Timeout:
-            return Answer(Outcome.RETRY, None, "timed out")
+        except requests.Timeout as error:
+            sent = not isinstance(error, requests.ConnectTimeout)
+            return Answer(Outcome.RETRY, None, "timed out", unanswered=sent)
         except requests.RequestException as error:
-            return Answer(Outcome.RETRY, None, _network_error(error))
+            detail = _network_error(error)
+            return Answer(Outcome.RETRY, None, detail, unanswered=detail.endswith(DROPPED))
         return classify(response, self._key)
 
     def probe(self) -> Answer:
@@ -239,12 +242,15 @@ def _error_detail(response: requests.Response, key: str) -> tuple[str, bool]:
     return text[:500], jsonapi
 
 
+DROPPED = "connection dropped"
+
+
 def _network_error(error: requests.RequestException) -> str:
     # The exception text can hold the URL but never the headers, so the key stays out.
     name = type(error).__name__
     reason = str(error.args[0]) if error.args else ""
     if "Connection aborted" in reason or "RemoteDisconnected" in reason:
-        return f"{name}: connection dropped"
+        return f"{name}: {DROPPED}"
     if "Connection refused" in reason or "Failed to establish" in reason:
         return f"{name}: connection refused"
     return f"{name}: {reason[:200]}"
