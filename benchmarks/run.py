@@ -1,7 +1,7 @@
 """`python -m benchmarks.run [--quick]`: the relay against a bare Bolt app and a naive relay.
 
 Every server runs under gunicorn gthread with the same settings (1 worker, 16 threads,
-keep-alive 5 s) and gets the same signed Slack traffic over HTTP on loopback. Brixo and Slack's
+keep-alive 5 s; the relay's worker adds a read deadline per request, one setsockopt) and gets the same signed Slack traffic over HTTP on loopback. Brixo and Slack's
 Web API are stand-ins in a separate process. See benchmarks/README.md for what each figure is.
 """
 
@@ -246,7 +246,8 @@ def base_env(stand_ins: StandIns) -> dict[str, str]:
 
 
 def gunicorn(module: str) -> list[str]:
-    """The relay's own gunicorn settings (bot/slack/server.py), for the other apps."""
+    """The relay's own gunicorn settings (bot/slack/server.py), for the other apps (plain
+    gthread: the relay's RelayWorker would load the relay's modules into their memory)."""
     return [
         sys.executable,
         "-m",

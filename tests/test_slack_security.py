@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -301,4 +302,50 @@ def test_chunked_requests_are_read_by_the_real_server(
         answer = sender.session.post(sender.url, data=huge, headers=sr.sign(b"", SIGNING_SECRET))
         assert answer.status_code == 413
     finally:
+        proc.stop()
+
+
+def test_clients_that_stall_mid_request_never_hold_every_thread(
+    env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """With every one of gunicorn's threads taken by a client that stopped sending (half its
+    headers, or half its body), Slack's next request is still answered: each stalled read is
+    cut off after REQUEST_READ_TIMEOUT, the stalled body with a 408."""
+    port = free_port()
+    settings = {
+        "SLACK_API_URL": fake_slack.url,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "PORT": str(port),
+        "GUNICORN_THREADS": "2",
+        **NEVER,
+    }
+    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    stalled: list[socket.socket] = []
+    try:
+        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        for partial in (
+            b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"a\":",
+            b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Le",
+        ):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(partial)
+            stalled.append(client)
+        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        ts = "1700000000.000200"
+        event = sr.message_metadata_posted("C1", ts, "brixo_message", {"message_id": "m-stall"})
+        ok(sender.event(event))  # requests' own timeout: 10 s
+        ok(sender.event(sr.reaction_added("U1", "+1", "C1", ts)))
+        assert [r.id for r in brixo.wait_for_accepted(1)] == ["m-stall"]
+        body_stalled, headers_stalled = stalled
+        body_stalled.settimeout(10)
+        assert body_stalled.recv(100).startswith(b"HTTP/1.1 408 ")
+        headers_stalled.settimeout(10)
+        assert headers_stalled.recv(100) == b""  # closed without an answer
+        proc.wait_for_line("a client stopped sending its request", stream="stderr")
+        assert "Traceback" not in proc.stderr
+    finally:
+        for client in stalled:
+            client.close()
         proc.stop()

@@ -7,11 +7,14 @@ import io
 import json
 import logging
 import socket
+import struct
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
 from gunicorn import glogging
+from gunicorn.workers.gthread import ThreadWorker
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
@@ -29,6 +32,9 @@ log = logging.getLogger("bot.server")
 
 HEALTH_PATH = "/healthz"
 MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; refuse larger before parsing
+# Slack sends each request whole: a client that stops sending mid-request for this long is cut
+# off, so that a few slow or stalled clients can't hold every one of gunicorn's threads.
+REQUEST_READ_TIMEOUT = 5
 
 StartResponse = Callable[..., Any]
 
@@ -101,7 +107,12 @@ class RelayWSGI:
             stamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
             if stamp and not (stamp.isascii() and stamp.isdigit()):  # can't be signed by Slack
                 return _json(start_response, 401, {"error": "invalid request"})
-            body = read_body(environ)
+            try:
+                body = read_body(environ)
+            except BlockingIOError:  # REQUEST_READ_TIMEOUT ran out (see RelayWorker)
+                log.info("a client stopped sending its request: connection closed")
+                late = {"error": "request body not received in time"}
+                return _json(start_response, 408, late, [("Connection", "close")])
             if body is None:
                 return _json(start_response, 413, {"error": "request body too large"})
             environ["wsgi.input"] = io.BytesIO(body)
@@ -202,6 +213,18 @@ def build_wsgi(
     return RelayWSGI(app, relay), relay
 
 
+class RelayWorker(ThreadWorker):
+    """gunicorn's gthread worker, where each read of a request waits REQUEST_READ_TIMEOUT at
+    most (the socket's SO_RCVTIMEO): a client that stalls mid-request frees its thread."""
+
+    def enqueue_req(self, conn: Any) -> None:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_TIMEVAL)
+        super().enqueue_req(conn)
+
+
+_READ_TIMEVAL = struct.pack("ll", REQUEST_READ_TIMEOUT, 0)  # struct timeval
+
+
 class RelayGunicornLogger(glogging.Logger):
     """Gunicorn's own lines go through the relay's handler: same format (plain or JSON)."""
 
@@ -211,6 +234,14 @@ class RelayGunicornLogger(glogging.Logger):
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        """A request whose headers stopped coming (REQUEST_READ_TIMEOUT) is one quiet line,
+        not an error with a traceback."""
+        if isinstance(sys.exc_info()[1], BlockingIOError):
+            self.info("a client stopped sending its request: connection closed")
+            return
+        super().exception(msg, *args, **kwargs)
 
 
 def stop_all(relays: list[Relay]) -> None:
@@ -250,7 +281,7 @@ def serve(settings: Settings) -> int:
             options = {
                 "bind": f"0.0.0.0:{settings.port}",
                 "workers": settings.web_concurrency,
-                "worker_class": "gthread",
+                "worker_class": RelayWorker,
                 "threads": settings.gunicorn_threads,
                 "timeout": 30,
                 "graceful_timeout": 28,
