@@ -16,7 +16,7 @@ from tests.chaos import free_port
 from tests.conftest import Env
 from tests.fakes import FakeBrixo, FakeSlackAPI, SlackSender
 from tests.fakes import slack_requests as sr
-from tests.procs import start_bot
+from tests.procs import Proc, start_bot
 from tests.slack_harness import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -274,22 +274,31 @@ def test_a_body_that_isnt_utf8_gets_401_never_5xx(
     settled(app, 1)
 
 
+def _serve(
+    env: Env, fake_slack: FakeSlackAPI, tmp_path: Path, **settings: str
+) -> tuple[Proc, int]:
+    """`python -m bot serve` (gunicorn) on a free port, healthy; and that port."""
+    port = free_port()
+    environ = env.process(
+        SLACK_API_URL=fake_slack.url,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        PORT=str(port),
+        **NEVER,
+        **settings,
+    )
+    proc = start_bot("serve", env=environ, cwd=tmp_path)
+    proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=60)
+    return proc, port
+
+
 def test_chunked_requests_are_read_by_the_real_server(
     env: Env, fake_slack: FakeSlackAPI, brixo: FakeBrixo, tmp_path: Path
 ) -> None:
     """`python -m bot serve` (gunicorn) reads a body sent without Content-Length to its end,
     up to the size limit."""
-    port = free_port()
-    settings = {
-        "SLACK_API_URL": fake_slack.url,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "PORT": str(port),
-        **NEVER,
-    }
-    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    proc, port = _serve(env, fake_slack, tmp_path)
     try:
-        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=60)
         sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
         ts = "1700000000.000100"
         mapped = sr.message_metadata_posted("C1", ts, "brixo_message", {"message_id": "m-chunk"})
@@ -311,19 +320,9 @@ def test_clients_that_stall_mid_request_never_hold_every_thread(
     """With every one of gunicorn's threads taken by a client that stopped sending (half its
     headers, or half its body), Slack's next request is still answered: each stalled read is
     cut off after REQUEST_READ_TIMEOUT, the stalled body with a 408."""
-    port = free_port()
-    settings = {
-        "SLACK_API_URL": fake_slack.url,
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "PORT": str(port),
-        "GUNICORN_THREADS": "2",
-        **NEVER,
-    }
-    proc = start_bot("serve", env=env.process(**settings), cwd=tmp_path)
+    proc, port = _serve(env, fake_slack, tmp_path, GUNICORN_THREADS="2")
     stalled: list[socket.socket] = []
     try:
-        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=60)
         for partial in (
             b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n{\"a\":",
