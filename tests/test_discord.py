@@ -213,6 +213,49 @@ def test_thread_mentions_share_the_thread_conversation(
     assert len(agent.requests) == 2
 
 
+def test_the_agent_gets_only_the_conversation_it_returned_itself(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    """A watched bot's reply in the thread maps its conversation from the template: that ID is
+    not the agent's, so the agent's first question there carries none, its second the one it
+    returned."""
+    bot = start(MESSAGE_ID_TEMPLATE="m-{ts}", CONVERSATION_ID_TEMPLATE="c-{thread_ts}")
+    watched = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
+    bot.feed("MESSAGE_CREATE", watched)
+    bot.loop.settle()
+    for n in (1, 2):
+        text = f"<@{df.BOT_ID}> q{n}"
+        bot.feed("MESSAGE_CREATE", df.message(text, channel_id=df.THREAD, mentions=(df.BOT_ID,)))
+        api.wait_for_sent(df.THREAD, n)
+        bot.loop.settle()
+    first, second = (r.json or {} for r in agent.wait_for_requests(2))
+    assert first["conversation_id"] is None
+    assert second["conversation_id"] == f"conv-{df.THREAD}"
+
+
+def test_a_replayed_rating_after_the_vote_changed_sends_nothing(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """A "Rate this conversation" submission delivered again (the same interaction ID) after
+    the person changed their rating: answered silently, no third signal."""
+    bot = start(ASK_COMMENT="never")
+    _, reply = ask(bot, api)
+    thread = in_thread(reply)
+    bot.feed("INTERACTION_CREATE", df.message_command(reply, channel=thread))
+    custom_id = callback(api, 1)["data"]["custom_id"]
+    first = df.rating_submit(custom_id, "up", channel=thread)
+    bot.feed("INTERACTION_CREATE", first)
+    callback(api, 2)
+    bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "down", channel=thread))
+    callback(api, 3)
+    bot.feed("INTERACTION_CREATE", first)  # the same interaction ID once more
+    assert callback(api, 4)["type"] == 6  # answered silently: nothing stored to thank for
+    values = [r.attributes["value"] for r in brixo.wait_for_accepted(2)]
+    bot.loop.settle()
+    assert values == ["thumbs_up", "thumbs_down"]
+    assert bot.acts() == 2
+
+
 def test_a_mention_of_the_bots_role_asks_too(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:
@@ -347,6 +390,7 @@ def test_observer_maps_seeds_and_counts_reactions(
 
     react("👍", user_id=df.BOT_ID, bot=True)  # the relay's own seeded reaction
     react("👍", user_id="98", bot=True)  # another bot
+    react("👎", user_id=df.WATCHED_BOT)  # the watched bot itself, its member not flagged a bot
     react("🎉")  # not a vote
     bot.loop.settle()
     assert bot.acts() == 0

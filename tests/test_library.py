@@ -768,6 +768,23 @@ def test_posted_replies_carry_their_metadata_and_map_their_thread(
     assert [(r.kind, r.id) for r in app.brixo.accepted] == [("conversations", "c-dm")]
 
 
+def test_a_posted_reply_is_keyed_by_the_workspace_slack_posted_it_in(
+    their_app: Callable[..., TheirApp],
+) -> None:
+    """The token's workspace (auth.test) can differ from the reply's (an org-wide install, a
+    Slack Connect channel): `post()` keys the reply by the team Slack stamps on the posted
+    message, where votes on it come from, and asks auth.test nothing."""
+    app = their_app()
+    org = {**app.slack._auth_test({}), "team_id": "TORG", "is_enterprise_install": True}
+    app.slack.respond("auth.test", org)
+    asked = len(app.slack.calls_to("auth.test"))
+    app.relay.post(app.client, channel="C1", text="Posted", message_id="m-team")
+    click(app, "C1", reply_ts(app, "C1", "Posted"), "up")
+    wait_until(lambda: app.settled(1), message="the vote on the posted reply was delivered")
+    assert [(r.kind, r.id) for r in app.brixo.accepted] == [("messages", "m-team")]
+    assert len(app.slack.calls_to("auth.test")) == asked
+
+
 def test_metadata_given_to_post_is_posted_and_the_reply_still_mapped(
     brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path
 ) -> None:

@@ -363,6 +363,20 @@ def test_a_changed_vote_sends_the_earlier_one_waiting_for_its_comment_at_once(
     assert [e.value for e in store.entries((PENDING,))] == ["thumbs_down", "thumbs_up"]
 
 
+def test_a_vote_in_another_workspace_never_releases_one_waiting_for_its_comment(
+    store: Outbox,
+) -> None:
+    """The same user ID (org-wide on Enterprise Grid) voting on the same customer ID from
+    another workspace is another vote: the one waiting in the first workspace keeps waiting
+    for its comment, and still takes it."""
+    waiting = store.record(act("m1", "thumbs_down", workspace="T1"), T0, comment_until=T0 + 600)
+    assert store.record(act("m1", "thumbs_up", workspace="T2", at=T0 + 10), T0 + 10).created
+    assert store.states_of([waiting.act_id or 0], T0 + 10)[waiting.act_id or 0][0] == (
+        AWAITING_COMMENT
+    )
+    assert store.finish_comment(waiting.act_id or 0, "T1", "U1", "why", T0 + 20)
+
+
 def test_a_late_older_vote_is_sent_but_never_becomes_the_latest(store: Outbox) -> None:
     """👍 at T0, then a 👎 acted earlier arriving late, then 👍 again: the 👎 is an act of its
     own, but the person's latest vote stays 👍, so the last 👍 repeats it and sends nothing."""
