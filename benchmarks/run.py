@@ -1,8 +1,9 @@
 """`python -m benchmarks.run [--quick]`: the relay against a bare Bolt app and a naive relay.
 
 Every server runs under gunicorn gthread with the same settings (1 worker, 16 threads,
-keep-alive 5 s; the relay's worker adds a read deadline per request, one setsockopt) and gets the same signed Slack traffic over HTTP on loopback. Brixo and Slack's
-Web API are stand-ins in a separate process. See benchmarks/README.md for what each figure is.
+keep-alive 5 s; the relay's worker adds a read deadline per request, one setsockopt) and
+gets the same signed Slack traffic over HTTP on loopback. Brixo and Slack's Web API are
+stand-ins in a separate process. See benchmarks/README.md for what each figure is.
 """
 
 from __future__ import annotations

@@ -144,3 +144,14 @@ def test_a_write_failing_mid_transaction_makes_the_database_a_problem(tmp_path: 
         assert database.problem() is None  # writes work again
     finally:
         database.dispose()
+
+
+def test_a_sqlite_writer_waits_30_s_for_another_process_lock(tmp_path: Path) -> None:
+    """Processes sharing a SQLite file take turns: a writer waits for another's lock (SQLite's
+    busy timeout) instead of failing at once with "database is locked"."""
+    db = Database(f"sqlite:///{tmp_path}/relay.db", pool_size=1)
+    try:
+        with db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    finally:
+        db.dispose()

@@ -238,7 +238,6 @@ SAFE_RAW_SQL = {
     ('while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":', "db.py"),
     ('conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})', "db.py"),
     ('cursor.execute("PRAGMA synchronous=FULL")', "db.py"),
-    ('cursor.execute("PRAGMA busy_timeout=30000")', "db.py"),
     ('driver.execute("SAVEPOINT job")', "db.py"),
     ('driver.execute("ROLLBACK TO job")', "db.py"),
     ('driver.execute("RELEASE job")', "db.py"),

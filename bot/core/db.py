@@ -469,7 +469,7 @@ def _make_engine(url: str, pool_size: int) -> Engine:
             url,
             connect_args={
                 "check_same_thread": False,
-                "timeout": BUSY_TIMEOUT,
+                "timeout": BUSY_TIMEOUT,  # sqlite3 sets it as the busy timeout
                 "isolation_level": None,
             },
             pool_size=pool_size,
@@ -479,7 +479,6 @@ def _make_engine(url: str, pool_size: int) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000:.0f}")
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()

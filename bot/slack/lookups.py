@@ -65,7 +65,10 @@ def unavailable_reason(error: Exception) -> str:
     """One line on why Slack said no or couldn't be asked: its HTTP status and error code
     (`HTTP 200: channel_not_found`), or the network error."""
     if isinstance(error, SlackApiError):
-        code = "not JSON" if not_json(error) else error.response.get("error")
+        data = error.response.data
+        code = (
+            "not JSON" if not_json(error) else data.get("error") if isinstance(data, dict) else None
+        )
         return f"HTTP {error.response.status_code}" + (f": {code}" if code else "")
     return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
@@ -82,7 +85,8 @@ NOT_JSON = "Received a response in a non-JSON format"
 
 def not_json(error: SlackApiError) -> bool:
     """True when the answer wasn't JSON (an HTML page: a proxy's, or not Slack's API at all)."""
-    return str(error.response.get("error")).startswith(NOT_JSON)
+    data = error.response.data
+    return isinstance(data, dict) and str(data.get("error")).startswith(NOT_JSON)
 
 
 def raise_if_transient(error: SlackApiError) -> None:
