@@ -190,16 +190,25 @@ def test_dm_is_one_conversation(
     assert (got.kind, got.id) == ("conversations", f"conv-{df.DM_CHANNEL}")
 
 
-def test_thread_mentions_share_the_thread_conversation(
-    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
-) -> None:
-    bot = start()
+def _two_mentions_in_the_thread(
+    bot: RunningBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two questions mentioning the relay in df.THREAD, one after the other's answer; the
+    agent's two requests."""
     for n in (1, 2):
         text = f"<@{df.BOT_ID}> q{n}"
         bot.feed("MESSAGE_CREATE", df.message(text, channel_id=df.THREAD, mentions=(df.BOT_ID,)))
         api.wait_for_sent(df.THREAD, n)
         bot.loop.settle()
     first, second = (r.json or {} for r in agent.wait_for_requests(2))
+    return first, second
+
+
+def test_thread_mentions_share_the_thread_conversation(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    bot = start()
+    first, second = _two_mentions_in_the_thread(bot, api, agent)
     assert (first["channel_id"], first["thread_ts"]) == (df.THREAD, df.THREAD)
     assert second["conversation_id"] == f"conv-{df.THREAD}"
     assert not api.calls_to("POST", r".*/threads")
@@ -223,12 +232,7 @@ def test_the_agent_gets_only_the_conversation_it_returned_itself(
     watched = df.message("an answer", author=df.WATCHED_BOT, bot=True, channel_id=df.THREAD)
     bot.feed("MESSAGE_CREATE", watched)
     bot.loop.settle()
-    for n in (1, 2):
-        text = f"<@{df.BOT_ID}> q{n}"
-        bot.feed("MESSAGE_CREATE", df.message(text, channel_id=df.THREAD, mentions=(df.BOT_ID,)))
-        api.wait_for_sent(df.THREAD, n)
-        bot.loop.settle()
-    first, second = (r.json or {} for r in agent.wait_for_requests(2))
+    first, second = _two_mentions_in_the_thread(bot, api, agent)
     assert first["conversation_id"] is None
     assert second["conversation_id"] == f"conv-{df.THREAD}"
 
