@@ -66,9 +66,9 @@ def unavailable_reason(error: Exception) -> str:
     (`HTTP 200: channel_not_found`), or the network error."""
     if isinstance(error, SlackApiError):
         data = error.response.data
-        code = (
-            "not JSON" if not_json(error) else data.get("error") if isinstance(data, dict) else None
-        )
+        code = data.get("error") if isinstance(data, dict) else None
+        if not_json(error):
+            code = "not JSON"  # not the page itself
         return f"HTTP {error.response.status_code}" + (f": {code}" if code else "")
     return f"{type(error).__name__}: {error}".strip().rstrip(":")
 
