@@ -135,13 +135,13 @@ def test_booleans(raw: str, value: bool) -> None:
 def test_lists_replace_defaults() -> None:
     settings = load_settings(
         {
-            "ASSISTANT_BOT_IDS": "B123, U456 ,,B789",
+            "ASSISTANT_BOT_IDS": "B123, U456 ,,B789, W0ASSIST",  # W…: Enterprise Grid users
             "POSITIVE_REACTIONS": "heart, :tada:",
             "NEGATIVE_REACTIONS": "x",
         },
         dotenv=None,
     )
-    assert settings.assistant_bot_ids == ("B123", "U456", "B789")
+    assert settings.assistant_bot_ids == ("B123", "U456", "B789", "W0ASSIST")
     assert settings.positive_reactions == ("heart", "tada")
     assert settings.negative_reactions == ("x",)
 
@@ -175,6 +175,13 @@ def test_url_schemes_are_any_case_and_the_rest_is_kept() -> None:
     assert settings.agent_url == "https://agent.example/Ask?Key=V"
 
 
+def test_slack_api_url_gets_the_slash_slack_sdk_needs() -> None:
+    """slack-sdk appends the method to the base URL as it is: without the trailing slash,
+    `…/api` would become `…/apiauth.test`."""
+    settings = load_settings({"SLACK_API_URL": "http://127.0.0.1:9/api"}, dotenv=None)
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+
+
 def test_heroku_postgres_url_connects(postgres_url: str) -> None:
     """A Heroku-style postgres:// URL works against a real server."""
     from bot.core.db import Database
@@ -197,6 +204,7 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("NOT_FOUND_GRACE", "10 minutes"),
         ("COMMENT_WAIT", "-5"),
         ("PORT", "99999"),
+        ("PORT", "0"),
         ("PORT", "http"),
         ("DATABASE_URL", "mysql://x"),
         ("SEED_REACTIONS", "maybe"),
