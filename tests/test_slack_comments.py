@@ -214,6 +214,24 @@ def test_reaction_gets_add_a_comment_button_that_opens_the_modal(start_relay: St
     assert app.brixo.accepted[0].attributes["user_message"] == "wrong"
 
 
+def test_without_an_ack_message_the_comment_offer_still_has_text(
+    start_relay: StartRelay,
+) -> None:
+    """ACK_MESSAGE empty turns the thanks off, not the offer: its section keeps a text (Slack
+    refuses a section without one), and its button opens the modal."""
+    app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="")
+    ts = map_by_metadata(app, "m-1", channel="C1")
+    react(app, ts, "-1", channel="C1")
+    note = app.slack.wait_for_call("chat.postEphemeral")[0]
+    sections = [b for b in note.args["blocks"] if b["type"] == "section"]
+    assert sections and all(b["text"]["text"].strip() for b in sections)
+    buttons = [e for b in note.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == ["brixo_add_comment"]
+    action = sr.button_action("brixo_add_comment", buttons[0]["value"], text="Add a comment")
+    ok(app.sender.interaction(sr.block_action("U1", "T1", "C1", ts, action, is_ephemeral=True)))
+    assert opened_view(app)["notify_on_close"] is True
+
+
 def test_the_longest_ack_message_still_offers_the_comment(start_relay: StartRelay) -> None:
     """ACK_MESSAGE at its limit (2,000 characters) fits the note's section (Slack: 3,000)."""
     app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="é" * 2000)
