@@ -17,7 +17,7 @@ import requests
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
-from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, func, insert, inspect, select, update
 from sqlalchemy.exc import OperationalError
 
 from bot.core.logs import setup_logging
@@ -230,6 +230,28 @@ def test_oauth_states_are_signed_with_the_state_secret(oauth_relay: RunningRelay
     refused = back_from_slack(session, app.url, forged)
     assert refused.status_code >= 400
     assert app.slack.calls_to("oauth.v2.access") == [] and stored_bot(app) is None
+
+
+def test_a_used_expired_or_unknown_state_is_refused_even_signed(oauth_relay: RunningRelay) -> None:
+    """A signature isn't enough: the state must be one the relay issued, unused and not
+    expired (10 minutes), else the redirect is refused and no code is exchanged."""
+    app = oauth_relay
+    session, used = install_page(app.url)
+    assert back_from_slack(session, app.url, used).status_code == 200
+    exchanged = len(app.slack.calls_to("oauth.v2.access"))
+    _, expired = install_page(app.url)
+    states = Table("slack_oauth_states", MetaData(), autoload_with=app.relay.db.engine)
+    past = datetime.now(tz=UTC).replace(tzinfo=None) - timedelta(minutes=11)
+    with app.relay.db.engine.begin() as conn:
+        conn.execute(update(states).where(states.c.state == expired.rpartition(".")[0]).values(
+            expire_at=past
+        ))
+    made_up = "never-issued"
+    unknown = f"{made_up}.{hmac.new(STATE_SECRET.encode(), made_up.encode(), 'sha256').hexdigest()}"
+    for state in (used, expired, unknown):
+        refused = back_from_slack(requests.Session(), app.url, state)
+        assert refused.status_code >= 400, (state, refused.status_code)
+    assert len(app.slack.calls_to("oauth.v2.access")) == exchanged
 
 
 def test_two_install_pages_open_at_once_both_work(oauth_relay: RunningRelay) -> None:
