@@ -228,26 +228,9 @@ class Outbox:
             released = self._release_waiting.all(
                 conn, {**person_on_target, "now": now, "owner": owner, "until": until}
             )
-            row = {
-                "platform": act.platform,
-                "workspace": act.workspace,
-                "user_id": act.user_id,
-                "source": act.source,
-                "target_kind": act.target.kind,
-                "target_id": act.target.id,
-                "value": act.value,
-                "comment": comment,
-                "comment_cut": False,
-                "occurred_at": act.occurred_at,
-                "channel": act.channel,
-                "ts": act.ts,
-                "state": AWAITING_COMMENT if comment_until is not None else PENDING,
-                "attempts": 0,
-                "next_attempt_at": comment_until or not_before or now,
-                "created_at": now,
-                "lease_owner": None if later else owner,
-                "lease_until": None if later else until,
-            }
+            state = AWAITING_COMMENT if comment_until is not None else PENDING
+            due = comment_until or not_before or now
+            row = _act_row(act, comment, state, due, now, None if later else lease)
             (act_id,) = self._insert_act.first(conn, row)
             return act_id, lease, [_claimed(r) for r in released]
 
@@ -255,24 +238,11 @@ class Outbox:
         if isinstance(stored, Recorded):
             return stored
         act_id, lease, released = stored
-        handed = released if lease else []
-        if lease and not later:
-            fresh = Claimed(
-                act_id,
-                act.workspace,
-                act.target,
-                act.value,
-                act.occurred_at,
-                comment,
-                comment_cut=False,
-                attempts=0,
-                not_found_since=None,
-                created_at=now,
-            )
-            handed = [*handed, fresh]
-        if handed and self.deliverer:
-            self.deliverer.take(handed)
-        if (released or not later) and not lease:
+        if lease and self.deliverer:  # leased in the vote's transaction: hand them over
+            fresh = [] if later else [_fresh(act_id, act, comment, now)]
+            if released or fresh:
+                self.deliverer.take([*released, *fresh])
+        elif released or not later:
             self._wake()  # due now, left to the deliverer's next claim
         return Recorded(act_id)
 
@@ -483,6 +453,54 @@ def _revive(now: float, act_ids: Sequence[int]) -> Update:
         first_tried_at=None,
         finished_at=None,
     )
+
+
+def _fresh(act_id: int, act: Act, comment: str | None, now: float) -> Claimed:
+    """A new act as its deliverer gets it, leased in the transaction that stored it."""
+    return Claimed(
+        act_id,
+        act.workspace,
+        act.target,
+        act.value,
+        act.occurred_at,
+        comment,
+        comment_cut=False,
+        attempts=0,
+        not_found_since=None,
+        created_at=now,
+    )
+
+
+def _act_row(
+    act: Act,
+    comment: str | None,
+    state: str,
+    due: float,
+    now: float,
+    lease: tuple[str, float] | None,
+) -> dict[str, Any]:
+    """The `brixo_acts` row of a new act, leased to a deliverer or not."""
+    owner, until = lease or (None, None)
+    return {
+        "platform": act.platform,
+        "workspace": act.workspace,
+        "user_id": act.user_id,
+        "source": act.source,
+        "target_kind": act.target.kind,
+        "target_id": act.target.id,
+        "value": act.value,
+        "comment": comment,
+        "comment_cut": False,
+        "occurred_at": act.occurred_at,
+        "channel": act.channel,
+        "ts": act.ts,
+        "state": state,
+        "attempts": 0,
+        "next_attempt_at": due,
+        "created_at": now,
+        "lease_owner": owner,
+        "lease_until": until,
+    }
 
 
 def _claimed(row: Any) -> Claimed:
