@@ -300,3 +300,22 @@ def test_serve_asks_slack_nothing_to_authorize_a_vote(
         assert len(fake_slack.calls_to("auth.test")) == 1
     finally:
         proc.stop()
+
+
+def test_serve_takes_an_empty_web_concurrency_as_unset(
+    env: Env, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """`WEB_CONCURRENCY=` (compose's `${WEB_CONCURRENCY}` with nothing set) means one worker,
+    as for every setting, though gunicorn reads the variable with int() itself."""
+    port = free_port()
+    environ = relay_env(env, fake_slack, WEB_CONCURRENCY="", PORT=str(port))
+    proc = start_bot("serve", env=environ, cwd=tmp_path)
+    try:
+        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        proc.terminate()
+        proc.wait(timeout=30)
+        logged = proc.stdout + proc.stderr
+        assert logged.count("Booting worker") == 1, proc.describe()
+        assert "Traceback" not in logged, proc.describe()
+    finally:
+        proc.stop()

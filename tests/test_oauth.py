@@ -243,9 +243,11 @@ def test_a_used_expired_or_unknown_state_is_refused_even_signed(oauth_relay: Run
     states = Table("slack_oauth_states", MetaData(), autoload_with=app.relay.db.engine)
     past = datetime.now(tz=UTC).replace(tzinfo=None) - timedelta(minutes=11)
     with app.relay.db.engine.begin() as conn:
-        conn.execute(update(states).where(states.c.state == expired.rpartition(".")[0]).values(
-            expire_at=past
-        ))
+        conn.execute(
+            update(states)
+            .where(states.c.state == expired.rpartition(".")[0])
+            .values(expire_at=past)
+        )
     made_up = "never-issued"
     unknown = f"{made_up}.{hmac.new(STATE_SECRET.encode(), made_up.encode(), 'sha256').hexdigest()}"
     for state in (used, expired, unknown):

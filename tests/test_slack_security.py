@@ -274,9 +274,7 @@ def test_a_body_that_isnt_utf8_gets_401_never_5xx(
     settled(app, 1)
 
 
-def _serve(
-    env: Env, fake_slack: FakeSlackAPI, tmp_path: Path, **settings: str
-) -> tuple[Proc, int]:
+def _serve(env: Env, fake_slack: FakeSlackAPI, tmp_path: Path, **settings: str) -> tuple[Proc, int]:
     """`python -m bot serve` (gunicorn) on a free port, healthy; and that port."""
     port = free_port()
     environ = env.process(
@@ -325,7 +323,7 @@ def test_clients_that_stall_mid_request_never_hold_every_thread(
     try:
         for partial in (
             b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"a\":",
+            b'Content-Length: 1000\r\n\r\n{"a":',
             b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Le",
         ):
             client = socket.create_connection(("127.0.0.1", port))

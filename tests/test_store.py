@@ -913,4 +913,3 @@ def test_only_delivery_bookkeeping_commits_without_waiting_for_the_disk(
             conn.execute(delete(seen))
     finally:
         database.dispose()
-

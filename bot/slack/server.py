@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import logging
+import os
 import socket
 import struct
 import sys
@@ -267,6 +268,9 @@ def check_port(port: int) -> None:
 
 def serve(settings: Settings) -> int:
     """Run HTTP mode under gunicorn on $PORT; SIGTERM drains requests and deliveries."""
+    # gunicorn reads WEB_CONCURRENCY with int() as it is imported: an empty value, unset to
+    # the relay (compose's `${WEB_CONCURRENCY}`, say), would stop it with a traceback.
+    os.environ["WEB_CONCURRENCY"] = str(settings.web_concurrency)
     from gunicorn.app.base import BaseApplication
 
     from bot.slack.app import preflight
