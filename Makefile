@@ -32,7 +32,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
-	$(BIN)/ruff format --check bot
+	$(BIN)/ruff format --check bot tests benchmarks examples/*.py
 	$(BIN)/mypy bot benchmarks
 
 ## Run the benchmark (see benchmarks/README.md).
