@@ -370,6 +370,16 @@ def test_outbox_list_empty(env: Env, tmp_path: Path) -> None:
     assert "outbox empty" in result.stdout
 
 
+def test_outbox_list_dead_with_only_pending_acts_says_no_dead_letters(
+    env: Env, tmp_path: Path
+) -> None:
+    """`--dead` lists dead letters only: with none, it says so, not that nothing is pending."""
+    seed(env()["DATABASE_URL"], [("waiting", PENDING, "HTTP 503: busy")])
+    result = run_bot("outbox", "list", "--dead", env=env.process(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["no dead letters"]
+
+
 def test_outbox_commands_in_a_folder_without_the_database_create_none(
     env: Env, tmp_path: Path
 ) -> None:

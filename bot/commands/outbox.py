@@ -40,11 +40,12 @@ def run_outbox(args: argparse.Namespace, settings: Settings) -> int:
         count = outbox.purge(dead=args.dead)
         print(f"{count} signal(s) deleted")
         return 0
-    states = (DEAD,) if getattr(args, "dead", False) else (PENDING, AWAITING_COMMENT, DEAD)
+    dead_only = getattr(args, "dead", False)
+    states = (DEAD,) if dead_only else (PENDING, AWAITING_COMMENT, DEAD)
     limit = getattr(args, "limit", 100)
     entries = outbox.entries(states, limit=limit)
     if not entries:
-        print("outbox empty: nothing pending, no dead letters")
+        print("no dead letters" if dead_only else "outbox empty: nothing pending, no dead letters")
         return 0
     counts = outbox.counts(time())
     left = sum(counts[state] for state in states) - len(entries)
