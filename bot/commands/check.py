@@ -79,14 +79,11 @@ def check_brixo(settings: Settings, read_hold: bool = True) -> tuple[bool, str]:
 
 def check_slack(settings: Settings) -> tuple[bool, str]:
     """The bot token works and holds the standalone manifest's scopes; a mode can start."""
-    from bot.core.settings import SettingsError
     from bot.slack.checks import check_slack_token
-    from bot.slack.feedback import check_reaction_names
 
-    try:
-        check_reaction_names(settings)
-    except SettingsError as error:
-        return False, str(error)
+    refused = refused_reaction_names(settings)
+    if refused:
+        return False, refused
     ok, line = check_slack_token(settings)
     works = line.replace("ok (", "bot token works (", 1)  # for a line that isn't ok after all
     if ok and not (settings.slack_signing_secret or settings.slack_app_token):
@@ -116,11 +113,27 @@ def check_app_token(settings: Settings) -> str | None:
     return None
 
 
+def refused_reaction_names(settings: Settings) -> str | None:
+    """Why POSITIVE_ or NEGATIVE_REACTIONS can't be Slack's reaction names, or None."""
+    from bot.core.settings import SettingsError
+    from bot.slack.feedback import check_reaction_names
+
+    try:
+        check_reaction_names(settings)
+    except SettingsError as error:
+        return str(error)
+    return None
+
+
 def check_slack_library(settings: Settings) -> tuple[bool, str]:
-    """The bot token works and holds the scopes library mode needs."""
+    """The reaction names are Slack's; the bot token works and holds the scopes library mode
+    needs."""
     from bot.library import required_scopes
     from bot.slack.checks import check_slack_token
 
+    refused = refused_reaction_names(settings)
+    if refused:
+        return False, refused
     fix = "merge relay.manifest_fragment() into your app's manifest and reinstall it"
     return check_slack_token(settings, required_scopes(settings), fix)
 
