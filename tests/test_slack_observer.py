@@ -14,7 +14,7 @@ import pytest
 from bot.core.relay import UNMAPPED_CONVERSATION, UNMAPPED_NOTE
 from bot.slack.feedback import UNAVAILABLE_NOTE
 from bot.slack.listeners.shortcuts import NOT_OPENED, UNAVAILABLE_THREAD
-from bot.slack.lookups import LOOKUP_TIMEOUT
+from bot.slack.lookups import LOOKUP_BUDGET, LOOKUP_TIMEOUT
 from tests.fakes import slack_requests as sr
 from tests.fakes.slack_api import RESPONSE_URL
 from tests.slack_harness import RunningRelay, StartRelay
@@ -663,6 +663,27 @@ def test_slow_lookup_before_the_ack_fails_with_a_warning_and_the_redelivery_coun
     ok(react(app, ts, "+1", channel="C1", event_id="Ev-slow", retry_num=1))
     settled(app, 1)
     assert values_of(app) == [("messages", "cust-msg-10", "thumbs_up")]
+
+
+def test_a_reactions_lookups_before_the_ack_end_within_one_budget(start_relay: StartRelay) -> None:
+    """A reaction on another app's top-level message not seen yet may need three calls
+    (users.info, conversations.replies, conversations.history): each slow but within its own
+    timeout, together they would keep Slack waiting past its 3 s. They end within
+    LOOKUP_BUDGET instead, with a 500, and Slack's redelivery counts."""
+    app = start_relay(**WATCH)
+    ts = "1700000000.000572"
+    app.slack.add_message("C1", ts, "answer", user="UAPP", bot_id="BAPP", metadata=meta("m-72"))
+    app.slack.respond("conversations.replies", {"ok": True, "messages": []})  # history then
+    for method in ("users.info", "conversations.replies", "conversations.history"):
+        app.slack.delay_next(method, LOOKUP_TIMEOUT - 0.1)
+    reaction = sr.reaction_added("U1", "+1", "C1", ts, item_user="UAPP")
+    started = monotonic()
+    first = app.sender.event(reaction, event_id="Ev-budget")
+    assert monotonic() - started < LOOKUP_BUDGET + 0.6
+    assert first.status_code >= 500, first.status_code
+    ok(app.sender.event(reaction, event_id="Ev-budget", retry_num=1))
+    settled(app, 1)
+    assert values_of(app) == [("messages", "m-72", "thumbs_up")]
 
 
 def test_slacks_last_delivery_of_a_reaction_is_acked_and_looked_up_after_the_ack(

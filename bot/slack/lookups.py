@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from http.client import HTTPException
+from time import monotonic
 from typing import Any, TypeVar
 
 from slack_sdk import WebClient
@@ -22,8 +23,11 @@ log = logging.getLogger("bot.slack")
 K = TypeVar("K")
 V = TypeVar("V")
 
-# Each Web API lookup made before an ack may take this long (Slack waits 3 s for the ack).
-LOOKUP_TIMEOUT = 1
+# Each Web API lookup made before an ack may take this long, and all of a request's lookups
+# together LOOKUP_BUDGET (Slack waits 3 s for the ack; a reaction on a reply not seen yet may
+# need three: users.info, conversations.replies, conversations.history).
+LOOKUP_TIMEOUT = 1.0
+LOOKUP_BUDGET = 1.5
 
 # What a Web API call fails with when Slack can't be reached: a timeout, a refused or dropped
 # connection, TLS trouble, a cut-off answer. Anything else is a bug and keeps its traceback.
@@ -46,11 +50,30 @@ def web_client(settings: Settings, token: str | None = None) -> WebClient:
     )
 
 
+class BudgetedClient(WebClient):
+    """A WebClient whose calls all end within one deadline: each call's timeout is what is
+    left of it (at most LOOKUP_TIMEOUT); once it has passed, a call fails with TimeoutError
+    without asking Slack."""
+
+    def __init__(self, deadline: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deadline = deadline
+
+    def api_call(self, *args: Any, **kwargs: Any) -> Any:
+        left = self.deadline - monotonic()
+        if left <= 0:
+            raise TimeoutError("the lookups before the ack took their time")
+        self.timeout = min(LOOKUP_TIMEOUT, left)  # type: ignore[assignment]  # urllib's: float
+        return super().api_call(*args, **kwargs)
+
+
 def lookup_client(client: WebClient) -> WebClient:
-    """`client` for lookups before the ack: no retries (nor waits on Retry-After), a short
-    timeout. A 429, 5xx or timeout fails the lookup: an event's request then fails and Slack
-    redelivers it; a click is looked up again after the ack, with `client` itself."""
-    return WebClient(
+    """`client` for one request's lookups before the ack: no retries (nor waits on
+    Retry-After), LOOKUP_TIMEOUT a call and LOOKUP_BUDGET in all. A 429, 5xx or timeout fails
+    the lookup: an event's request then fails and Slack redelivers it; a click is looked up
+    again after the ack, with `client` itself."""
+    return BudgetedClient(
+        monotonic() + LOOKUP_BUDGET,
         token=client.token,
         base_url=client.base_url,
         timeout=LOOKUP_TIMEOUT,
