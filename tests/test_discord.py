@@ -111,9 +111,10 @@ def test_mention_starts_a_thread_and_its_buttons_vote(
     assert (got.kind, got.id, got.attributes["value"]) == ("messages", "msg-1", "thumbs_up")
     assert got.attributes["occurred_at"].endswith("Z")
 
-    # The same vote again: answered silently, no new act.
+    # The same vote again: thanked again (the vote stands), no new act.
     bot.feed("INTERACTION_CREATE", df.click(reply, "up", channel=in_thread(reply)))
-    assert callback(api, 2)["type"] == 6
+    again = callback(api, 2)
+    assert again["type"] == 4 and again["data"]["content"] == "Thanks for your feedback!"
     bot.loop.settle()
     assert bot.acts() == 1
 
@@ -540,9 +541,9 @@ def test_rate_this_conversation_gives_one_conversation_signal(
     assert got.attributes["user_message"] == "lost me"
     assert got.attributes["occurred_at"].endswith("Z")
 
-    # The same rating again within 24 h: answered silently, nothing more sent.
+    # The same rating again within 24 h: thanked again, nothing more sent.
     bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, "down", channel=thread))
-    assert callback(api, 3)["type"] == 6
+    assert callback(api, 3)["data"]["content"] == "Thanks for your feedback!"
     # No rating picked (Discord requires one; a forged submission): asked to pick, no act.
     bot.feed("INTERACTION_CREATE", df.rating_submit(custom_id, None, channel=thread))
     assert callback(api, 4)["data"]["content"] == PICK_A_RATING

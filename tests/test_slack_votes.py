@@ -245,9 +245,11 @@ def test_a_replayed_rating_submission_gives_no_second_signal(start_relay: StartR
     assert [v for _, _, v in values_of(app)] == ["thumbs_down", "thumbs_up"]
 
 
-def test_the_same_rating_again_gives_no_second_signal_nor_thanks(start_relay: StartRelay) -> None:
-    """👍 on a conversation, then 👍 again from a new modal within a day: nothing is sent, so
-    nothing is thanked for either."""
+def test_the_same_rating_again_is_thanked_again_but_gives_no_second_signal(
+    start_relay: StartRelay,
+) -> None:
+    """👍 on a conversation, then 👍 again from a new modal within a day: nothing more is sent,
+    but the person, whose vote stands, is thanked again."""
     app = start_relay(ACK_MESSAGE="Thanks, noted!")
     shortcut = rate_an_answer(app, "1700000000.000260")
     up = rating_values("up")
@@ -257,9 +259,9 @@ def test_the_same_rating_again_gives_no_second_signal_nor_thanks(start_relay: St
     ok(app.sender.interaction(sr.view_submission("U1", "T1", opened_view(app, 2), up)))
     app.slack.add_message("C1", "1700000000.000270", "just people", user="U3")
     ok(app.sender.interaction(sr.message_shortcut("U1", "T1", "C1", "1700000000.000270")))
-    wait_until(lambda: len(ephemerals(app)) >= 2, message="no note for the sentinel")
+    wait_until(lambda: len(ephemerals(app)) >= 3, message="no note for the sentinel")
     settled(app, 1)
-    assert len(ephemerals(app, "Thanks, noted!")) == 1
+    assert len(ephemerals(app, "Thanks, noted!")) == 2
 
 
 def test_shortcut_without_a_vote_is_asked_again(start_relay: StartRelay) -> None:
@@ -413,6 +415,30 @@ def test_repeated_clicks_and_same_vote_within_a_day_give_one(start_relay: StartR
     map_id = map_by_metadata(app, "m-sentinel")
     click(app, map_id, "up", channel="C1")
     settled(app, 2)
+    assert sorted(values_of(app)) == [
+        ("messages", "m-sentinel", "thumbs_up"),
+        ("messages", "msg-1", "thumbs_up"),
+    ]
+
+
+def test_the_same_vote_again_is_thanked_again_a_redelivery_is_not(
+    start_relay: StartRelay,
+) -> None:
+    """The person's vote stands, so a repeated click or the same vote by reaction gets the
+    thanks again, with no second signal; Slack's redelivery of a reaction is thanked once."""
+    app = start_relay(**NEVER, ACK_MESSAGE="Thanks, noted!")
+    root = "1700000000.000750"
+    reply = ask_agent(app, "hi", ts=root)
+    click(app, reply, "up", thread_ts=root)
+    click(app, reply, "up", thread_ts=root)
+    react(app, reply, "thumbsup", event_id="Ev-same")
+    wait_until(lambda: len(ephemerals(app, "Thanks, noted!")) == 3, message="not thanked thrice")
+    react(app, reply, "thumbsup", event_id="Ev-same", retry_num=1)
+    map_id = map_by_metadata(app, "m-sentinel")
+    react(app, map_id, "+1", channel="C1", event_id="Ev-sentinel")
+    wait_until(lambda: len(ephemerals(app, "Thanks, noted!")) == 4, message="no sentinel thanks")
+    settled(app, 2)
+    assert len(ephemerals(app, "Thanks, noted!")) == 4
     assert sorted(values_of(app)) == [
         ("messages", "m-sentinel", "thumbs_up"),
         ("messages", "msg-1", "thumbs_up"),

@@ -47,6 +47,17 @@ class Recorded:
         """True when a new act (and so a signal) was stored."""
         return self.act_id is not None
 
+    @property
+    def stands(self) -> bool:
+        """True when the person's vote is on record: a new act, or the same vote again within
+        24 h (nothing sent, but thanked again); False for an event already handled."""
+        return self.created or self.reason == SAME_VOTE
+
+
+# Why `Outbox.record` stored no act.
+EVENT_SEEN = "event already handled"
+SAME_VOTE = "same vote within 24 h"
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -209,7 +220,7 @@ class Outbox:
 
         def store(conn: Connection) -> Recorded | _Stored:
             if seen_key and not mark_seen(self.db, conn, seen_key, now):
-                return Recorded(None, "event already handled")
+                return Recorded(None, EVENT_SEEN)
             vote = {
                 "workspace": act.workspace,
                 "user_id": act.user_id,
@@ -219,7 +230,7 @@ class Outbox:
                 "voted_at": act.occurred_at,
             }
             if self._vote.first(conn, vote) is None:
-                return Recorded(None, "same vote within 24 h")
+                return Recorded(None, SAME_VOTE)
             person_on_target = {
                 k: vote[k] for k in ("workspace", "user_id", "target_kind", "target_id")
             }

@@ -266,12 +266,12 @@ class RelayClient(discord.Client):
             await self.open_comment(interaction, place.workspace, outcome.act_id)
         else:
             await self._note(
-                interaction, UNMAPPED_NOTE if outcome.unmapped else self._thanks(outcome.created)
+                interaction, UNMAPPED_NOTE if outcome.unmapped else self._thanks(outcome.stands)
             )
 
-    def _thanks(self, stored: bool) -> str | None:
-        """ACK_MESSAGE when something was stored (None when empty, or nothing was)."""
-        return self.relay.settings.ack_message if stored else None
+    def _thanks(self, stands: bool) -> str | None:
+        """ACK_MESSAGE when the vote is on record (None when empty, or it isn't)."""
+        return self.relay.settings.ack_message if stands else None
 
     @staticmethod
     async def _note(interaction: discord.Interaction[Any], text: str | None) -> None:
@@ -359,7 +359,7 @@ class RelayClient(discord.Client):
         outcome = await asyncio.to_thread(self.feedback.rate_conversation, rating)
         await self._note(
             interaction,
-            UNMAPPED_CONVERSATION if outcome.unmapped else self._thanks(outcome.created),
+            UNMAPPED_CONVERSATION if outcome.unmapped else self._thanks(outcome.stands),
         )
 
     @staticmethod

@@ -97,11 +97,12 @@ class VoteResult:
     act_id: int | None = None
     ask: bool = False
     unmapped: bool = False
+    stands: bool = False  # the vote is on record: new, or the same again (thanked again)
 
-    @property
-    def created(self) -> bool:
-        """True when a new act was stored."""
-        return self.act_id is not None
+    @classmethod
+    def of(cls, recorded: Recorded, ask: bool = False) -> VoteResult:
+        """What storing the vote did; `ask` when its act (a new one) waits for a comment."""
+        return cls(recorded.act_id, ask and recorded.created, stands=recorded.stands)
 
 
 class DiscordFeedback:
@@ -240,7 +241,7 @@ class DiscordFeedback:
             ask,
             seen_key=f"discord:interaction:{click.interaction_id}",
         )
-        return VoteResult(recorded.act_id, ask and recorded.created)
+        return VoteResult.of(recorded, ask)
 
     def reaction(self, reaction: Reaction) -> VoteResult | None:
         """A reaction: None when it is no vote (other emoji, a bot's, an unmapped message)."""
@@ -255,7 +256,7 @@ class DiscordFeedback:
         recorded = self._record(
             reaction.place, reaction.user, value, reaction.occurred_at, "reaction", mapping, ask
         )
-        return VoteResult(recorded.act_id, ask and recorded.created)
+        return VoteResult.of(recorded, ask)
 
     def rate_conversation(self, rating: Rating) -> VoteResult:
         """A conversation's 👍/👎 with its optional comment, sent as it is (no comment wait)."""
@@ -281,7 +282,7 @@ class DiscordFeedback:
             seen_key=f"discord:interaction:{rating.interaction_id}",
             comment=rating.comment,  # cleaned (trimmed, cut) when stored
         )
-        return VoteResult(recorded.act_id)
+        return VoteResult.of(recorded)
 
     def finish_comment(self, act_id: int, workspace: str, user: str, text: str | None) -> bool:
         """Release an act waiting for its comment (None: without one); False when too late."""

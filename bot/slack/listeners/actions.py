@@ -47,6 +47,7 @@ class Click:
     value: str = ""
     ask: bool = False  # the act waits for the comment modal
     thank: bool = False  # a vote click (thanked), not "Add a comment" after a reaction
+    stands: bool = False  # the vote is on record: new, or the same again (thanked again)
     unmapped: bool = False
     error: str | None = None  # why Slack couldn't be asked about the reply
     before_ack: bool = True
@@ -139,7 +140,7 @@ def click_follow_up(click: Click, ack_message: str) -> str | None:
         return UNMAPPED if known else None
     if click.ask:
         return MODAL
-    return THANKS if click.act_id and ack_message and known else None
+    return THANKS if click.stands and ack_message and known else None
 
 
 def click_act(
@@ -201,7 +202,12 @@ def click_act(
     seen = f"click:{workspace}:{user}:{action_ts}" if isinstance(action_ts, str) else None
     recorded = feedback.record_vote(vote, mapping, ask_comment=ask, seen_key=seen)
     return replace(
-        click, act_id=recorded.act_id, ask=ask and recorded.created, value=value, thank=True
+        click,
+        act_id=recorded.act_id,
+        ask=ask and recorded.created,
+        value=value,
+        thank=True,
+        stands=recorded.stands,
     )
 
 

@@ -29,7 +29,7 @@ PERSON_SUBTYPES = (None, "file_share", "thread_broadcast", "me_message")
 class Reacted:
     """A reaction's act, recorded on the ack path, and what its follow-up needs."""
 
-    act_id: int
+    act_id: int | None  # None: the same vote again, thanked but not sent
     user: str
     channel: str
     value: Value
@@ -163,15 +163,15 @@ def follow_up_reaction(
     """After the ack: whether a user not seen before is a bot (its act is then discarded;
     asked again later while Slack can't say), then thanks, with an "Add a comment" button
     when a comment is asked for."""
-    text = feedback.settings.ack_message
-    if reacted.check_user:
+    text, act_id = feedback.settings.ack_message, reacted.act_id
+    if reacted.check_user and act_id is not None:
         last_try = tries >= len(USER_CHECK_RETRIES)
-        person = settle_unknown_user(feedback, reacted, client, last_try)
+        person = settle_unknown_user(feedback, reacted, act_id, client, last_try)
         if person is None:
             wait = USER_CHECK_RETRIES[tries]
             if not reacted.ask:  # (one waiting for its comment is held that long anyway)
                 hold = time() + wait + USER_CHECK_HOLD
-                feedback.relay.outbox.hold_until(reacted.act_id, hold)
+                feedback.relay.outbox.hold_until(act_id, hold)
             feedback.follow_ups.submit_later(
                 wait, follow_up_reaction, feedback, reacted, client, tries + 1
             )
@@ -182,13 +182,13 @@ def follow_up_reaction(
     thread_ts = reacted.thread_ts
     if reacted.thread_unknown:
         thread_ts = feedback.thread_of(client, *reacted.thread_unknown)
-    if reacted.ask:
+    if reacted.ask and act_id is not None:
         ephemeral(
             client,
             reacted.channel,
             reacted.user,
             text or "Add a comment?",
-            blocks=add_comment_blocks(text, reacted.act_id, reacted.value),
+            blocks=add_comment_blocks(text, act_id, reacted.value),
             thread_ts=thread_ts,
         )
     else:
@@ -212,12 +212,12 @@ USER_CHECK_RETRIES = (2.0, 10.0, 30.0)
 
 
 def settle_unknown_user(
-    feedback: SlackFeedback, reacted: Reacted, client: WebClient, last_try: bool
+    feedback: SlackFeedback, reacted: Reacted, act_id: int, client: WebClient, last_try: bool
 ) -> bool | None:
     """After the ack: is the user of a held reaction a bot? A bot's act is discarded (False);
     a person's is due at once, unless it waits for a comment (True). None: Slack couldn't say,
     ask again (unless `last_try`: the reaction then counts)."""
-    act_id, user = reacted.act_id, reacted.user
+    user = reacted.user
     try:
         bot = feedback.slack_users.is_bot(client, user)
     except SLACK_UNAVAILABLE as error:
@@ -298,15 +298,15 @@ def reaction_act(
         seen_key=f"event:{workspace}:{event_id}" if event_id else None,
         hold_for=USER_CHECK_HOLD if check_user else None,
     )
-    if recorded.act_id is None:
+    if not recorded.stands:
         return None
     return Reacted(
         recorded.act_id,
         user,
         channel,
         value,
-        ask,
-        check_user,
+        ask and recorded.created,
+        check_user and recorded.created,
         thread_ts=mapping.thread_ts if mapping.thread_ts != ts else None,
         # Mapped from metadata with no thread (its event carries none): Slack knows it.
         thread_unknown=(workspace, channel, ts)

@@ -106,7 +106,7 @@ def register(app: App, feedback: SlackFeedback) -> None:
             comment=clean_comment(dig(values, COMMENT_BLOCK, COMMENT_INPUT, "value")),
             seen_key=f"view:{workspace}:{view_id}" if view_id else None,
         )
-        if recorded.created:
+        if recorded.stands:
             in_thread = meta.get("in_thread", True) is True  # absent: a modal of an older relay
             handoff = {
                 "channel": channel,
