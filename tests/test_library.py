@@ -609,6 +609,9 @@ def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:
         relay.metadata(None, None)
     with pytest.raises(ValueError, match="message_id or conversation_id"):
         relay.say(Say(client=None, channel="C1"), "text")
+    # Either one is enough: a reply may be rated as part of its conversation only.
+    assert relay.metadata(None, "c-only")["event_payload"] == {"conversation_id": "c-only"}
+    assert relay.metadata("m-only")["event_payload"] == {"message_id": "m-only"}
     relay.close()
 
 

@@ -156,6 +156,13 @@ def test_redactor_masks_tokens_bearers_and_secrets(line: str, masked: str) -> No
     assert Redactor(["key-4242"]).mask(line) == masked
 
 
+def test_a_secret_inside_another_is_masked_with_the_longer_one() -> None:
+    """A key that holds another secret (a token inside a longer key, say) is masked whole:
+    masking the shorter first would leave the longer one's other characters in the log."""
+    redactor = Redactor(["4242", "key-4242-secret"])
+    assert redactor.mask("got key-4242-secret and 4242") == "got *** and ***"
+
+
 @pytest.mark.parametrize("fmt", ["plain", "json"])
 def test_a_secret_with_quotes_and_backslashes_is_masked_however_it_is_written(fmt: str) -> None:
     key = "k3y\"Secr3t\\Aud'1t"
