@@ -182,8 +182,10 @@ def test_redactor_drops_payloads_only_from_slacks_loggers() -> None:
         return logging.LogRecord(name, logging.DEBUG, __file__, 1, "body: %s", ("comment",), None)
 
     from_slack, ours = record("slack_bolt.App"), record("bot.slack")
-    assert redactor.filter(from_slack) and redactor.filter(ours)
+    from_sdk = record("slack_sdk.web.base_client")  # the Web API client's debug lines
+    assert redactor.filter(from_slack) and redactor.filter(ours) and redactor.filter(from_sdk)
     assert from_slack.getMessage() == "body: (not logged)"
+    assert from_sdk.getMessage() == "body: (not logged)"
     assert ours.getMessage() == "body: comment"
     status = logging.LogRecord(
         "slack_sdk.web", logging.DEBUG, __file__, 1, "status code: 500", None, None

@@ -233,7 +233,11 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("POSITIVE_REACTIONS", "thumbs up"),
         ("WEB_CONCURRENCY", "abc"),
         ("WEB_CONCURRENCY", "0"),
+        ("WEB_CONCURRENCY", "65"),  # the README's ranges: 1–64, 1–256
         ("GUNICORN_THREADS", "-1"),
+        ("GUNICORN_THREADS", "257"),
+        ("DELIVERY_CONCURRENCY", "0"),
+        ("DELIVERY_CONCURRENCY", "257"),
         ("SLACK_APP_TOKEN", "xoxb-a-bot-token"),
         ("BRIXO_API_KEY", "brixo-key\u200b"),  # a zero-width space pasted along
         ("BRIXO_API_KEY", "brixo-key\nsecond-line"),
