@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import threading
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -275,6 +276,31 @@ def test_dropped_connection_is_retry(brixo: FakeBrixo, client: BrixoClient) -> N
     assert client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).status == 204
 
 
+def test_reset_connection_is_retry_and_may_have_reached_brixo() -> None:
+    """A connection reset after the request went out (RST instead of an answer): retried,
+    and said to be unanswered, since Brixo may have taken the signal."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def reset_after_reading() -> None:
+            conn, _ = server.accept()
+            request = chunk = b"?"
+            while chunk and not request.endswith(b"}"):  # the whole request, the body last
+                chunk = conn.recv(65536)
+                request += chunk
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # SO_LINGER 0: the close sends RST
+
+        thread = threading.Thread(target=reset_after_reading, daemon=True)
+        thread.start()
+        client = BrixoClient(BRIXO_KEY, f"http://127.0.0.1:{server.getsockname()[1]}")
+        answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
+        thread.join(timeout=10)
+    assert (answer.outcome, answer.status) == (Outcome.RETRY, None)
+    assert "connection dropped" in answer.detail and answer.unanswered, answer.detail
+
+
 def test_timeout_is_retry(brixo: FakeBrixo) -> None:
     client = BrixoClient(BRIXO_KEY, brixo.url, read_timeout=0.2)
     brixo.stall_next(1, seconds=3)
@@ -386,6 +412,13 @@ def answer(status: int, body: bytes = b"") -> requests.Response:
 def test_every_2xx_is_delivered(status: int) -> None:
     """The reference documents 204; any success status means Brixo took the signal."""
     assert classify(answer(status)).outcome is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize("status", [300, 301, 302, 307, 308])
+def test_a_redirect_is_no_delivery(status: int) -> None:
+    """Brixo's API never redirects a signal: a 3xx (a proxy's, a wrong BRIXO_API_URL) is no
+    success, so the signal is kept as a dead letter, not taken for delivered."""
+    assert classify(answer(status)).outcome is Outcome.REJECTED
 
 
 def test_a_long_error_detail_is_cut_to_500_characters() -> None:

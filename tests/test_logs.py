@@ -156,6 +156,12 @@ def test_redactor_masks_tokens_bearers_and_secrets(line: str, masked: str) -> No
     assert Redactor(["key-4242"]).mask(line) == masked
 
 
+def test_a_secret_of_four_characters_is_masked_shorter_strings_are_not() -> None:
+    """A short password or key is still a secret; one to three characters would mask
+    ordinary words all over the log."""
+    assert Redactor(["pw42", "abc"]).mask("pw42 abc") == "*** abc"
+
+
 def test_a_secret_inside_another_is_masked_with_the_longer_one() -> None:
     """A key that holds another secret (a token inside a longer key, say) is masked whole:
     masking the shorter first would leave the longer one's other characters in the log."""

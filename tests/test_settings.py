@@ -225,6 +225,8 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("COMMENT_WAIT", "0"),
         ("BRIXO_API_URL", "https://api.brixo.com/v1/"),
         ("DATABASE_URL", "sqlite:///:memory:"),
+        ("DATABASE_URL", "sqlite:///:memory:?cache=shared"),
+        ("DATABASE_URL", "postgres://u:pw@db.example.com:65536/relay"),
         ("DATABASE_URL", "postgres://u:pw@db.example.com:notaport/relay"),
         ("DATABASE_URL", "postgres://u:pw@[::1/relay"),
         ("AGENT_TIMEOUT", "200000d"),
