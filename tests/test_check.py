@@ -218,6 +218,22 @@ def test_check_a_discord_only_setup(
     assert not os.path.exists(tmp_path / "relay.db")
 
 
+def test_check_library_checks_no_discord_token(
+    env: Env,
+    discord_api: FakeDiscordAPI,
+    fake_slack: FakeSlackAPI,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Library mode is Slack only: `check --library` skips DISCORD_TOKEN, set or not."""
+    settings = env.settings(
+        DISCORD_TOKEN="discord-token", SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN
+    )
+    run_checks(settings, library=True)
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert "discord" not in lines and "slack" in lines, lines
+    assert discord_api.calls == [], discord_api.calls
+
+
 def test_check_says_watched_discord_bots_need_a_template(
     env: Env, discord_api: FakeDiscordAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,6 +247,10 @@ def test_check_says_watched_discord_bots_need_a_template(
         "MESSAGE_ID_TEMPLATE or CONVERSATION_ID_TEMPLATE; set one of them"
     )
     assert code == 1, lines
+    env.values["CONVERSATION_ID_TEMPLATE"] = "{team}-{thread_ts}"  # either template will do
+    code, lines = in_process_check(env, capsys)
+    assert lines["discord"].startswith("ok (bot "), lines
+    del env.values["CONVERSATION_ID_TEMPLATE"]
     env.values["MESSAGE_ID_TEMPLATE"] = "{team}-{ts}"
     code, lines = in_process_check(env, capsys)
     assert lines["discord"].startswith("ok (bot "), lines

@@ -564,6 +564,23 @@ def test_outbox_retry_reports_ids_that_are_no_dead_letters(
     assert states(url) == {"d": DELIVERED, "ok": DELIVERED, "p": PENDING}
 
 
+def test_outbox_retry_of_an_act_a_relay_is_delivering_says_so(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """A pending act leased to a running relay is on its way: named as such, not resent."""
+    url = env()["DATABASE_URL"]
+    (sending,) = seed(url, [("s", PENDING, None)])
+    database = open_store(url)
+    assert [a.id for a in Outbox(database).claim("relay-1", 10, 60.0, time())] == [sending]
+    database.dispose()
+    result = retry(env, tmp_path, sending)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"no dead letter with ID {sending}: a running relay is delivering it"
+    ]
+    assert brixo.requests == []
+
+
 def test_outbox_retry_help_says_it_sends_now(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["outbox", "retry", "--help"])

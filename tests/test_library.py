@@ -539,6 +539,20 @@ def test_oauth_app_scopes_checked_from_its_settings(brixo: FakeBrixo, tmp_path: 
     relay.close()
 
 
+def test_an_oauth_apps_client_is_not_taken_for_post(brixo: FakeBrixo, tmp_path: Path) -> None:
+    """An OAuth app's own client has no token (each workspace has its own): post() without
+    client= says so, instead of calling Slack with no token."""
+    relay = relay_for(brixo, tmp_path)
+    oauth = OAuthSettings(
+        client_id="111.222", client_secret="secret", scopes=list(relay.required_scopes())
+    )
+    relay.attach(App(signing_secret=SIGNING_SECRET, oauth_settings=oauth))
+    assert relay.client is None
+    with pytest.raises(RelaySetupError, match="no WebClient"):
+        relay.post(channel="C1", text="An answer", message_id="m-1")
+    relay.close()
+
+
 def test_attach_twice_and_unverified_apps_are_reported(
     brixo: FakeBrixo, slack_api: FakeSlackAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -601,6 +615,16 @@ def test_from_env_with_keyword_overrides(brixo: FakeBrixo, tmp_path: Path) -> No
     relay.close()
     with pytest.raises(SettingsError, match="DATABASE_URL"):
         FeedbackRelay.from_env({**environ, "DATABASE_URL": "mysql://x"}, dotenv=None)
+
+
+def test_settings_and_keyword_settings_together_are_refused(
+    brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """A keyword beside settings= would be dropped without a word: refused instead."""
+    relay = relay_for(brixo, tmp_path)
+    with pytest.raises(TypeError, match="either settings= or keyword settings"):
+        FeedbackRelay(settings=relay.settings, ask_comment="never")
+    relay.close()
 
 
 def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:

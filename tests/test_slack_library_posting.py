@@ -67,6 +67,16 @@ def test_post_refused_with_classic_buttons_too_raises(
     assert fake_slack.messages("C1") == []
 
 
+def test_post_refused_for_another_reason_raises_without_a_second_try(
+    relay: FeedbackRelay, fake_slack: FakeSlackAPI
+) -> None:
+    """Only invalid_blocks (no feedback_buttons there) is tried again with classic buttons."""
+    fake_slack.respond("chat.postMessage", {"ok": False, "error": "channel_not_found"})
+    with pytest.raises(SlackApiError, match="channel_not_found"):
+        relay.post(channel="C9", text="An answer", message_id="m-post")
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
 @pytest.mark.parametrize(
     ("ids", "named"),
     [
