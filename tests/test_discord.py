@@ -15,7 +15,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.core.agent import AGENT_ERROR_REPLY
+from bot.core.agent import AGENT_ERROR_REPLY, MAX_ANSWER_BYTES
 from bot.core.relay import TOO_LATE, UNMAPPED_CONVERSATION, UNMAPPED_NOTE, Relay
 from bot.discord.client import PICK_A_RATING
 from tests import discord_fakes as df
@@ -358,6 +358,16 @@ def test_a_redirecting_agent_gets_the_error_reply_not_a_get(
     _, reply = ask(bot, api)
     assert reply["content"] == AGENT_ERROR_REPLY
     assert [r.path for r in agent.requests] == ["/"]
+
+
+def test_an_answer_over_a_megabyte_gets_the_error_reply(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    agent.reply_with({"text": "x" * (MAX_ANSWER_BYTES + 1), "message_id": "m-huge"})
+    bot = start()
+    _, reply = ask(bot, api)
+    assert reply["content"] == AGENT_ERROR_REPLY
+    assert_never_rated(bot, reply)
 
 
 def test_an_answer_with_only_a_conversation_id_gets_buttons_for_that_conversation(

@@ -354,3 +354,23 @@ def test_discords_gateway_and_http_lines_stay_out_even_at_debug(
     err = capsys.readouterr().err
     assert COMMENT not in err
     assert err.count(" connected") == 4 and "the relay's own debug line" in err
+
+
+def test_http_and_slack_library_lines_stay_out_below_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """urllib3's, slack_sdk's and Bolt's info and debug lines (a connection pool's every new
+    connection, each Web API call) would drown the relay's: only their warnings show."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    names = ("urllib3.connectionpool", "slack_sdk.web.base_client", "slack_bolt.App")
+    try:
+        setup_logging("DEBUG", "plain")
+        for name in names:
+            logging.getLogger(name).info("%s chatter", name)
+            logging.getLogger(name).warning("%s warned", name)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "chatter" not in err and err.count(" warned") == 3, err

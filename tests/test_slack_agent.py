@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import pytest
 
+from bot.core.agent import MAX_ANSWER_BYTES
 from bot.core.relay import UNMAPPED_CONVERSATION
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
@@ -393,6 +394,15 @@ def test_a_redirecting_agent_gets_the_error_reply_not_a_get(start_relay: StartRe
     ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.002600")))
     _assert_error_reply_records_nothing(app, "1700000000.002600")
     assert [r.path for r in app.agent.requests] == ["/"]
+
+
+def test_an_answer_over_a_megabyte_gets_the_error_reply(start_relay: StartRelay) -> None:
+    """The agent's answer is read up to MAX_ANSWER_BYTES: a runaway one is an error, not a
+    process holding whatever it sends."""
+    app = start_relay()
+    app.agent.reply_with({"text": "x" * (MAX_ANSWER_BYTES + 1), "message_id": "m-huge"})
+    ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.002650")))
+    _assert_error_reply_records_nothing(app, "1700000000.002650")
 
 
 def test_the_conversation_sent_is_the_one_the_agent_returned_last_in_the_thread(
