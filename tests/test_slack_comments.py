@@ -39,6 +39,20 @@ def _down_click_waiting(
     return app, view
 
 
+def test_a_click_without_a_trigger_id_goes_at_once_without_a_modal(
+    start_relay: StartRelay,
+) -> None:
+    """No trigger_id, no modal (Slack opens one only with it): the vote isn't held for a
+    comment it can't ask for, but sent at once, with the thanks."""
+    app = start_relay(ASK_COMMENT="always", ACK_MESSAGE="Thanks, noted!")
+    reply = ask_agent(app, "hi", ts=ROOT)
+    click(app, reply, "down", thread_ts=ROOT, trigger_id="")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "msg-1", "thumbs_down")]
+    wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks")
+    assert app.slack.calls_to("views.open") == []
+
+
 def test_down_click_waits_for_the_modal_submission(start_relay: StartRelay) -> None:
     app, view = _down_click_waiting({"ASK_COMMENT": "negative"}, start_relay)
     opened = app.slack.calls_to("views.open")[0]
