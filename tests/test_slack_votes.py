@@ -390,7 +390,7 @@ def test_a_reaction_redelivered_after_the_vote_changed_sends_nothing(
 def test_a_click_replayed_after_the_vote_changed_sends_nothing(start_relay: StartRelay) -> None:
     """👎 (action_ts A), then 👍 (B), then the click A again: no new act, so the vote the
     person has now (👍) stays the last one Brixo got."""
-    app = start_relay(**NEVER)
+    app = start_relay(**NEVER, ACK_MESSAGE="Thanks, noted!")
     ts = map_by_metadata(app, "m-1")
     first = sr.feedback_button_action("down")
     first["action_ts"] = "1700000001.000000"
@@ -400,9 +400,19 @@ def test_a_click_replayed_after_the_vote_changed_sends_nothing(start_relay: Star
     second["action_ts"] = "1700000002.000000"
     click(app, ts, channel="C1", action=second)
     settled(app, 2)
+    wait_until(lambda: len(ephemerals(app, "Thanks, noted!")) == 2, message="no thanks")
     click(app, ts, channel="C1", action=first)
-    settled(app, 2)
-    assert values_of(app) == [("messages", "m-1", "thumbs_down"), ("messages", "m-1", "thumbs_up")]
+    sentinel = map_by_metadata(app, "m-sentinel")
+    click(app, sentinel, channel="C1")
+    settled(app, 3)
+    assert values_of(app) == [
+        ("messages", "m-1", "thumbs_down"),
+        ("messages", "m-1", "thumbs_up"),
+        ("messages", "m-sentinel", "thumbs_up"),
+    ]
+    # The replay is no vote of the person's: not thanked (the sentinel's thanks is the third).
+    wait_until(lambda: len(ephemerals(app, "Thanks, noted!")) >= 3, message="no sentinel thanks")
+    assert len(ephemerals(app, "Thanks, noted!")) == 3
 
 
 def test_repeated_clicks_and_same_vote_within_a_day_give_one(start_relay: StartRelay) -> None:

@@ -151,14 +151,15 @@ def test_migrate_is_idempotent(store: Outbox) -> None:
     assert store.db.migrate(T0 + 1) == store.db.migrate(T0 + 2)
 
 
-def test_a_newer_schema_stops_the_relay_with_one_line(store: Outbox) -> None:
+@pytest.mark.parametrize("newer", [SCHEMA_VERSION + 1, 99])
+def test_a_newer_schema_stops_the_relay_with_one_line(store: Outbox, newer: int) -> None:
     with store.db.write() as conn:
-        conn.execute(insert(schema_version).values(version=99, applied_at=T0))
+        conn.execute(insert(schema_version).values(version=newer, applied_at=T0))
     with pytest.raises(DatabaseUnavailable) as caught:
         store.db.migrate(T0)
     assert str(caught.value) == (
-        f"DATABASE_URL: its schema version 99 is newer than this relay's ({SCHEMA_VERSION}); "
-        "upgrade the relay"
+        f"DATABASE_URL: its schema version {newer} is newer than this relay's "
+        f"({SCHEMA_VERSION}); upgrade the relay"
     )
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
@@ -112,8 +113,9 @@ class RelayWSGI:
                 body = read_body(environ)
             except BlockingIOError:  # REQUEST_READ_TIMEOUT ran out (see RelayWorker)
                 log.info("a client stopped sending its request: connection closed")
+                close_after_answer()
                 late = {"error": "request body not received in time"}
-                return _json(start_response, 408, late, [("Connection", "close")])
+                return _json(start_response, 408, late)
             if body is None:
                 return _json(start_response, 413, {"error": "request body too large"})
             environ["wsgi.input"] = io.BytesIO(body)
@@ -221,6 +223,25 @@ class RelayWorker(ThreadWorker):
     def enqueue_req(self, conn: Any) -> None:
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _READ_TIMEVAL)
         super().enqueue_req(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        _answering.request = req  # for close_after_answer, in this thread
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _answering.request = None
+
+
+# The gunicorn request this thread is answering, under RelayWorker.
+_answering = threading.local()
+
+
+def close_after_answer() -> None:
+    """The connection closes after this answer, which says so (`Connection: close`); gunicorn
+    drops a Connection header the app sets. A no-op outside RelayWorker."""
+    request = getattr(_answering, "request", None)
+    if request is not None:
+        request.force_close()
 
 
 _READ_TIMEVAL = struct.pack("ll", REQUEST_READ_TIMEOUT, 0)  # struct timeval
