@@ -876,6 +876,24 @@ def test_a_later_metadata_reply_keeps_the_threads_first_conversation(store: Outb
     assert later is not None and later.conversation_id == "conv-later"
 
 
+def test_a_later_posted_reply_moves_the_thread_to_its_conversation(store: Outbox) -> None:
+    """Replies posted through the relay: the latest answer's conversation is the thread's now
+    (an agent may start a new conversation in the same thread)."""
+    maps = Mappings(store.db)
+    for ts, conversation in (("9.2", "conv-first"), ("9.3", "conv-now")):
+        maps.record(
+            "T1",
+            "C1",
+            ts,
+            message_id=None,
+            conversation_id=conversation,
+            thread_ts="9.1",
+            source=POSTED,
+            now=T0,
+        )
+    assert maps.conversation("T1", "C1", "9.1") == "conv-now"
+
+
 def test_only_delivery_bookkeeping_commits_without_waiting_for_the_disk(
     store: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
