@@ -92,14 +92,15 @@ def test_closed_modal_sends_one_signal_without_comment(start_relay: StartRelay) 
 
 def test_the_same_click_again_opens_no_second_modal(start_relay: StartRelay) -> None:
     """👎 clicked twice: the second click is the same vote again, so no act and no modal (a
-    modal for no act would only refuse the comment typed into it)."""
-    app = start_relay(ASK_COMMENT="negative")
+    modal for no act would only refuse the comment typed into it), only the thanks."""
+    app = start_relay(ASK_COMMENT="negative", ACK_MESSAGE="Thanks, noted!")
     reply = ask_agent(app, "hi", ts=ROOT)
     click(app, reply, "down", thread_ts=ROOT)
     view = opened_view(app)
     click(app, reply, "down", thread_ts=ROOT, trigger_id="trig-2")
+    wait_until(lambda: ephemerals(app, "Thanks, noted!"), message="no thanks for the repeat")
     click(app, map_by_metadata(app, "m-sentinel"), "up", channel="C1")
-    wait_until(lambda: ephemerals(app), message="no thanks for the sentinel")
+    wait_until(lambda: len(ephemerals(app)) == 2, message="no thanks for the sentinel")
     assert [c.args["trigger_id"] for c in app.slack.calls_to("views.open")] == ["trig-1"]
     ok(app.sender.interaction(sr.view_submission("U1", "T1", view, comment_values("vague"))))
     settled(app, 2)
