@@ -364,6 +364,10 @@ def test_http_and_slack_library_lines_stay_out_below_warning(
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     names = ("urllib3.connectionpool", "slack_sdk.web.base_client", "slack_bolt.App")
+    noisy = [
+        logging.getLogger(n) for n in ("urllib3", "slack_sdk.web.base_client", "slack_bolt.App")
+    ]
+    levels = [logger.level for logger in noisy]
     try:
         setup_logging("DEBUG", "plain")
         for name in names:
@@ -372,5 +376,7 @@ def test_http_and_slack_library_lines_stay_out_below_warning(
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        for logger, saved in zip(noisy, levels, strict=True):
+            logger.setLevel(saved)
     err = capsys.readouterr().err
     assert "chatter" not in err and err.count(" warned") == 3, err

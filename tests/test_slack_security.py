@@ -245,7 +245,10 @@ def test_unreadable_requests_without_slacks_signature_get_401_and_no_warning(
     for body, content_type in _unreadable(app, ts):
         answer = app.sender.raw(body, _headers(body, content_type, how))
         assert answer.status_code == 401, (how, body[:60], answer.status_code)
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # The relay's and Bolt's records (a thread another test left, failing to reach its stopped
+    # fake Slack, may log through slack_sdk meanwhile).
+    mine = [r for r in caplog.records if r.name.startswith(("bot", "slack_bolt", "gunicorn"))]
+    assert [r for r in mine if r.levelno >= logging.WARNING] == []
     assert "Invalid request signature detected" in caplog.text
 
 
