@@ -856,9 +856,12 @@ def test_discard_leaves_a_held_act_that_was_already_sent_once(store: Outbox) -> 
     assert store.states_of([held], T0 + 12) == {held: (PENDING, False)}
 
 
-def test_a_later_metadata_reply_keeps_the_threads_first_conversation(store: Outbox) -> None:
-    """Two replies of a thread mapped by metadata with different conversation IDs: the thread
-    keeps the first one, which "Rate this conversation" goes on rating."""
+@pytest.mark.parametrize(("source", "kept"), [(METADATA, "conv-first"), (POSTED, "conv-later")])
+def test_which_reply_sets_the_threads_conversation(store: Outbox, source: str, kept: str) -> None:
+    """Two replies of a thread with different conversation IDs. Mapped by metadata, the
+    thread keeps the first one, which "Rate this conversation" goes on rating; posted through
+    the relay, the latest answer's is the thread's now (an agent may start a new conversation
+    in the same thread). Each reply keeps its own."""
     maps = Mappings(store.db)
     for ts, conversation in (("8.2", "conv-first"), ("8.3", "conv-later")):
         maps.record(
@@ -868,30 +871,12 @@ def test_a_later_metadata_reply_keeps_the_threads_first_conversation(store: Outb
             message_id=None,
             conversation_id=conversation,
             thread_ts="8.1",
-            source=METADATA,
+            source=source,
             now=T0,
         )
-    assert maps.conversation("T1", "C1", "8.1") == "conv-first"
-    later = maps.message("T1", "C1", "8.3")  # the reply itself keeps its own
+    assert maps.conversation("T1", "C1", "8.1") == kept
+    later = maps.message("T1", "C1", "8.3")
     assert later is not None and later.conversation_id == "conv-later"
-
-
-def test_a_later_posted_reply_moves_the_thread_to_its_conversation(store: Outbox) -> None:
-    """Replies posted through the relay: the latest answer's conversation is the thread's now
-    (an agent may start a new conversation in the same thread)."""
-    maps = Mappings(store.db)
-    for ts, conversation in (("9.2", "conv-first"), ("9.3", "conv-now")):
-        maps.record(
-            "T1",
-            "C1",
-            ts,
-            message_id=None,
-            conversation_id=conversation,
-            thread_ts="9.1",
-            source=POSTED,
-            now=T0,
-        )
-    assert maps.conversation("T1", "C1", "9.1") == "conv-now"
 
 
 def test_only_delivery_bookkeeping_commits_without_waiting_for_the_disk(
