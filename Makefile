@@ -25,11 +25,10 @@ run: install
 	$(BIN)/python -m bot $(MODE)
 
 ## Install everything and run the whole test suite, lint and type checks included.
-test: install-dev
-	$(BIN)/ruff check bot tests benchmarks examples
-	$(BIN)/mypy bot benchmarks
+test: lint
 	$(BIN)/python -m pytest -q -n 2
 
+## Lint, format and type checks only.
 lint: install-dev
 	$(BIN)/ruff check bot tests benchmarks examples
 	$(BIN)/ruff format --check bot tests benchmarks examples/*.py
