@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.core.acts import MAX_COMMENT_CHARS
-from bot.core.settings import Settings, SettingsError, load_settings
+from bot.core.settings import OAUTH_SETTINGS, Settings, SettingsError, load_settings
 from bot.slack.checks import SlackUnusable
 
 DESCRIPTION = "Relays 👍/👎 feedback on an AI assistant's chat replies to Brixo's Signals API."
@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "manifest":
             return _manifest(args)
-        settings = load_settings()
+        library = args.command == "check" and args.library
+        settings = load_settings(ignore=OAUTH_SETTINGS if library else ())
         return _dispatch(args, settings)
     except SettingsError as error:
         return _fail(settings, str(error), 2)

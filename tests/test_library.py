@@ -617,6 +617,24 @@ def test_from_env_with_keyword_overrides(brixo: FakeBrixo, tmp_path: Path) -> No
         FeedbackRelay.from_env({**environ, "DATABASE_URL": "mysql://x"}, dotenv=None)
 
 
+def test_from_env_leaves_the_apps_own_oauth_settings_alone(
+    brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """An app doing its own multi-workspace install (Bolt reads SLACK_CLIENT_ID and
+    SLACK_CLIENT_SECRET itself, no state secret) builds the relay from the same environment."""
+    environ = {
+        "BRIXO_API_KEY": BRIXO_KEY,
+        "BRIXO_API_URL": brixo.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/env.db",
+        "SLACK_CLIENT_ID": "1.2",
+        "SLACK_CLIENT_SECRET": "app-secret",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+    }
+    relay = FeedbackRelay.from_env(environ, dotenv=None)
+    assert relay.settings.slack_client_id is None
+    relay.close()
+
+
 def test_settings_and_keyword_settings_together_are_refused(
     brixo: FakeBrixo, tmp_path: Path
 ) -> None:

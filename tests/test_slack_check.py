@@ -202,3 +202,22 @@ def test_a_bug_in_a_slack_call_keeps_its_traceback_instead_of_passing_for_slack_
     ok, line = check_slack_token(closed)
     assert not ok and line == f"Slack unreachable at {closed.slack_api_url} (URLError)"
     assert check_app_token(closed) == "URLError"
+
+
+def test_check_library_leaves_the_apps_own_oauth_settings_alone(
+    env: Env, fake_slack: FakeSlackAPI
+) -> None:
+    """A team's app reads SLACK_CLIENT_ID/SECRET for its own install; `check --library` runs
+    with them set, where the standalone app's `check` wants all three OAuth settings."""
+    oauth = {"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "app-secret"}
+    commands = {"--library": (0, "slack: ok"), "": (2, "error: SLACK_STATE_SECRET: required")}
+    for flag, (status, expected) in commands.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "check", *([flag] if flag else [])],
+            env=env.process(SLACK_API_URL=fake_slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, **oauth),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == status, (result.stdout, result.stderr)
+        assert expected in result.stdout + result.stderr

@@ -30,9 +30,9 @@ from tests.waiting import wait_until
 APP_TOKEN = "xapp-1-A1-socket-token"
 
 
-def relay_env(env: Env, slack: FakeSlackAPI, **overrides: str) -> dict[str, str]:
-    values = {"ASK_COMMENT": "never", **overrides}
-    return env.process(SLACK_API_URL=slack.url, SLACK_BOT_TOKEN=BOT_TOKEN, **values)
+def relay_env(env: Env, slack: FakeSlackAPI, **overrides: str | None) -> dict[str, str]:
+    values = {"ASK_COMMENT": "never", "SLACK_BOT_TOKEN": BOT_TOKEN, **overrides}
+    return env.process(SLACK_API_URL=slack.url, **values)
 
 
 def stored_acts(db: Path) -> int:
@@ -75,7 +75,7 @@ def run_socket(
 ) -> Iterator[Any]:
     procs: list[Proc] = []
 
-    def start(**overrides: str) -> Running:
+    def start(**overrides: str | None) -> Running:
         db = tmp_path / "relay.db"
         settings = {"DATABASE_URL": f"sqlite:///{db}", "SLACK_APP_TOKEN": APP_TOKEN}
         environ = relay_env(env, fake_slack, **{**settings, **overrides})
@@ -506,3 +506,46 @@ def test_an_ack_whose_send_fails_is_sent_again_within_its_time(
     with pytest.raises(WebSocketConnectionClosedException):
         acking_client.send_message(json.dumps({"envelope_id": "e-closed"}))
     assert monotonic() - started < 1.5
+
+
+def test_an_oauth_relay_takes_votes_with_each_installed_workspaces_token(
+    run_socket: Any, tmp_path: Path
+) -> None:
+    """Socket Mode with the OAuth settings uses the installations a `serve` process stored,
+    and says at start where workspaces are installed."""
+    from slack_sdk.oauth.installation_store.models.installation import Installation
+    from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+    from sqlalchemy import create_engine
+
+    from bot.slack.oauth import create_tables
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'relay.db'}")
+    store = SQLAlchemyInstallationStore(client_id="1111.2222", engine=engine)
+    create_tables(store)
+    store.save(
+        Installation(
+            app_id="A1",
+            team_id="T9",
+            user_id="U1",
+            bot_token="xoxb-installed-T9",
+            bot_id="B0",
+            bot_user_id="UBOT",
+        )
+    )
+    engine.dispose()
+    app = run_socket(
+        SLACK_BOT_TOKEN=None,
+        SLACK_CLIENT_ID="1111.2222",
+        SLACK_CLIENT_SECRET="client-secret",
+        SLACK_STATE_SECRET="state-secret",
+    )
+    app.proc.wait_for_line("install workspaces through `serve`", stream="stderr", timeout=10)
+    ts = seed_reply(app.slack, "C9", "m-oauth", team="T9")
+    sender = sr.SlackSender("http://unused", "unused")
+    body = sender.envelope(sr.reaction_added("U2", "+1", "C9", ts), team_id="T9", event_id="EvO")
+    app.answer(app.server.events_api(body))
+    accepted = app.brixo.wait_for_accepted(1)
+    assert [(r.id, r.attributes["value"]) for r in accepted] == [("m-oauth", "thumbs_up")]
+    assert {c.token for c in app.slack.calls if c.method == "conversations.replies"} == {
+        "xoxb-installed-T9"
+    }

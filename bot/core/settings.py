@@ -6,7 +6,7 @@ import io
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -388,10 +388,18 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
 SETTING_NAMES: tuple[str, ...] = tuple(name.upper() for name in _PARSERS)
 
 
+# The standalone app's multi-workspace install; a team's own Bolt app (library mode) reads
+# them for its own install, and the relay there has no use for them.
+OAUTH_SETTINGS = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET")
+
+
 def load_settings(
-    environ: Mapping[str, str] | None = None, dotenv: str | None = ".env"
+    environ: Mapping[str, str] | None = None,
+    dotenv: str | None = ".env",
+    ignore: Collection[str] = (),
 ) -> Settings:
-    """Read settings from `environ` (default: os.environ) over the values in `dotenv`."""
+    """Read settings from `environ` (default: os.environ) over the values in `dotenv`; the
+    variables named in `ignore` count as unset."""
     values = read_dotenv(dotenv) if dotenv and os.path.exists(dotenv) else {}
     for name, value in (os.environ if environ is None else environ).items():
         # An empty variable counts as unset (`VAR: ${VAR}` in docker-compose, say): it doesn't
@@ -400,7 +408,7 @@ def load_settings(
             values[name] = value
     parsed: dict[str, Any] = {}
     for name, parse in _PARSERS.items():
-        raw = values.get(name.upper())
+        raw = None if name.upper() in ignore else values.get(name.upper())
         if raw is None or (raw.strip() == "" and name != "ack_message"):
             continue
         parsed[name] = parse(name.upper(), raw)
@@ -451,13 +459,7 @@ def _check_combinations(settings: Settings) -> None:
         )
     oauth = (settings.slack_client_id, settings.slack_client_secret, settings.slack_state_secret)
     if any(oauth) and not all(oauth):
-        missing = [
-            n
-            for n, v in zip(
-                ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_STATE_SECRET"), oauth, strict=True
-            )
-            if not v
-        ]
+        missing = [n for n, v in zip(OAUTH_SETTINGS, oauth, strict=True) if not v]
         raise SettingsError(
             f"{missing[0]}: required with SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and "
             "SLACK_STATE_SECRET for the multi-workspace OAuth install"

@@ -17,7 +17,7 @@ from slack_sdk.web import SlackResponse
 
 from bot.core.mapping import POSTED, USABLE_ID, customer_id
 from bot.core.relay import Relay
-from bot.core.settings import Settings, load_settings
+from bot.core.settings import OAUTH_SETTINGS, Settings, load_settings
 from bot.library.middleware import RelayMiddleware, acknowledge_unclaimed
 from bot.library.setup import (
     RelaySetupError,
@@ -103,14 +103,18 @@ class FeedbackRelay:
         client: WebClient | None = None,
         **options: object,
     ) -> Self:
-        """The relay from the environment (default os.environ) and `.env`, keywords on top."""
+        """The relay from the environment (default os.environ) and `.env`, keywords on top.
+
+        SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_STATE_SECRET are the app's own install
+        settings (Bolt reads them), not the relay's: they are left alone.
+        """
         values = dict(os.environ if environ is None else environ)
         for name, raw in _overrides(options).items():
             if raw is None:
                 values.pop(name, None)
             else:
                 values[name] = raw
-        return cls(client=client, settings=load_settings(values, dotenv=dotenv))
+        return cls(client=client, settings=load_settings(values, dotenv, ignore=OAUTH_SETTINGS))
 
     def __repr__(self) -> str:
         return f"FeedbackRelay({self.core!r}, attached={len(self._attached)})"

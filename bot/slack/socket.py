@@ -100,6 +100,11 @@ def run_socket_mode(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     connect(handler, settings)
     relay.start()
+    if settings.oauth:
+        log.info(
+            "multi-workspace install: Socket Mode serves no install pages; install workspaces "
+            "through `serve` on the same DATABASE_URL (its /slack/install)"
+        )
     if not handler.client.wait_open(OPEN_WAIT):  # the monitor keeps trying, every 10 s
         log.warning("Slack's socket isn't open after %.0f s: trying again every 10 s", OPEN_WAIT)
     stop.wait()
