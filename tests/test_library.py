@@ -651,6 +651,11 @@ def test_replies_need_an_id(brixo: FakeBrixo, tmp_path: Path) -> None:
         relay.metadata(None, None)
     with pytest.raises(ValueError, match="message_id or conversation_id"):
         relay.say(Say(client=None, channel="C1"), "text")
+    with pytest.raises(TypeError, match="say: expected a listener's or an Assistant's say"):
+        relay.say(print, "text", message_id="m1")  # type: ignore[arg-type]
+    for team, channel, ts in ((None, "C1", "1.2"), ("T1", " ", "1.2"), ("T1", "C1", "")):
+        with pytest.raises(ValueError, match="expected Slack's (team|channel|ts) ID"):
+            relay.record(team, channel, ts, None, "m1")  # type: ignore[arg-type]
     # Either one is enough: a reply may be rated as part of its conversation only.
     assert relay.metadata(None, "c-only")["event_payload"] == {"conversation_id": "c-only"}
     assert relay.metadata("m-only")["event_payload"] == {"message_id": "m-only"}

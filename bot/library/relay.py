@@ -256,6 +256,9 @@ class FeedbackRelay:
         conversation_id: str | None = None,
     ) -> None:
         """Remember that reply `ts` is the customer's `message_id` (in `conversation_id`)."""
+        for name, value in (("team", team), ("channel", channel), ("ts", ts)):
+            if not (isinstance(value, str) and value.strip()):
+                raise ValueError(f"{name}: expected Slack's {name} ID, got {value!r}")
         _require_ids(message_id, conversation_id)
         self.feedback.record_reply(
             team, channel, ts, thread_ts, message_id, conversation_id, source=POSTED
@@ -280,6 +283,10 @@ class FeedbackRelay:
         Where Slack refuses its native feedback block, the buttons are classic ones.
         """
         _require_ids(message_id, conversation_id)
+        if not isinstance(say, Say):
+            raise TypeError(
+                f"say: expected a listener's or an Assistant's say, got {type(say).__name__}"
+            )
         if "metadata" not in kwargs and getattr(say, "build_metadata", None) is None:
             kwargs["metadata"] = brixo_metadata(message_id, conversation_id)
         response = post_with_feedback(say, text, blocks, thread_ts=thread_ts, **kwargs)
