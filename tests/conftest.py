@@ -123,3 +123,22 @@ def make_version_1(database: Database, now: float) -> None:
         conn.exec_driver_sql("ALTER TABLE brixo_acts DROP COLUMN first_tried_at")
         conn.execute(delete(schema_version))
         conn.execute(insert(schema_version).values(version=1, applied_at=now))
+
+
+def make_version_2(database: Database, now: float) -> None:
+    """Turn a migrated database into what a relay of schema version 2 left (on SQLite,
+    `brixo_acts` without AUTOINCREMENT), its acts kept."""
+    with database.write() as conn:
+        conn.execute(delete(schema_version))
+        conn.execute(insert(schema_version).values(version=2, applied_at=now))
+        if not database.is_sqlite:
+            return
+        (table_sql,) = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'brixo_acts'"
+        ).one()
+        conn.exec_driver_sql("DROP INDEX brixo_acts_due")
+        conn.exec_driver_sql("ALTER TABLE brixo_acts RENAME TO acts_v3")
+        conn.exec_driver_sql(table_sql.replace(" AUTOINCREMENT", ""))
+        conn.exec_driver_sql("INSERT INTO brixo_acts SELECT * FROM acts_v3")
+        conn.exec_driver_sql("DROP TABLE acts_v3")
+        conn.exec_driver_sql("CREATE INDEX brixo_acts_due ON brixo_acts (state, next_attempt_at)")

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.core.acts import Act, Target
@@ -37,7 +37,7 @@ from bot.core.outbox import (
     mark_seen,
 )
 from bot.slack.bot_users import BotUsers
-from tests.conftest import make_version_1
+from tests.conftest import make_version_1, make_version_2
 from tests.pg import database_params
 
 pytestmark = pytest.mark.parametrize("database_url", database_params(), indirect=True)
@@ -179,7 +179,7 @@ def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Out
     assert store.db.schema_state() == "outdated"
     store.db.dispose()
     upgraded = Database(store.db.url)
-    assert upgraded.migrate(T0 + 1) == SCHEMA_VERSION == 2
+    assert upgraded.migrate(T0 + 1) == SCHEMA_VERSION == 3
     assert upgraded.schema_state() == "ok"
     outbox = Outbox(upgraded)
     claimed = outbox.claim("owner", limit=5, lease=30, now=T0 + 2 * 86400)
@@ -195,9 +195,34 @@ def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Out
     assert (again.target.id, again.first_tried_at) == ("m-untried", T0 + 2 * 86400)
     # A downgrade that only removes the version row: the next upgrade takes it again.
     with upgraded.write() as conn:
-        conn.execute(delete(schema_version).where(schema_version.c.version == 2))
+        conn.execute(delete(schema_version).where(schema_version.c.version >= 2))
     assert upgraded.migrate(T0 + 4) == SCHEMA_VERSION
     assert upgraded.schema_state() == "ok"
+    upgraded.dispose()
+
+
+def test_a_version_2_database_keeps_its_acts_and_never_reuses_their_ids(store: Outbox) -> None:
+    """Version 3 rebuilds SQLite's `brixo_acts` with AUTOINCREMENT (PostgreSQL's sequence needs
+    nothing): the rows, their IDs and the due index stay; an ID deleted at the top is not
+    given again."""
+    ids = [store.record(act(f"m{n}"), T0).act_id for n in range(3)]
+    make_version_2(store.db, T0)
+    store.db.dispose()
+    upgraded = Database(store.db.url)
+    assert upgraded.migrate(T0 + 1) == SCHEMA_VERSION
+    with upgraded.read() as conn:
+        indexes = {i["name"] for i in inspect(conn).get_indexes("brixo_acts")}
+        if upgraded.is_sqlite:
+            (table_sql,) = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'brixo_acts'"
+            ).one()
+            assert "AUTOINCREMENT" in table_sql
+    assert indexes == {"brixo_acts_due"}
+    outbox = Outbox(upgraded)
+    assert sorted(e.id for e in outbox.entries()) == ids
+    assert outbox.discard(ids[-1])
+    later = outbox.record(act("m-later"), T0 + 2).act_id
+    assert later is not None and later > ids[-1]
     upgraded.dispose()
 
 
@@ -520,19 +545,21 @@ def test_purge(store: Outbox) -> None:
     assert store.purge(dead=True) == 0
 
 
-def test_purge_never_lets_an_act_id_be_given_again(store: Outbox) -> None:
-    """All acts delivered and purged: the newest stays, so the next act's ID is new (SQLite
-    would otherwise start again from 1, and `act=1` in old logs would name another act)."""
+def test_an_act_id_is_never_given_again(store: Outbox) -> None:
+    """Every act purged, or the newest discarded (a bot's reaction): the next act's ID is new
+    (SQLite would otherwise start again after the highest ID left, and `act=3` in old logs
+    would name another act)."""
     for n in range(3):
         store.record(act(f"m{n}"), T0)
     claimed = store.claim("a", 3, 30, T0)
     store.settle("a", [settled(c.id, DELIVERED, T0) for c in claimed])
-    assert store.purge(dead=True) == 2
+    assert store.purge(dead=True) == 3
     newest = max(c.id for c in claimed)
-    assert store.counts(T0)[DELIVERED] == 1
     later = store.record(act("m-later"), T0 + 1).act_id
     assert later is not None and later > newest
-    assert store.purge() == 1  # now the older one goes
+    assert store.discard(later)
+    again = store.record(act("m-again"), T0 + 2).act_id
+    assert again is not None and again > later
 
 
 def test_entries_list_pending_and_dead_with_errors(store: Outbox) -> None:

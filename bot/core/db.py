@@ -24,11 +24,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     create_engine,
     event,
     insert,
     inspect,
     select,
+    table,
     text,
     update,
 )
@@ -42,7 +44,7 @@ from bot.core.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 metadata = MetaData()
 
 schema_version = Table(
@@ -109,6 +111,9 @@ acts = Table(
     Column("lease_until", Float),
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
+    # An act ID names one act for good (logs, buttons, `outbox retry`): SQLite would otherwise
+    # give a deleted newest row's ID again (schema version 3). PostgreSQL's sequence never does.
+    sqlite_autoincrement=True,
 )
 Index("brixo_acts_due", acts.c.state, acts.c.next_attempt_at)
 
@@ -447,9 +452,31 @@ def _add_first_tried_at(conn: Connection) -> None:
     )
 
 
+def _never_reuse_act_ids(conn: Connection) -> None:
+    """Version 3: SQLite's `brixo_acts` is rebuilt with AUTOINCREMENT (SQLite can't add it to
+    a table), its rows and their IDs kept. Nothing to do on PostgreSQL, or where it has it."""
+    if conn.dialect.name != "sqlite":
+        return
+    table_sql = conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'brixo_acts'"
+    ).scalar_one()
+    if "AUTOINCREMENT" in table_sql.upper():
+        return
+    conn.exec_driver_sql("DROP INDEX brixo_acts_due")
+    conn.exec_driver_sql("ALTER TABLE brixo_acts RENAME TO brixo_acts_before_v3")
+    acts.create(conn)
+    names = [c.name for c in acts.columns]
+    before = table("brixo_acts_before_v3", *(column(name) for name in names))
+    conn.execute(insert(acts).from_select(names, select(*before.columns)))
+    conn.exec_driver_sql("DROP TABLE brixo_acts_before_v3")
+
+
 # What brings a database of the version before each up to it: a schema created afresh has it
 # all already.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_first_tried_at}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_first_tried_at,
+    3: _never_reuse_act_ids,
+}
 
 # PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
 _MIGRATION_LOCK = 0x627269786F
