@@ -163,6 +163,9 @@ def test_http_placeholder_when_no_url() -> None:
         "https://h?x=1",
         "https://",
         "",
+        "https://relay.example.com:99999",
+        "https://relay..example.com",
+        "https://ü.example",  # Slack's schema takes ASCII URLs: the xn-- form
     ],
 )
 def test_rejects_what_slack_cannot_send_events_to(url: str) -> None:

@@ -175,6 +175,13 @@ def test_url_schemes_are_any_case_and_the_rest_is_kept() -> None:
     assert settings.agent_url == "https://agent.example/Ask?Key=V"
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[::1]:8080/api/", "http://ü.example/a", "http://relay_1.internal:8000/"]
+)
+def test_urls_with_an_ipv6_an_international_or_an_internal_host_are_taken(url: str) -> None:
+    assert load_settings({"AGENT_URL": url}, dotenv=None).agent_url == url
+
+
 def test_slack_api_url_gets_the_slash_slack_sdk_needs() -> None:
     """slack-sdk appends the method to the base URL as it is: without the trailing slash,
     `…/api` would become `…/apiauth.test`."""
@@ -249,6 +256,14 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("SLACK_API_URL", "https://slack.com/api/#x"),
         ("AGENT_URL", "http://a b"),
         ("AGENT_URL", "https://?x=1"),
+        ("BRIXO_API_URL", "http://127.0.0.1:99999"),  # requests would fail on every send
+        ("BRIXO_API_URL", "http://127.0.0.1:abc"),
+        ("BRIXO_API_URL", "https://127.0.0.1:18801x"),
+        ("BRIXO_API_URL", "http://:80"),
+        ("BRIXO_API_URL", "http://user@"),
+        ("SLACK_API_URL", "http://[::1/api/"),
+        ("AGENT_URL", "http://a..b/agent"),
+        ("AGENT_URL", "http://x:0/agent"),
         ("PORT", "٣٠٠٠"),  # Arabic-Indic digits
         ("DELIVERY_MAX_AGE", "٣٠"),
         ("COMMENT_WAIT", "１０m"),  # full-width digits

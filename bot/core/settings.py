@@ -9,6 +9,7 @@ import string
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -81,7 +82,34 @@ def parse_url(name: str, raw: str) -> str:
     value = _lower_scheme(raw.strip())
     if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
         raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r}")
+    problem = url_problem(value)
+    if problem:
+        raise SettingsError(f"{name}: expected an http:// or https:// URL, got {raw!r} ({problem})")
     return value
+
+
+# A host name's labels (letters of any script, digits, hyphens), or an IP address.
+_HOST = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)*[^\W_](?:[\w-]*[^\W_])?\.?")
+
+
+def url_problem(url: str) -> str | None:
+    """What makes a URL's host or port unusable (no host, a bad port), or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "a broken [IPv6] host"
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if port == 0:
+        return "a port that isn't a number from 1 to 65535"
+    host = parts.hostname
+    if not host:
+        return "no host"
+    if ":" not in host and not _HOST.fullmatch(host):  # IPv6 addresses are checked by urlsplit
+        return f"a malformed host {host!r}"
+    return None
 
 
 def _lower_scheme(url: str) -> str:

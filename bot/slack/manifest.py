@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bot.core.settings import url_problem
+
 if TYPE_CHECKING:
     from slack_sdk.web import SlackResponse
 
@@ -89,6 +91,9 @@ def _base_url(url: str | None) -> str:
             f"expected the relay's public https:// base URL, like https://relay.example.com "
             f"(Slack sends events only to https), got {url!r}"
         )
+    problem = url_problem(base) or (None if base.isascii() else "not ASCII: use the xn-- form")
+    if problem:
+        raise ValueError(f"expected the relay's public https:// base URL, got {url!r} ({problem})")
     return "https" + base[len("https") :]  # Slack's manifest schema wants it in lower case
 
 
