@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -142,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(settings, str(error), 2)
     except SlackUnusable as error:
         return _fail(settings, f"{error.setting}: {error}", 1)
+    except KeyboardInterrupt:  # Ctrl-C on a command that runs and ends
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # its reader went away (`outbox list | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit's flush
+        return 1
 
 
 def _fail(settings: Settings | None, message: str, status: int) -> int:

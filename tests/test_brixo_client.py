@@ -238,7 +238,7 @@ def test_retry_after_dates_in_every_http_form_are_gmt_whatever_the_local_zone(
 
 
 def test_retry_after_is_capped_at_a_day() -> None:
-    assert parse_retry_after("999999999") == MAX_RETRY_AFTER == 86400
+    assert parse_retry_after("999999999") == MAX_RETRY_AFTER == 3600
     assert parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") == MAX_RETRY_AFTER
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -165,6 +167,9 @@ def test_send_honours_and_stores_the_relays_429_hold(
     brixo.fail_next(1, status=429, retry_after="300")
     result = send(env, tmp_path, "--message", "m", "--value", "up")
     assert result.returncode == 1
+    assert result.stdout.endswith(
+        "; every relay on this database now holds its sends for 300 s (Retry-After)\n"
+    ), result.stdout
     assert 290 < Outbox(database).held_until() - time() <= 300
     result = send(env, tmp_path, "--message", "m", "--value", "up")
     database.dispose()
@@ -900,3 +905,38 @@ def test_outbox_purge(env: Env, tmp_path: Path) -> None:
     result = run_bot("outbox", "purge", "--dead", env=env.process(), cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "1 signal(s) deleted"
     assert states(url) == {"d": PENDING}
+
+
+def test_a_reader_that_goes_away_ends_the_listing_without_a_traceback(
+    env: Env, tmp_path: Path
+) -> None:
+    """`outbox list | head -1`: the pipe closes under a long listing; one line, no traceback."""
+    seed(env()["DATABASE_URL"], [(f"m-{n:04}-{'x' * 200}", DEAD, "HTTP 400") for n in range(400)])
+    result = subprocess.run(
+        f"'{sys.executable}' -m bot outbox list --limit 400 | head -1",
+        shell=True,
+        env=env.process(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.count("\n") == 1, result.stdout
+    assert result.stderr == "", result.stderr
+
+
+def test_ctrl_c_during_send_says_brixo_may_have_the_signal(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    brixo.stall_next(1, seconds=10)
+    proc = start_bot("send", "--message", "m", "--value", "up", env=env.process(), cwd=tmp_path)
+    try:
+        wait_until(lambda: brixo.pending_faults() == 0, message="send asked nothing")
+        proc.send_signal(signal.SIGINT)  # while Brixo holds the request
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.stop()
+    assert proc.stderr.strip() == (
+        "interrupted: if the request went out, Brixo may have the signal, and sending it again "
+        "may count it twice"
+    ), proc.describe()

@@ -31,9 +31,15 @@ def seconds_held(settings: Settings, say_why: bool = False) -> float:
     return max(0.0, (until or 0.0) - time())
 
 
-def hold_sends(settings: Settings, until: float) -> None:
-    """Store a hold on requests to Brixo, as a relay does after a 429 (where a database is)."""
-    _with_outbox(settings, lambda outbox: outbox.hold(until))
+def hold_sends(settings: Settings, until: float) -> bool:
+    """Store a hold on requests to Brixo, as a relay does after a 429; False where there is
+    no database to store it in."""
+
+    def hold(outbox: Outbox) -> bool:
+        outbox.hold(until)
+        return True
+
+    return _with_outbox(settings, hold) or False
 
 
 def _with_outbox(settings: Settings, use: Callable[[Outbox], T], say_why: bool = False) -> T | None:

@@ -27,6 +27,10 @@ WHY_NOT = {
     "rejected": "Brixo rejected it",
     "too_large": "too large for Brixo",
 }
+# ... when Ctrl-C came while it was being sent.
+INTERRUPTED = (
+    "if the request went out, Brixo may have the signal, and sending it again may count it twice"
+)
 # ... when the request went out but no answer came back.
 UNANSWERED = (
     "sent, but Brixo didn't answer: it may have the signal, and sending it again may count it "
@@ -56,16 +60,25 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     act = Claimed(0, "", target, VALUES[args.value], now, comment, False, 0, None, now)
     client = BrixoClient(settings.brixo_api_key, settings.brixo_api_url, pool_size=1)
-    answer, row = deliver_once(client, RetryPolicy.from_settings(settings), act, lambda row: True)
-    client.close()
+    try:
+        answer, row = deliver_once(client, RetryPolicy.from_settings(settings), act, lambda _: True)
+    except KeyboardInterrupt:
+        print(f"interrupted: {INTERRUPTED}", file=sys.stderr)
+        return 130
+    finally:
+        client.close()
     assert row is not None
-    if answer.retry_after:  # the relays on this database hold their sends too
-        hold_sends(settings, time() + answer.retry_after)
+    held_note = ""
+    if answer.retry_after and hold_sends(settings, time() + answer.retry_after):
+        held_note = (
+            f"; every relay on this database now holds its sends for {answer.retry_after:.0f} s"
+            " (Retry-After)"
+        )
     if row["state"] == DELIVERED:
         print(f"delivered: {answer.describe()}{cut_note(row)}")
         return 0
     why = UNANSWERED if answer.unanswered else WHY_NOT[answer.outcome.value]
-    print(f"failed ({why}): {answer.describe()}{cut_note(row)}")
+    print(f"failed ({why}): {answer.describe()}{cut_note(row)}{held_note}")
     return 1
 
 

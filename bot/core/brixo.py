@@ -32,8 +32,9 @@ MEDIA_TYPE = "application/vnd.api+json"
 KEY_CHECK_ID = "brixo-relay-key-check"
 # Left out of Brixo's error details.
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# The longest hold a Retry-After can ask for (a longer one is taken as this).
-MAX_RETRY_AFTER = 86400.0
+# The longest hold a Retry-After can ask for (a longer one is taken as this): a proxy's
+# mistaken Retry-After can't stop delivery for long, and a Brixo still busy answers 429 again.
+MAX_RETRY_AFTER = 3600.0
 
 
 class Outcome(Enum):
