@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -406,6 +407,25 @@ def test_gives_up_after_max_age(
     # and given up only once the max age was reached (the last answer settles it)
     assert dead.next_attempt_at - recorded_at >= 1.5
     assert brixo.accepted == []
+
+
+def test_brixo_unreachable_at_start_is_a_warning_at_once(
+    outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No vote has to fail first: the key check at start says Brixo can't be reached."""
+    caplog.set_level(logging.INFO, logger="bot.delivery")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # nobody listens there
+    worker = DeliveryWorker(outbox, BrixoClient(BRIXO_KEY, url), 1, RetryPolicy())
+    worker.start()
+    try:
+        wait_until(lambda: worker.brixo_state == "unreachable", timeout=5)
+    finally:
+        worker.stop(timeout=2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("Brixo unreachable at start ("), warnings
+    assert warnings[0].endswith("): votes are kept, and sent once it answers")
 
 
 def test_while_brixo_gives_no_answer_sends_are_held_not_one_per_new_vote(

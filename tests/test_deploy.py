@@ -319,3 +319,19 @@ def test_serve_takes_an_empty_web_concurrency_as_unset(
         assert "Traceback" not in logged, proc.describe()
     finally:
         proc.stop()
+
+
+def test_serve_warns_at_start_of_the_scopes_the_token_lacks(
+    env: Env, fake_slack: FakeSlackAPI, tmp_path: Path
+) -> None:
+    """It serves (what it can), and says at once what `check` would: no vote has to fail
+    first for the missing scope to show."""
+    fake_slack.scopes = [s for s in fake_slack.scopes if s not in ("users:read", "reactions:write")]
+    port = free_port()
+    proc = start_bot("serve", env=relay_env(env, fake_slack, PORT=str(port)), cwd=tmp_path)
+    try:
+        proc.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        line = proc.wait_for_line("lacks scopes", stream="stderr", timeout=10)
+        assert "the Slack token lacks scopes: reactions:write, users:read; reinstall" in line, line
+    finally:
+        proc.stop()

@@ -316,7 +316,12 @@ class DeliveryWorker:
     def _run(self) -> None:
         self._learn_hold()  # a hold stored before this start (a 429) holds the key check too
         if self._hold_until <= self.clock():
-            self._probe()
+            answer = self._probe()
+            if answer.status is None:
+                log.warning(
+                    "Brixo unreachable at start (%s): votes are kept, and sent once it answers",
+                    answer.describe(),
+                )
         while not self._stopping.is_set():
             try:
                 self._learn_hold()
@@ -541,8 +546,8 @@ class DeliveryWorker:
         if answer.retry_after:
             self._hold_until = max(self._hold_until, now + answer.retry_after)
 
-    def _probe(self) -> None:
-        """Ask Brixo whether the key works, without sending a signal.
+    def _probe(self) -> Answer:
+        """Ask Brixo whether the key works, without sending a signal; returns its answer.
 
         A busy or failing Brixo (408, 429, 5xx) says nothing of the key: a pause goes on until
         a later probe gets past auth, and a Retry-After holds every send as after a signal.
@@ -564,6 +569,7 @@ class DeliveryWorker:
         else:
             self._answered = False
             self._next_probe = now + self.probe_interval
+        return answer
 
     def _finish_in_flight(self, deadline: float) -> None:
         while self._in_flight > 0 and monotonic() < deadline:

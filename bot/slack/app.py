@@ -21,11 +21,12 @@ from bot.core.acts import rfc3339
 from bot.core.relay import Relay
 from bot.core.settings import Settings
 from bot.slack.agent import AgentBridge
-from bot.slack.checks import auth_test
+from bot.slack.checks import REINSTALL, auth_test
 from bot.slack.feedback import SlackFeedback, check_reaction_names
 from bot.slack.listeners import register
 from bot.slack.listeners.common import slack_time
 from bot.slack.lookups import SLACK_UNAVAILABLE, unavailable_reason, web_client
+from bot.slack.manifest import BOT_SCOPES, missing_scopes
 
 log = logging.getLogger("bot.slack")
 
@@ -173,7 +174,15 @@ def preflight(settings: Settings) -> SlackResponse | None:
     if settings.oauth:
         return None
     settings.require("slack_bot_token")
-    return auth_test(settings)
+    identity = auth_test(settings)
+    missing = missing_scopes(identity, BOT_SCOPES)
+    if missing:  # it serves what it can: a missing scope fails only the calls that need it
+        log.warning(
+            "the Slack token lacks scopes: %s; %s (`python -m bot check` says the same)",
+            ", ".join(missing),
+            REINSTALL,
+        )
+    return identity
 
 
 class BotAuthorize(Authorize):
