@@ -252,6 +252,16 @@ def test_a_line_break_from_outside_cannot_forge_a_log_line(
     assert lines[-1] == "ValueError: boom"  # the traceback keeps its lines
 
 
+@pytest.mark.parametrize("control", ["\u202e", "\u2066", "\u200f"], ids=["RLO", "LRI", "RLM"])
+def test_a_bidirectional_control_from_outside_is_shown_escaped(
+    control: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ID holding U+202E would show what follows it reversed on a terminal."""
+    lines = line_then_traceback(capsys, "plain", logging.INFO, "target=message:%s", f"m{control}1")
+    escaped = control.encode("unicode_escape").decode("ascii")
+    assert lines[0].endswith(f"target=message:m{escaped}1"), lines[0]
+
+
 def test_a_python_warning_is_a_log_line_in_the_format_with_secrets_masked(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

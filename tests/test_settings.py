@@ -223,6 +223,8 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("MESSAGE_ID_TEMPLATE", "static-id"),  # every reply one ID: votes on them would merge
         ("MESSAGE_ID_TEMPLATE", "{channel}-{thread_ts}"),
         ("CONVERSATION_ID_TEMPLATE", "{channel"),
+        ("CONVERSATION_ID_TEMPLATE", "static-conversation"),  # every thread one conversation
+        ("CONVERSATION_ID_TEMPLATE", "{team}"),
         ("CONVERSATION_ID_TEMPLATE", "c" * 1025 + "{ts}"),
         ("ASSISTANT_BOT_IDS", "B1, not an id"),
         ("ASSISTANT_BOT_IDS", "BASSIST,hello"),  # starts, then watches nothing: refused

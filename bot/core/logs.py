@@ -68,9 +68,11 @@ class MaskingFormatter(logging.Formatter):
 
 
 # Escaped where text from outside is shown on one line: control characters (line breaks,
-# terminal escapes) and Unicode's line separators; in columns, the backslash too.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_UNSAFE_IN_COLUMNS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+# terminal escapes), Unicode's line separators and its bidirectional controls (which reorder
+# what follows them on screen); in columns, the backslash too.
+_UNSAFE_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
+_UNSAFE_IN_COLUMNS = re.compile(f"[{_UNSAFE_CHARS}\\\\]")
 
 
 def one_line(text: str, *, column: bool = False) -> str:

@@ -204,6 +204,11 @@ def parse_template(name: str, raw: str) -> str:
             f"{name}: expected a template with {{ts}}, so that each reply gets an ID of its own, "
             f"got {raw!r}"
         )
+    if name == "CONVERSATION_ID_TEMPLATE" and not {"channel", "ts", "thread_ts"} & set(fields):
+        raise SettingsError(
+            f"{name}: expected a template with {{thread_ts}} (or {{channel}}), so that "
+            f"conversations get IDs of their own, got {raw!r}"
+        )
     fixed = sum(len(text) for text, *_ in parts)
     if fixed > 1024:
         raise SettingsError(
