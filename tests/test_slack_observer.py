@@ -168,6 +168,36 @@ def test_reply_mapped_from_message_event_metadata_and_seeded_once(
     assert app.slack.calls_to("chat.postMessage") == []
 
 
+def test_a_watched_reply_is_seeded_once_it_can_be_rated_not_before(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its message event carries no metadata and no template maps it: a vote on it would send
+    nothing, so no 👍/👎 invites one. Its `message_metadata_posted` (the metadata in an event of
+    its own) maps it, and it is seeded then, once; another app's metadata seeds nothing."""
+    caplog.set_level(logging.INFO, logger="bot")
+    app = start_relay(**WATCH)
+    ts, mapped, other = "1700000000.000150", "1700000000.000155", "1700000000.000160"
+    ok(app.sender.event(watched_reply(ts)))
+    assert any("not seeded (until its metadata comes)" in m for m in caplog.messages)
+    ok(app.sender.event(watched_reply(mapped, meta("cust-mapped"))))  # seeded after `ts` was
+    ok(app.sender.event(watched_reply(other, bot_id="BOTHER")))  # not watched: never seeded
+    adds = app.slack.wait_for_call("reactions.add", 2)
+    assert {c.args["timestamp"] for c in adds} == {mapped}
+    posted = sr.message_metadata_posted(
+        "C1", ts, "brixo_message", {"message_id": "cust-late"}, bot_id="BASSIST", user_id="UA"
+    )
+    for retry in (None, 1):
+        ok(app.sender.event(posted, event_id="EvMETA150", retry_num=retry))
+    ok(app.sender.event(sr.message_metadata_posted("C1", other, "brixo_message", {"x": "y"})))
+    adds = app.slack.wait_for_call("reactions.add", 4)[2:]
+    assert sorted((c.args["timestamp"], c.args["name"]) for c in adds) == [(ts, "+1"), (ts, "-1")]
+    ok(app.sender.event(watched_reply(ts)))  # the same reply seen again: seeded already
+    react(app, ts, "+1", channel="C1")
+    settled(app, 1)
+    assert values_of(app) == [("messages", "cust-late", "thumbs_up")]
+    assert len(app.slack.calls_to("reactions.add")) == 4
+
+
 def test_rate_limited_seeding_holds_up_no_modal(start_relay: StartRelay) -> None:
     """Seeding waits out Slack's Retry-After; a click's modal and the shortcut's can't wait
     (trigger IDs lapse after 3 s)."""

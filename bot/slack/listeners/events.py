@@ -69,14 +69,19 @@ def register(app: App, feedback: SlackFeedback, agent: AgentBridge | None) -> No
         if has_follow_up(feedback, reacted):
             feedback.follow_ups.submit(follow_up_reaction, feedback, reacted, client)
 
-    def record_metadata(event: dict[str, Any], context: BoltContext) -> None:
-        """A `brixo_message` posted by any app: remember its IDs (and a watched bot's user)."""
+    def record_metadata(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        """A `brixo_message` posted by any app: remember its IDs (and a watched bot's user);
+        a watched bot's reply, now rateable, gets its 👍/👎 after the ack."""
         feedback.learn_bot_user(event.get("bot_id"), event.get("user_id"))
         ids = metadata_ids(event)
         channel, ts = text_field(event, "channel_id"), text_field(event, "message_ts")
         workspace = workspace_of(context)
-        if ids and channel and ts and workspace:
-            feedback.record_reply(workspace, channel, ts, None, *ids, source=METADATA)
+        if not (ids and channel and ts and workspace):
+            return
+        feedback.record_reply(workspace, channel, ts, None, *ids, source=METADATA)
+        poster = {"bot_id": event.get("bot_id"), "user": event.get("user_id")}
+        if feedback.settings.seed_reactions and feedback.is_watched(poster, None):
+            feedback.follow_ups.submit(seed_reactions, feedback, client, workspace, channel, ts)
 
     def observe_message(event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """Ack path: map a watched bot's reply; after the ack, seed 👍/👎 or ask the agent."""
@@ -332,14 +337,17 @@ def message_handoff(
     if authors & own:
         return None  # the relay's own reply: mapped when it was posted
     if feedback.is_watched(event, None):
-        mapped = feedback.map_message(workspace, channel, event, None)
-        if not mapped:
+        if not feedback.map_message(workspace, channel, event, None):
+            # Its metadata may come in an event of its own: seeded then (a vote on it now
+            # could send nothing).
             log.info(
-                "watched reply without metadata or template workspace=%s channel=%s ts=%s",
+                "watched reply without metadata or template workspace=%s channel=%s ts=%s: "
+                "not seeded (until its metadata comes)",
                 workspace,
                 channel,
                 ts,
             )
+            return None
         return (workspace, channel, ts) if feedback.settings.seed_reactions else None
     if agent and event.get("channel_type") == "im":
         return person_question(event, context, mention=False)
