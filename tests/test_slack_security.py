@@ -253,11 +253,12 @@ def test_unreadable_requests_without_slacks_signature_get_401_and_no_warning(
 
 
 @pytest.mark.parametrize("how", ["signed", "forged"])
-def test_a_body_that_isnt_utf8_gets_401_never_5xx(
+def test_a_body_that_isnt_utf8_gets_400_never_5xx(
     start_relay: StartRelay, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Slack signs UTF-8 text: bytes that aren't can't be its request, whatever their
-    signature, and are refused as unsigned ones are, without a traceback."""
+    signature. They are refused as unreadable (not as a bad signature, which would send the
+    operator to SLACK_SIGNING_SECRET), at INFO, without a traceback."""
     app = start_relay(**NEVER)
     ts = map_by_metadata(app, "m-1")
     caplog.set_level(logging.INFO)
@@ -271,8 +272,11 @@ def test_a_body_that_isnt_utf8_gets_401_never_5xx(
         headers = _headers(body, content_type, how) if how != "signed" else headers
         headers["Content-Type"] = content_type
         answer = app.sender.raw(body, headers)
-        assert answer.status_code == 401, (how, body, answer.status_code)
+        assert answer.status_code == 400, (how, body, answer.status_code)
+        assert answer.json() == {"error": "unreadable request"}
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "signature" not in caplog.text
+    assert caplog.text.count("refused a request body that isn't UTF-8 text") == 3
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
 

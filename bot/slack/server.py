@@ -68,21 +68,28 @@ class CheckedRequestHandler(SlackRequestHandler):
             if why is None:
                 return self.app.dispatch(bolt_request)  # Bolt checks the signature
         raw = request.environ["wsgi.input"].getvalue()
+        if not _utf8(raw):  # Slack sends and signs UTF-8 text only; slack-sdk can't check this
+            log.info("refused a request body that isn't UTF-8 text (Slack sends only UTF-8)")
+            return _unreadable()
         stamp = request.environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
         signature = request.environ.get("HTTP_X_SLACK_SIGNATURE", "")
-        if not (stamp and _utf8(raw) and self.verifier.is_valid(raw, stamp, signature)):
+        if not (stamp and self.verifier.is_valid(raw, stamp, signature)):
             log.info("Invalid request signature detected: refused an unreadable request")
             return BoltResponse(status=401, body={"error": "invalid request"})
         log.warning("refused an unreadable Slack request: %s", why)
-        return BoltResponse(
-            status=400,
-            body=json.dumps({"error": "unreadable request"}),
-            headers={"Content-Type": "application/json"},
-        )
+        return _unreadable()
+
+
+def _unreadable() -> BoltResponse:
+    return BoltResponse(
+        status=400,
+        body=json.dumps({"error": "unreadable request"}),
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def _utf8(body: bytes) -> bool:
-    """True for UTF-8 text: Slack signs nothing else (and slack-sdk's check can't read it)."""
+    """True for UTF-8 text."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
