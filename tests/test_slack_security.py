@@ -252,6 +252,26 @@ def test_unreadable_requests_without_slacks_signature_get_401_and_no_warning(
     assert "Invalid request signature detected" in caplog.text
 
 
+def test_a_thumbs_up_on_no_message_leaves_a_debug_line(
+    start_relay: StartRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 👍 on a file, or a reaction event missing its item: acked, no act, and a DEBUG line
+    says why (a reaction that isn't 👍/👎 says nothing: most aren't)."""
+    app = start_relay(**NEVER)
+    caplog.set_level(logging.DEBUG, logger="bot")
+    reaction = sr.reaction_added("U1", "+1", "C1", "1700000000.000100")
+    for event in ({**reaction, "item": {"type": "file", "file": "F1"}}, {**reaction, "item": None}):
+        assert app.sender.event(event).status_code == 200
+    ok_heart = app.sender.event({**reaction, "reaction": "heart", "item": None})
+    assert ok_heart.status_code == 200
+    lines = [m for m in caplog.messages if m.startswith("reaction without a person, or not on")]
+    assert lines == [
+        "reaction without a person, or not on a message (item type file): no vote",
+        "reaction without a person, or not on a message (item type None): no vote",
+    ]
+    assert app.relay.outbox.entries() == []
+
+
 @pytest.mark.parametrize("how", ["signed", "forged"])
 def test_a_body_that_isnt_utf8_gets_400_never_5xx(
     start_relay: StartRelay, how: str, caplog: pytest.LogCaptureFixture

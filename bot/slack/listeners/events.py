@@ -264,7 +264,13 @@ def reaction_act(
     value = feedback.reactions.value(str(event.get("reaction") or ""))
     channel, ts = text_field(event, "item", "channel"), text_field(event, "item", "ts")
     workspace = workspace_of(context)
-    if dig(event, "item", "type") != "message" or not (value and user and channel and ts):
+    if not value:
+        return None  # no 👍/👎
+    if dig(event, "item", "type") != "message" or not (user and channel and ts):
+        log.debug(
+            "reaction without a person, or not on a message (item type %s): no vote",
+            dig(event, "item", "type"),
+        )
         return None
     if feedback.is_bot_user(user, context.bot_user_id) or feedback.slack_users.is_bot_known(user):
         return None  # a bot's reaction, the relay's own seeded ones included
