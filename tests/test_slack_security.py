@@ -335,11 +335,15 @@ def test_chunked_requests_are_read_by_the_real_server(
         huge = iter([b"x" * 65536] * 17)  # over MAX_BODY_BYTES (1 MiB)
         answer = sender.session.post(sender.url, data=huge, headers=sr.sign(b"", SIGNING_SECRET))
         assert answer.status_code == 413
+        assert answer.headers["Connection"] == "close"  # the rest of it is never read
         declared = b"x" * (1024 * 1024 + 1)  # with its Content-Length: refused unread
         answer = sender.session.post(
             sender.url, data=declared, headers=sr.sign(b"", SIGNING_SECRET)
         )
         assert answer.status_code == 413
+        assert answer.headers["Connection"] == "close"
+        ok(sender.event(sr.reaction_added("U2", "-1", "C1", ts)))  # the session goes on
+        assert len(brixo.wait_for_accepted(2)) == 2
     finally:
         proc.stop()
 

@@ -123,7 +123,8 @@ class RelayWSGI:
                 close_after_answer()
                 late = {"error": "request body not received in time"}
                 return _json(start_response, 408, late)
-            if body is None:
+            if body is None:  # left unread: the connection can't carry another request
+                close_after_answer()
                 return _json(start_response, 413, {"error": "request body too large"})
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
