@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from time import time, tzset
+from typing import Any
 
 import pytest
 import requests
@@ -237,7 +239,7 @@ def test_retry_after_dates_in_every_http_form_are_gmt_whatever_the_local_zone(
     tzset()
 
 
-def test_retry_after_is_capped_at_a_day() -> None:
+def test_retry_after_is_capped_at_an_hour() -> None:
     assert parse_retry_after("999999999") == MAX_RETRY_AFTER == 3600
     assert parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT") == MAX_RETRY_AFTER
 
@@ -307,6 +309,70 @@ def test_timeout_is_retry(brixo: FakeBrixo) -> None:
     answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
     assert (answer.outcome, answer.status, answer.detail) == (Outcome.RETRY, None, "timed out")
     assert answer.unanswered  # the request went out: Brixo may have taken it
+
+
+TRICKLES = {
+    # The status line, then a header one byte at a time, never the blank line that ends them.
+    "headers": (b"HTTP/1.1 204 No Content\r\nX-Slow: ", b"x"),
+    # Headers whole, then a body that says it is long, one byte at a time.
+    "body": (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 1000\r\n\r\n",
+        b"x",
+    ),
+}
+
+
+@pytest.mark.parametrize("trickle", TRICKLES)
+def test_an_answer_trickled_past_the_timeout_is_cut_off(trickle: str) -> None:
+    """The read timeout bounds each read; the whole request gets connect + read timeout: an
+    answer that keeps coming a little at a time holds no send (nor a delivery slot) longer.
+    The next send, on a new connection, is answered as usual."""
+    first, then = TRICKLES[trickle]
+    stop = threading.Event()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(first)
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.05):  # the server's pace, not a wait in the test
+                    conn.sendall(then)
+            conn.close()
+            conn, _ = server.accept()  # the next send: answered at once
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        client = BrixoClient(
+            BRIXO_KEY,
+            f"http://127.0.0.1:{server.getsockname()[1]}",
+            connect_timeout=0.3,
+            read_timeout=0.7,
+        )
+        answers: list[Any] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
+            ),
+            daemon=True,
+        )
+        sender.start()
+        sender.join(timeout=20)
+        waiting = sender.is_alive()
+        stop.set()
+        assert not waiting, "the send still waits on the trickled answer"
+        assert (answers[0].outcome, answers[0].detail) == (Outcome.RETRY, "timed out")
+        assert answers[0].unanswered  # the request went out: Brixo may have taken it
+        again = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
+        assert again.outcome is Outcome.DELIVERED
+        thread.join(timeout=10)
+        client.close()
 
 
 def test_refused_connection_is_retry() -> None:

@@ -21,6 +21,7 @@ from urllib3 import connectionpool
 
 from bot import __version__
 from bot.core.acts import Signal, Target
+from bot.core.deadlines import Deadlines, WatchedConnection
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class OneHostAdapter(HTTPAdapter):
 
     _pool: connectionpool.ConnectionPool | None = None
 
+    def __init__(self, deadlines: Deadlines, **options: Any) -> None:
+        super().__init__(**options)
+        self.deadlines = deadlines
+
     def get_connection_with_tls_context(
         self,
         request: requests.PreparedRequest,
@@ -97,6 +102,9 @@ class OneHostAdapter(HTTPAdapter):
         pool = self._pool
         if pool is None:  # two threads may both look it up: they get the same pool
             pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            connection_class = pool.ConnectionCls  # type: ignore[attr-defined]
+            if not issubclass(connection_class, WatchedConnection):
+                pool.ConnectionCls = self.deadlines.watched(connection_class)  # type: ignore[attr-defined]
             self._pool = pool
         return pool
 
@@ -119,8 +127,11 @@ class BrixoClient:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self.timeout = (connect_timeout, read_timeout)
+        self._deadlines = Deadlines(connect_timeout + read_timeout)
         self._session = requests.Session()
-        adapter = OneHostAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = OneHostAdapter(
+            self._deadlines, pool_connections=1, pool_maxsize=pool_size, max_retries=0
+        )
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -159,15 +170,19 @@ class BrixoClient:
         prepared.headers = CaseInsensitiveDict(self._headers)
         prepared.headers["Content-Length"] = str(len(data))
         prepared.body = data
-        try:
-            response = self._adapter.send(prepared, timeout=self.timeout, **self._send_options)
-            _ = response.content  # read it all, so the connection goes back to the pool
-        except requests.Timeout as error:
-            sent = not isinstance(error, requests.ConnectTimeout)
-            return Answer(Outcome.RETRY, None, "timed out", unanswered=sent)
-        except requests.RequestException as error:
-            detail = _network_error(error)
-            return Answer(Outcome.RETRY, None, detail, unanswered=detail.endswith(DROPPED))
+        with self._deadlines.watch() as watch:
+            try:
+                response = self._adapter.send(prepared, timeout=self.timeout, **self._send_options)
+                _ = response.content  # read it all, so the connection goes back to the pool
+            except requests.Timeout as error:
+                sent = not isinstance(error, requests.ConnectTimeout)
+                return Answer(Outcome.RETRY, None, "timed out", unanswered=sent)
+            except requests.RequestException as error:
+                if not watch.expired:
+                    detail = _network_error(error)
+                    return Answer(Outcome.RETRY, None, detail, unanswered=detail.endswith(DROPPED))
+        if watch.expired:  # cut off: what was read of the answer (headers, say) may be partial
+            return Answer(Outcome.RETRY, None, "timed out", unanswered=True)
         return classify(response, self._key)
 
     def probe(self) -> Answer:
