@@ -781,28 +781,28 @@ def test_outbox_retry_too_large_with_a_comment_sends_once_more_with_it_cut(
         DELIVERED,
         2,
         True,
-        comment[:500],
+        comment,  # kept whole: it was cut as it was sent
     )
 
 
-def test_a_comment_is_cut_once_however_often_its_dead_letter_is_retried(
+def test_a_dead_letters_comment_is_sent_whole_again_once_brixo_takes_it(
     env: Env, brixo: FakeBrixo, tmp_path: Path
 ) -> None:
-    """SPEC: a 413 with a comment is sent once more with it cut, then kept as a dead letter;
-    retrying that dead letter must not cut the comment again."""
+    """SPEC: a 413 with a comment is sent once more with it cut, then kept as a dead letter.
+    The comment is kept whole: once Brixo takes larger bodies, `outbox retry` sends all of it
+    (the cut one only after another 413), never a cut of the cut."""
     url = env()["DATABASE_URL"]
     comment = "word " * 400
     (act_id,) = seed(url, [("big", DEAD, "x")], comment=comment)
     brixo.fail_next(2, 413, detail="Request body too large")
     assert retry(env, tmp_path).returncode == 1  # 2,000 characters, then 500: dead
-    brixo.fail_next(1, 413, detail="Request body too large")
+    brixo.fail_next(2, 413, detail="Request body too large")
     again = retry(env, tmp_path)
-    assert again.returncode == 1  # the cut comment as it is: dead, not cut to 250
-    assert again.stdout.startswith(f"act {act_id}: dead: HTTP 413")
-    assert retry(env, tmp_path).returncode == 0
+    assert again.stdout.startswith(f"act {act_id}: dead: HTTP 413"), again.stdout
+    assert retry(env, tmp_path).returncode == 0  # Brixo takes it whole now
     sent = [len(r.attributes.get("user_message", "")) for r in brixo.requests]
-    assert sent == [1999, 500, 500, 500], sent
-    assert stored(url)["big"].comment == comment.strip()[:500]
+    assert sent == [1999, 500, 1999, 500, 1999], sent
+    assert stored(url)["big"].comment == comment.strip()
 
 
 # -- outbox retry beside a running relay ---------------------------------------------------

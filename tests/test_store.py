@@ -204,8 +204,10 @@ def test_a_version_1_database_is_migrated_at_start_and_keeps_its_acts(store: Out
 def test_a_version_2_database_keeps_its_acts_and_never_reuses_their_ids(store: Outbox) -> None:
     """Version 3 rebuilds SQLite's `brixo_acts` with AUTOINCREMENT (PostgreSQL's sequence needs
     nothing): the rows, their IDs and the due index stay; an ID deleted at the top is not
-    given again."""
+    given again. A comment an older relay stored cut is no longer marked to be cut."""
     ids = [store.record(act(f"m{n}"), T0).act_id for n in range(3)]
+    with store.db.write() as conn:  # cut by an older relay after a 413, and stored cut
+        conn.execute(update(acts).where(acts.c.id == ids[0]).values(comment_cut=True))
     make_version_2(store.db, T0)
     store.db.dispose()
     upgraded = Database(store.db.url)
@@ -220,6 +222,8 @@ def test_a_version_2_database_keeps_its_acts_and_never_reuses_their_ids(store: O
     assert indexes == {"brixo_acts_due"}
     outbox = Outbox(upgraded)
     assert sorted(e.id for e in outbox.entries()) == ids
+    with upgraded.read() as conn:  # sent as it is stored, not cut again
+        assert conn.scalar(select(acts.c.comment_cut).where(acts.c.id == ids[0])) is False
     assert outbox.discard(ids[-1])
     later = outbox.record(act("m-later"), T0 + 2).act_id
     assert later is not None and later > ids[-1]

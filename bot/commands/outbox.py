@@ -18,7 +18,7 @@ from bot.core.brixo import Answer, BrixoClient
 from bot.core.db import Database
 from bot.core.delivery import RetryPolicy
 from bot.core.logs import one_line
-from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Outbox
+from bot.core.outbox import AWAITING_COMMENT, DEAD, DELIVERED, PENDING, Claimed, Outbox
 from bot.core.settings import Settings
 
 
@@ -114,7 +114,7 @@ def retry(outbox: Outbox, settings: Settings, act_ids: list[int]) -> int:
             if answer.retry_after:  # every deliverer holds, this command too
                 outbox.hold(time() + answer.retry_after)
             ok = ok and row is not None and row["state"] == DELIVERED
-            print(f"act {act.id}: {retried(answer, row)}", flush=True)
+            print(f"act {act.id}: {retried(act, answer, row)}", flush=True)
     finally:
         outbox.release(owner, [act.id for act in taken], held if held > time() else None)
         client.close()
@@ -133,12 +133,12 @@ def report_not_dead(outbox: Outbox, act_ids: list[int]) -> bool:
     return False
 
 
-def retried(answer: Answer, row: dict[str, Any] | None) -> str:
+def retried(act: Claimed, answer: Answer, row: dict[str, Any] | None) -> str:
     """What became of a retried act, after its `answer` and outcome `row`."""
     if row is None:
         return f"taken by a running relay meanwhile (the lease here lapsed): {answer.describe()}"
     if row["state"] == DELIVERED:
-        return f"delivered: {answer.describe()}{cut_note(row)}"
+        return f"delivered: {answer.describe()}{cut_note(act, row)}"
     if row["state"] == DEAD:
-        return f"dead: {row['last_error']}{cut_note(row)}"
-    return f"pending, for the relay to retry: {row['last_error']}{cut_note(row)}"
+        return f"dead: {row['last_error']}{cut_note(act, row)}"
+    return f"pending, for the relay to retry: {row['last_error']}{cut_note(act, row)}"

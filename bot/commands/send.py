@@ -15,7 +15,7 @@ from typing import Any
 from bot.commands.holds import hold_sends, seconds_held
 from bot.core.acts import MAX_COMMENT_CHARS, VALUES, Target, TargetKind, clean_comment
 from bot.core.brixo import Answer, BrixoClient
-from bot.core.delivery import RetryPolicy, Sender, signal_of
+from bot.core.delivery import RetryPolicy, Sender, cut_comment, signal_of
 from bot.core.outbox import DELIVERED, Claimed
 from bot.core.settings import Settings
 
@@ -75,10 +75,10 @@ def send(args: argparse.Namespace, settings: Settings) -> int:
             " (Retry-After)"
         )
     if row["state"] == DELIVERED:
-        print(f"delivered: {answer.describe()}{cut_note(row)}")
+        print(f"delivered: {answer.describe()}{cut_note(act, row)}")
         return 0
     why = UNANSWERED if answer.unanswered else WHY_NOT[answer.outcome.value]
-    print(f"failed ({why}): {answer.describe()}{cut_note(row)}{held_note}")
+    print(f"failed ({why}): {answer.describe()}{cut_note(act, row)}{held_note}")
     return 1
 
 
@@ -115,7 +115,6 @@ def deliver_once(
             return answer, row if record(row) else None
         act = replace(
             act,
-            comment=row["comment"],
             comment_cut=row["comment_cut"],
             attempts=row["attempts"],
             not_found_since=row["not_found_since"],
@@ -123,8 +122,8 @@ def deliver_once(
         )
 
 
-def cut_note(row: dict[str, Any]) -> str:
+def cut_note(act: Claimed, row: dict[str, Any]) -> str:
     """What an outcome line adds when the comment was cut after a 413."""
-    if not row["comment_cut"]:
+    if not (row["comment_cut"] and act.comment):
         return ""
-    return f" (comment cut to {len(row['comment'] or '')} characters after HTTP 413)"
+    return f" (comment cut to {len(cut_comment(act.comment))} characters after HTTP 413)"

@@ -453,7 +453,7 @@ def _add_first_tried_at(conn: Connection) -> None:
 
 
 def _never_reuse_act_ids(conn: Connection) -> None:
-    """Version 3: SQLite's `brixo_acts` is rebuilt with AUTOINCREMENT (SQLite can't add it to
+    """SQLite's `brixo_acts` is rebuilt with AUTOINCREMENT (SQLite can't add it to
     a table), its rows and their IDs kept. Nothing to do on PostgreSQL, or where it has it."""
     if conn.dialect.name != "sqlite":
         return
@@ -471,12 +471,16 @@ def _never_reuse_act_ids(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE brixo_acts_before_v3")
 
 
+def _version_3(conn: Connection) -> None:
+    """Version 3: act IDs never given twice (above), and a comment kept whole after a 413, cut
+    as it is sent: one stored already cut by an older relay is sent as it is stored."""
+    _never_reuse_act_ids(conn)
+    conn.execute(update(acts).where(acts.c.comment_cut).values(comment_cut=False))
+
+
 # What brings a database of the version before each up to it: a schema created afresh has it
 # all already.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    2: _add_first_tried_at,
-    3: _never_reuse_act_ids,
-}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_first_tried_at, 3: _version_3}
 
 # PostgreSQL advisory lock key held while the schema is created or migrated ("brixo" in ASCII).
 _MIGRATION_LOCK = 0x627269786F

@@ -80,14 +80,13 @@ class RetryPolicy:
             "last_status": answer.status,
             "last_error": answer.describe(),
             "finished_at": None,
-            "comment": act.comment,
             "comment_cut": act.comment_cut,
         }
         outcome = answer.outcome
         if outcome is Outcome.DELIVERED:
             row.update(state=DELIVERED, last_error=None, finished_at=now)
         elif outcome is Outcome.TOO_LARGE and act.comment and not act.comment_cut:
-            row.update(comment=cut_comment(act.comment), comment_cut=True)
+            row["comment_cut"] = True  # the comment stays whole: `outbox retry` sends it so
         elif outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
             row.update(state=DEAD, finished_at=now)
         elif outcome is Outcome.UNAUTHORIZED:  # kept as it is until the key works
@@ -133,8 +132,9 @@ LEASE_TRUST = 0.8
 
 
 def signal_of(act: Claimed) -> Signal:
-    """The signal an act becomes."""
-    return Signal(act.target, act.value, act.occurred_at, act.comment)
+    """The signal an act becomes: its comment cut down after a 413."""
+    comment = cut_comment(act.comment) if act.comment and act.comment_cut else act.comment
+    return Signal(act.target, act.value, act.occurred_at, comment)
 
 
 class AcksFirst:

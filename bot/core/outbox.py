@@ -458,6 +458,7 @@ def _revive(now: float, act_ids: Sequence[int]) -> Update:
         not_found_since=None,
         first_tried_at=None,
         finished_at=None,
+        comment_cut=False,  # the whole comment first, once the cause is fixed
     )
 
 
@@ -562,7 +563,6 @@ _SETTLED = (
     "last_status",
     "last_error",
     "finished_at",
-    "comment",
     "comment_cut",
 )
 
