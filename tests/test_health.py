@@ -97,6 +97,22 @@ def test_a_known_path_with_another_method_is_405_with_allow(start_relay: StartRe
     assert requests.get(app.url + "/slack/nope", timeout=10).status_code == 404
 
 
+def test_a_429_hold_shows_for_as_long_as_it_lasts(start_relay: StartRelay) -> None:
+    app = start_relay(ASK_COMMENT="never")
+    body = wait_health(app, brixo="ok", delivery="running")
+    assert "sends_held_for" not in body
+    app.brixo.fail_next(1, status=429, retry_after="300")
+    click(app.sender, "C1", seed_reply(app.slack, "C1", "m-held"))
+
+    def held() -> dict[str, Any] | None:
+        report = health(app)[1]
+        return report if "sends_held_for" in report else None
+
+    body = wait_until(held, message="/healthz never showed the hold")
+    assert 250 < body["sends_held_for"] <= 300, body
+    assert (body["brixo"], body["delivery"], body["outbox"]["pending"]) == ("ok", "running", 1)
+
+
 def test_unauthorized_at_brixo_still_takes_votes(start_relay: StartRelay) -> None:
     app = start_relay(ASK_COMMENT="never")
     wait_health(app, brixo="ok")

@@ -249,6 +249,10 @@ class DeliveryWorker:
             return "unauthorized"
         return "unknown" if self._answered is None else "ok"
 
+    def held_for(self) -> float:
+        """Seconds before sends may go again (a 429's Retry-After, or Brixo unreachable)."""
+        return max(0.0, self._hold_until - self.clock())
+
     @property
     def running(self) -> bool:
         """True between `start` and `stop`."""

@@ -168,6 +168,9 @@ class Relay:
             "brixo": worker.brixo_state,
             "delivery": delivery_state(worker),
         }
+        held = worker.held_for()
+        if held and worker.running:
+            report["sends_held_for"] = round(held, 1)
         problem = self.db.problem()
         if problem is None:
             try:
