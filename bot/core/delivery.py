@@ -116,8 +116,9 @@ class RetryPolicy:
 
 
 def cut_comment(comment: str) -> str:
-    """A comment cut down after a 413: to CUT_COMMENT_CHARS, and at least by half."""
-    return comment[: min(CUT_COMMENT_CHARS, len(comment) // 2)]
+    """A comment cut down after a 413: to CUT_COMMENT_CHARS, and at least by half; trimmed
+    as every comment is."""
+    return comment[: min(CUT_COMMENT_CHARS, len(comment) // 2)].rstrip()
 
 
 def not_yet(now: float, at: float, interval: float) -> bool:
