@@ -61,7 +61,7 @@ class Deadlines:
 
     def _renew(self) -> None:
         """No watches and no thread yet (in a forked child, the parent's are gone)."""
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         # Oldest first: every deadline is `seconds` after its start, so the first ends first.
         self._watches: dict[int, Watch] = {}
         self._thread: threading.Thread | None = None
@@ -71,15 +71,13 @@ class Deadlines:
         """Watch the request this thread sends within the block."""
         watch = Watch(monotonic() + self.seconds)
         key = id(watch)
-        with self._lock:
+        with self._lock:  # no wake-up for the thread: it looks again within `seconds` anyway
             self._watches[key] = watch
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="brixo-deadlines", daemon=True
                 )
                 self._thread.start()
-            elif len(self._watches) == 1:
-                self._lock.notify()
         self._current.watch = watch
         try:
             yield watch
@@ -99,8 +97,8 @@ class Deadlines:
     def _run(self) -> None:
         with self._lock:
             while True:
-                if not self._watches:
-                    self._lock.wait()
+                if not self._watches:  # a watch added meanwhile ends after this wait does
+                    self._lock.wait(self.seconds)
                     continue
                 key, watch = next(iter(self._watches.items()))
                 left = watch.deadline - monotonic()
