@@ -101,7 +101,8 @@ def _action(ts: str, **changes: Any) -> dict[str, Any]:
 
 
 def _unreadable(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
-    """Signed bodies that Bolt itself can't parse or match (its own code raises)."""
+    """Signed bodies that Bolt itself can't parse or match (its own code raises, or answers
+    404 as to a request no listener wants)."""
     view = {"callback_id": "brixo_comment", "private_metadata": json.dumps({"act": 1})}
     reaction = app.sender.envelope(sr.reaction_added("U1", "+1", "C1", ts))
     return [
@@ -119,6 +120,10 @@ def _unreadable(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
         _interaction(_untyped_view_submission(view)),
         (json.dumps({**reaction, "event": "reaction_added"}).encode(), "application/json"),
         (json.dumps({**reaction, "event": None}).encode(), "application/json"),
+        (b"", "application/json"),  # no request type, whatever the body says it is
+        (b"{}", "application/json"),
+        (b"foo=bar", "application/x-www-form-urlencoded"),  # a form without `payload`
+        (b"<event type='reaction_added'/>", "text/xml"),
     ]
 
 
@@ -221,6 +226,14 @@ def test_malformed_signed_requests_never_give_5xx_nor_an_act(start_relay: StartR
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
     assert values_of(app) == [("messages", "m-1", "thumbs_up")]
+
+
+def test_slacks_ssl_check_still_gets_its_200(start_relay: StartRelay) -> None:
+    """The one request Slack sends without a `type` (a form with `ssl_check=1`): Bolt's."""
+    app = start_relay(**NEVER)
+    body = b"ssl_check=1&token=legacy-verification-token"
+    headers = {**sr.sign(body, SIGNING_SECRET), "Content-Type": "application/x-www-form-urlencoded"}
+    assert app.sender.raw(body, headers).status_code == 200
 
 
 def test_unparseable_signed_requests_never_give_5xx(start_relay: StartRelay) -> None:

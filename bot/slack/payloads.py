@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 
+# What Slack sends without a `type`: Bolt answers its SSL checks itself (slash commands too,
+# though the relay has none).
+_UNTYPED = {"ssl_check", "command"}
+
+
 def unreadable(document: Any) -> str | None:
     """Why Bolt's listeners could not read this parsed body, or None when they can."""
     if not isinstance(document, dict):
         return "not a JSON object"
     kind, actions, event = document.get("type"), document.get("actions"), document.get("event")
+    if not isinstance(kind, str) and not _UNTYPED.intersection(document):
+        return "no request type"  # an empty body, a form without `payload`, …
     if kind == "block_actions" and not (
         isinstance(actions, list)
         and actions
