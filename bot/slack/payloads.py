@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # What Slack sends without a `type`: Bolt answers its SSL checks itself (slash commands too,
 # though the relay has none).
 _UNTYPED = {"ssl_check", "command"}
