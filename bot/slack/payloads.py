@@ -1,4 +1,4 @@
-"""A look at parsed Slack request bodies, for those Bolt's listeners can't read (500s)."""
+"""A look at parsed Slack request bodies, for those Bolt can't read or route (its 500s, 404s)."""
 
 from __future__ import annotations
 
