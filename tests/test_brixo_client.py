@@ -11,11 +11,12 @@ import threading
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from time import time, tzset
+from time import sleep, time, tzset
 from typing import Any
 
 import pytest
 import requests
+import urllib3
 
 from bot.core.acts import Signal, Target
 from bot.core.brixo import (
@@ -30,6 +31,7 @@ from bot.core.brixo import (
 from bot.core.logs import setup_logging
 from tests.conftest import BRIXO_KEY
 from tests.fakes import FakeBrixo
+from tests.waiting import wait_until
 
 OCCURRED = datetime(2026, 2, 3, 14, 22, 10, tzinfo=UTC).timestamp()
 
@@ -373,6 +375,40 @@ def test_an_answer_trickled_past_the_timeout_is_cut_off(trickle: str) -> None:
         assert again.outcome is Outcome.DELIVERED
         thread.join(timeout=10)
         client.close()
+
+
+def test_a_connection_made_after_the_deadline_sends_nothing(
+    brixo: FakeBrixo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS and TCP can't be cut: a connection they make only after the request's deadline
+    carries no request (an answer to it would be thrown away, and the signal sent twice)."""
+    client = BrixoClient(BRIXO_KEY, brixo.url, connect_timeout=0.2, read_timeout=0.2)
+    connect = urllib3.util.connection.create_connection
+
+    def slow_dns(*args: Any, **kwargs: Any) -> Any:
+        sleep(0.5)  # the name server's pace: past the 0.4 s deadline
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", slow_dns)
+    answer = client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED))
+    assert (answer.outcome, answer.detail, answer.unanswered) == (Outcome.RETRY, "timed out", False)
+    assert brixo.requests == []
+    monkeypatch.undo()
+    assert client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).outcome is (
+        Outcome.DELIVERED
+    )
+    client.close()
+
+
+def test_the_deadline_thread_ends_once_idle(brixo: FakeBrixo) -> None:
+    """One thread per client while it sends; none left behind by a client done with."""
+    client = BrixoClient(BRIXO_KEY, brixo.url, connect_timeout=0.1, read_timeout=0.1)
+    assert client.send(Signal(Target("message", "m"), "thumbs_up", OCCURRED)).status == 204
+    named = lambda: [t for t in threading.enumerate() if t.name == "brixo-deadlines"]  # noqa: E731
+    assert client._deadlines._thread in named()
+    wait_until(lambda: client._deadlines._thread is None, timeout=5)
+    assert client.send(Signal(Target("message", "m2"), "thumbs_up", OCCURRED)).status == 204
+    client.close()
 
 
 def test_refused_connection_is_retry() -> None:

@@ -264,6 +264,8 @@ def test_heroku_postgres_url_connects(postgres_url: str) -> None:
         ("BRIXO_API_URL", "http://:80"),
         ("BRIXO_API_URL", "http://user@"),
         ("SLACK_API_URL", "http://[::1/api/"),
+        ("SLACK_API_URL", "http://[::1]x/api/"),
+        ("BRIXO_API_URL", "https://[v1.fe]"),  # IPvFuture: requests can't reach it
         ("AGENT_URL", "http://a..b/agent"),
         ("AGENT_URL", "http://x:0/agent"),
         ("PORT", "٣٠٠٠"),  # Arabic-Indic digits

@@ -188,7 +188,8 @@ def test_a_watched_reply_is_seeded_once_it_can_be_rated_not_before(
     )
     for retry in (None, 1):
         ok(app.sender.event(posted, event_id="EvMETA150", retry_num=retry))
-    ok(app.sender.event(sr.message_metadata_posted("C1", other, "brixo_message", {"x": "y"})))
+    unwatched = {"message_id": "cust-other"}  # mapped, but posted by a bot not watched
+    ok(app.sender.event(sr.message_metadata_posted("C1", other, "brixo_message", unwatched)))
     adds = app.slack.wait_for_call("reactions.add", 4)[2:]
     assert sorted((c.args["timestamp"], c.args["name"]) for c in adds) == [(ts, "+1"), (ts, "-1")]
     ok(app.sender.event(watched_reply(ts)))  # the same reply seen again: seeded already

@@ -178,10 +178,10 @@ class BrixoClient:
                 sent = not isinstance(error, requests.ConnectTimeout)
                 return Answer(Outcome.RETRY, None, "timed out", unanswered=sent)
             except requests.RequestException as error:
-                if not watch.expired:
+                if not watch.cut:
                     detail = _network_error(error)
                     return Answer(Outcome.RETRY, None, detail, unanswered=detail.endswith(DROPPED))
-        if watch.expired:  # cut off: what was read of the answer (headers, say) may be partial
+        if watch.cut:  # what was read of the answer (its headers, say) may be partial
             return Answer(Outcome.RETRY, None, "timed out", unanswered=True)
         return classify(response, self._key)
 

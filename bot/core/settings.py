@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import re
 import string
@@ -107,7 +108,13 @@ def url_problem(url: str) -> str | None:
     host = parts.hostname
     if not host:
         return "no host"
-    if ":" not in host and not _HOST.fullmatch(host):  # IPv6 addresses are checked by urlsplit
+    if "[" in parts.netloc:  # an IPv6 address, and at most a port after it
+        bracketed = re.fullmatch(r"(?:[^@]*@)?\[([^\]]*)\](?::\d*)?", parts.netloc)
+        try:
+            ipaddress.IPv6Address(bracketed[1] if bracketed else "")
+        except ValueError:
+            return f"a malformed IPv6 host in {parts.netloc!r}"
+    elif not _HOST.fullmatch(host):
         return f"a malformed host {host!r}"
     return None
 
