@@ -668,6 +668,28 @@ def test_a_reply_cannot_be_rated_from_another_guild(start: StartBot, api: FakeDi
     assert bot.acts() == 0
 
 
+def test_the_same_click_reopens_a_dismissed_comment_modal(
+    start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
+) -> None:
+    """Discord says nothing when a modal is dismissed: 👎 again while that vote waits for its
+    comment opens its modal again (the same act), instead of a thanks and the whole wait."""
+    bot = start(COMMENT_WAIT="10m")
+    _, reply = ask(bot, api)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    first = callback(api, 1)
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    again = callback(api, 2)
+    assert (first["type"], again["type"]) == (9, 9)
+    assert again["data"]["custom_id"] == first["data"]["custom_id"]
+    bot.feed("INTERACTION_CREATE", df.modal_submit(again["data"]["custom_id"], "off topic"))
+    got = brixo.wait_for_accepted(1)[0]
+    assert (got.attributes["value"], got.attributes["user_message"]) == ("thumbs_down", "off topic")
+    bot.feed("INTERACTION_CREATE", df.click(reply, "down", channel=in_thread(reply)))
+    assert callback(api, 4)["data"]["content"] == "Thanks for your feedback!"  # sent: thanks
+    bot.loop.settle()
+    assert bot.acts() == 1 and len(brixo.accepted) == 1
+
+
 def test_unanswered_modal_sends_without_comment_after_comment_wait(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:

@@ -393,6 +393,19 @@ def test_a_changed_vote_sends_the_earlier_one_waiting_for_its_comment_at_once(
     assert [e.value for e in store.entries((PENDING,))] == ["thumbs_down", "thumbs_up"]
 
 
+def test_the_act_waiting_for_a_persons_comment_is_found_by_person_and_target(
+    store: Outbox,
+) -> None:
+    waiting = store.record(act("m1", "thumbs_down"), T0, comment_until=T0 + 600).act_id
+    store.record(act("m2", "thumbs_down"), T0, comment_until=T0 + 600)
+    assert store.waiting_for_comment("T1", "U1", Target("message", "m1")) == waiting
+    assert store.waiting_for_comment("T1", "U2", Target("message", "m1")) is None
+    assert store.waiting_for_comment("T2", "U1", Target("message", "m1")) is None
+    assert store.waiting_for_comment("T1", "U1", Target("conversation", "m1")) is None
+    assert waiting is not None and store.finish_comment(waiting, "T1", "U1", None, T0 + 1)
+    assert store.waiting_for_comment("T1", "U1", Target("message", "m1")) is None
+
+
 def test_a_vote_in_another_workspace_never_releases_one_waiting_for_its_comment(
     store: Outbox,
 ) -> None:

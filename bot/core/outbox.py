@@ -292,6 +292,23 @@ class Outbox:
             ).rowcount
         return bool(gone)
 
+    def waiting_for_comment(self, workspace: str, user_id: str, target: Target) -> int | None:
+        """The ID of this person's act on `target` still waiting for its comment, if any."""
+        query = (
+            select(acts.c.id)
+            .where(
+                acts.c.state == AWAITING_COMMENT,
+                acts.c.workspace == workspace,
+                acts.c.user_id == user_id,
+                acts.c.target_kind == target.kind,
+                acts.c.target_id == target.id,
+            )
+            .order_by(acts.c.id.desc())
+            .limit(1)
+        )
+        with self.db.read(single=True) as conn:
+            return conn.scalar(query)
+
     def finish_comment(
         self, act_id: int, workspace: str, user_id: str, comment: str | None, now: float
     ) -> bool:

@@ -10,7 +10,7 @@ import emoji
 
 from bot.core.acts import Act, ReactionVotes, Value, clean_comment
 from bot.core.mapping import POSTED, Mapping
-from bot.core.outbox import Recorded
+from bot.core.outbox import SAME_VOTE, Recorded
 from bot.core.relay import Relay
 from bot.core.settings import reaction_name
 
@@ -241,6 +241,14 @@ class DiscordFeedback:
             ask,
             seen_key=f"discord:interaction:{click.interaction_id}",
         )
+        if ask and recorded.reason == SAME_VOTE:
+            # Discord says nothing when a modal is dismissed: the same click again, while the
+            # vote still waits, opens its comment modal again instead of a second wait.
+            waiting = self.relay.outbox.waiting_for_comment(
+                click.place.workspace, click.user, mapping.target
+            )
+            if waiting is not None:
+                return VoteResult(waiting, ask=True, stands=True)
         return VoteResult.of(recorded, ask)
 
     def reaction(self, reaction: Reaction) -> VoteResult | None:
