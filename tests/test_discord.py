@@ -330,6 +330,24 @@ def test_without_thread_permission_the_answer_replies_in_the_channel(
     assert (request["channel_id"], request["thread_ts"]) == (df.CHANNEL, question["id"])
 
 
+def test_a_long_answer_is_cut_at_a_line_break_with_a_note_of_the_rest(
+    start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
+) -> None:
+    """As on Slack: not mid-word, and the person is told how much was left out."""
+    text = "line one\n" * 300  # 2,700 characters, over Discord's 2,000
+    agent.reply_with({"text": text, "message_id": "m-long"})
+    bot = start(ASK_COMMENT="never")
+    _, reply = ask(bot, api)
+    content = reply["content"]
+    shown, note = content.rsplit("\n", 1)
+    assert len(content) <= 2000 and shown.endswith("line one")
+    assert text.startswith(shown)
+    left = len(text) - len(shown) - 1  # the line break the cut left out is in the note's count
+    assert (
+        note == f"_(The answer goes on for {left:,} more characters than a Discord message shows.)_"
+    )
+
+
 def test_agent_failure_gets_a_short_reply_and_records_nothing(
     start: StartBot, api: FakeDiscordAPI, agent: FakeAgent
 ) -> None:

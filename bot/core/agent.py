@@ -50,3 +50,19 @@ def parse_answer(body: bytes) -> tuple[str, str | None, str | None]:
     if not isinstance(text, str) or not text.strip():
         raise AgentError("answer has no text")
     return text, customer_id(data.get("message_id")), customer_id(data.get("conversation_id"))
+
+
+def first_part(text: str, room: int, near: int = 500) -> str:
+    """As much of `text` as fits in `room` characters, cut at a line break or space within
+    `near` of the end where there is one (not mid-word, nor mid-link)."""
+    if len(text) <= room:
+        return text
+    part = text[:room]
+    cut = max(part.rfind("\n", max(0, room - near)), part.rfind(" ", max(0, room - near)))
+    return part[: cut + 1] if cut > 0 else part
+
+
+def more_note(left: int, platform: str) -> str:
+    """The note under an answer cut to fit one chat message."""
+    return f"_(The answer goes on for {left:,} more characters than a {platform} message shows.)_"
+

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.core.acts import VALUES
-from bot.core.agent import AGENT_ERROR_REPLY, AgentError
+from bot.core.agent import AGENT_ERROR_REPLY, AgentError, first_part, more_note
 from bot.core.relay import TOO_LATE, UNMAPPED_CONVERSATION, UNMAPPED_NOTE, Relay
 from bot.discord.agent import AgentClient, Question
 from bot.discord.components import (
@@ -72,7 +72,13 @@ def place_of(message: discord.Message) -> Place:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+    """`text` as one Discord message: cut where a break is near, and a note says how much
+    was left out."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    room = MAX_MESSAGE_CHARS - len("\n" + more_note(len(text), "Discord"))
+    shown = first_part(text, room)
+    return f"{shown.rstrip()}\n{more_note(len(text) - len(shown), 'Discord')}"
 
 
 # Messages someone wrote (a bot's reply to a command included), as against Discord's notices.

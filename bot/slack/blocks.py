@@ -27,6 +27,7 @@ from slack_sdk.models.views import View
 from slack_sdk.web import SlackResponse
 
 from bot.core.acts import MAX_COMMENT_CHARS
+from bot.core.agent import first_part, more_note
 from bot.slack.manifest import METADATA_EVENT_TYPE
 
 log = logging.getLogger("bot.slack")
@@ -83,20 +84,13 @@ def reply_blocks(text: str, classic: bool = False) -> list[dict[str, Any]]:
     chunks: list[str] = []
     rest, shown = text, 0
     while rest and shown < BLOCKS_TEXT_CHARS:
-        room = min(SECTION_CHARS, BLOCKS_TEXT_CHARS - shown)
-        chunk = rest[:room]
-        if len(rest) > room:  # not mid-word or mid-link where a break is near
-            near = max(0, room - 500)
-            cut = max(chunk.rfind("\n", near), chunk.rfind(" ", near))
-            chunk = chunk[: cut + 1] if cut > 0 else chunk
+        chunk = first_part(rest, min(SECTION_CHARS, BLOCKS_TEXT_CHARS - shown))
         chunks.append(chunk)
         shown += len(chunk)
         rest = rest[len(chunk) :]
     blocks = [SectionBlock(text=MarkdownTextObject(text=c)).to_dict() for c in chunks or [" "]]
     if rest:
-        note = (
-            f"_(The answer goes on for {len(rest):,} more characters than a Slack message shows.)_"
-        )
+        note = more_note(len(rest), "Slack")
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]).to_dict())
     return [*blocks, *feedback_blocks(classic)]
 
