@@ -59,6 +59,23 @@ def test_an_expired_interaction_gives_one_line_not_a_traceback(
     assert tracebacks == [], [f"{r.name}: {r.getMessage()}" for r in tracebacks]
 
 
+def test_an_act_id_too_large_for_the_database_is_no_traceback(
+    start: StartBot, api: FakeDiscordAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """custom_ids are the relay's own, but one naming an act past 64 bits (forged, or
+    garbled) matches no handler: no database error, no traceback, no act."""
+    caplog.set_level(logging.INFO)
+    bot = start()
+    huge = "9" * 23
+    bot.feed("INTERACTION_CREATE", df.modal_submit(f"brixo:comment:{df.GUILD}:{huge}", "hi"))
+    bot.feed("INTERACTION_CREATE", df.modal_submit(f"brixo:comment:{df.GUILD}:123", "hi"))
+    assert api.wait_for_callbacks(1)  # the second, an ordinary late comment, is answered
+    bot.loop.settle()
+    assert bot.acts() == 0
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert tracebacks == [], [f"{r.name}: {r.getMessage()}" for r in tracebacks]
+
+
 def test_a_replayed_add_comment_press_keeps_the_comment(
     start: StartBot, api: FakeDiscordAPI, brixo: FakeBrixo
 ) -> None:

@@ -65,4 +65,3 @@ def first_part(text: str, room: int, near: int = 500) -> str:
 def more_note(left: int, platform: str) -> str:
     """The note under an answer cut to fit one chat message."""
     return f"_(The answer goes on for {left:,} more characters than a {platform} message shows.)_"
-

@@ -14,8 +14,9 @@ import discord
 from bot.core.acts import MAX_COMMENT_CHARS
 
 VOTE_ID = r"brixo:vote:(?P<value>up|down)"
-ADD_COMMENT_ID = r"brixo:add-comment:(?P<workspace>[^:]+):(?P<act>\d+)"
-COMMENT_ID = re.compile(r"brixo:comment:(?P<workspace>[^:]+):(?P<act>\d+)")
+# An act ID is a 64-bit integer in the database: at most 18 digits here, so none overflows it.
+ADD_COMMENT_ID = r"brixo:add-comment:(?P<workspace>[^:]+):(?P<act>\d{1,18})"
+COMMENT_ID = re.compile(r"brixo:comment:(?P<workspace>[^:]+):(?P<act>\d{1,18})")
 COMMENT_INPUT = "comment"
 RATE_ID = re.compile(r"brixo:rate:(?P<message>\d+)")
 RATING_INPUT = "rating"
