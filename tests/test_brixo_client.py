@@ -328,8 +328,8 @@ TRICKLES = {
 @pytest.mark.parametrize("trickle", TRICKLES)
 def test_an_answer_trickled_past_the_timeout_is_cut_off(trickle: str) -> None:
     """The read timeout bounds each read; the whole request gets connect + read timeout: an
-    answer that keeps coming a little at a time holds no send (nor a delivery slot) longer.
-    The next send, on a new connection, is answered as usual."""
+    answer that keeps coming a little at a time holds no send (nor a delivery slot) longer,
+    on a kept-alive connection too. The next send, on a new connection, is answered as usual."""
     first, then = TRICKLES[trickle]
     stop = threading.Event()
     with socket.socket() as server:
@@ -338,7 +338,9 @@ def test_an_answer_trickled_past_the_timeout_is_cut_off(trickle: str) -> None:
 
         def serve() -> None:
             conn, _ = server.accept()
-            conn.recv(65536)
+            conn.recv(65536)  # a first send, answered at once; the connection is kept
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            conn.recv(65536)  # the second send on it: trickled
             conn.sendall(first)
             with contextlib.suppress(OSError):
                 while not stop.wait(0.05):  # the server's pace, not a wait in the test
@@ -357,6 +359,7 @@ def test_an_answer_trickled_past_the_timeout_is_cut_off(trickle: str) -> None:
             connect_timeout=0.3,
             read_timeout=0.7,
         )
+        assert client.send(Signal(Target("message", "m0"), "thumbs_up", OCCURRED)).status == 204
         answers: list[Any] = []
         sender = threading.Thread(
             target=lambda: answers.append(

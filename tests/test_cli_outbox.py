@@ -210,6 +210,34 @@ def test_send_needs_no_database(env: Env, brixo: FakeBrixo, tmp_path: Path) -> N
     assert [r.id for r in brixo.accepted] == ["m", "m0", "m1"]
 
 
+def test_a_429_to_send_without_a_database_holds_no_relay(
+    env: Env, brixo: FakeBrixo, tmp_path: Path
+) -> None:
+    """No database: no relay to hold, so the line doesn't say any is held."""
+    brixo.fail_next(1, status=429, retry_after="300")
+    missing = tmp_path / "nowhere.db"
+    result = send(
+        env, tmp_path, "--message", "m", "--value", "up", DATABASE_URL=f"sqlite:///{missing}"
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith("failed (not delivered; the relay would retry this")
+    assert "holds its sends" not in result.stdout and not missing.exists()
+
+
+def test_ctrl_c_on_outbox_retry_is_one_line(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
+    """Ctrl-C on any command that runs and ends: `interrupted`, exit 130, no traceback (the
+    act it held goes back to the relays when its lease lapses)."""
+    url = env()["DATABASE_URL"]
+    seed(url, [("held", DEAD, "x")])
+    proc = start_stalled_retry(env, brixo, tmp_path, url)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.stop()
+    assert proc.stderr.strip() == "interrupted", proc.describe()
+
+
 def test_send_never_logs_the_key(env: Env, brixo: FakeBrixo, tmp_path: Path) -> None:
     result = send(env, tmp_path, "--message", "m", "--value", "up", LOG_LEVEL="debug")
     assert result.returncode == 0

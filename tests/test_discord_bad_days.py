@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bot.core.logs import setup_logging
+from bot.discord.components import ADD_COMMENT_ID
 from tests import discord_fakes as df
 from tests.discord_fakes import Call, FakeDiscordAPI
 from tests.fakes import FakeBrixo
@@ -68,6 +69,7 @@ def test_an_act_id_too_large_for_the_database_is_no_traceback(
     bot = start()
     huge = "9" * 23
     bot.feed("INTERACTION_CREATE", df.modal_submit(f"brixo:comment:{df.GUILD}:{huge}", "hi"))
+    assert re.fullmatch(ADD_COMMENT_ID, f"brixo:add-comment:dm:{huge}") is None  # the button's
     bot.feed("INTERACTION_CREATE", df.modal_submit(f"brixo:comment:{df.GUILD}:123", "hi"))
     assert api.wait_for_callbacks(1)  # the second, an ordinary late comment, is answered
     bot.loop.settle()

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from time import time
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Connection
 
 from bot import FeedbackRelay
 from bot.core.acts import UP, Act, Target
+from bot.core.deadlines import Deadlines
 from bot.core.outbox import DELIVERED
 from bot.slack.follow_ups import FollowUps
 from tests.conftest import BRIXO_KEY
@@ -110,6 +113,28 @@ def test_follow_ups_run_in_a_forked_child() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     follow_ups.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_request_deadlines_apply_in_a_forked_child() -> None:
+    """The parent's deadline thread is gone in the child: a request there starts one of its
+    own, and a request that outlasts its deadline is still cut off."""
+    deadlines = Deadlines(0.2)
+    with deadlines.watch():
+        pass  # the parent's thread, started
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            signal.alarm(10)
+            left, right = socket.socketpair()  # nothing ever comes from `right`
+            with deadlines.watch() as watch:
+                watch.connection = SimpleNamespace(sock=left, watch=watch)
+                ended = left.recv(1) == b""  # the read ends once its deadline is past
+            code = 0 if ended and watch.cut else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
 

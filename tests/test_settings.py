@@ -176,7 +176,13 @@ def test_url_schemes_are_any_case_and_the_rest_is_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://[::1]:8080/api/", "http://ü.example/a", "http://relay_1.internal:8000/"]
+    "url",
+    [
+        "http://[::1]:8080/api/",
+        "http://ü.example/a",
+        "http://relay_1.internal:8000/",
+        "https://api.brixo.com.",  # a fully qualified name, its root dot included
+    ],
 )
 def test_urls_with_an_ipv6_an_international_or_an_internal_host_are_taken(url: str) -> None:
     assert load_settings({"AGENT_URL": url}, dotenv=None).agent_url == url

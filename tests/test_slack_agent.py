@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from bot.core.agent import MAX_ANSWER_BYTES
+from bot.core.agent import MAX_ANSWER_BYTES, first_part
 from bot.core.relay import UNMAPPED_CONVERSATION
 from tests.fakes import LocalHTTPFake, QuietHandler
 from tests.fakes import slack_requests as sr
@@ -607,3 +607,13 @@ def test_an_agent_answer_with_a_status_other_than_200_gives_error_reply(
     app.agent.reply_with({"text": "created", "message_id": "m-201"}, status=201)
     ok(app.sender.event(sr.message("D1", "U1", "q", "1700000000.003700")))
     _assert_error_reply_records_nothing(app, "1700000000.003700")
+
+
+def test_an_answer_is_cut_at_the_last_break_within_500_characters_of_the_room() -> None:
+    """Shared by Slack's sections and Discord's one message: at a break near the end, else
+    where the room ends (a break further back would drop too much)."""
+    near = "a" * 600 + " " + "b" * 1000  # its space 400 characters before the end of 1,000
+    assert first_part(near, 1000) == "a" * 600 + " "
+    far = "a" * 400 + "\n" + "b" * 1000  # its break 600 characters back
+    assert first_part(far, 1000) == far[:1000]
+    assert first_part("fits", 4) == "fits"

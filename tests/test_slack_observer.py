@@ -513,6 +513,10 @@ def test_seed_reactions_off_adds_none(start_relay: StartRelay) -> None:
     app = start_relay(**WATCH, SEED_REACTIONS="off")
     ts = "1700000000.000900"
     ok(app.sender.event(watched_reply(ts, meta("cust-msg-7"))))
+    posted = sr.message_metadata_posted(
+        "C1", ts, "brixo_message", {"message_id": "cust-msg-7"}, bot_id="BASSIST"
+    )
+    ok(app.sender.event(posted))  # its metadata event seeds nothing either
     react(app, ts, "+1", channel="C1")
     settled(app, 1)
     # The vote's mapping came from that event, so it was handled; its follow-up too.

@@ -122,6 +122,7 @@ def _unreadable(app: RunningRelay, ts: str) -> list[tuple[bytes, str]]:
         (json.dumps({**reaction, "event": None}).encode(), "application/json"),
         (b"", "application/json"),  # no request type, whatever the body says it is
         (b"{}", "application/json"),
+        (b'{"type": 5}', "application/json"),
         (b"foo=bar", "application/x-www-form-urlencoded"),  # a form without `payload`
         (b"<event type='reaction_added'/>", "text/xml"),
     ]
