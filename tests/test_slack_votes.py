@@ -63,7 +63,11 @@ def test_click_signal_is_exactly_the_reference_request(start_relay: StartRelay) 
     ]
 
 
-@pytest.mark.parametrize("action_ts", ["0", "-1", "1e13", "inf", "nan"])
+@pytest.mark.parametrize(
+    "action_ts",
+    # The last two: in the future (the year 5138, and an hour ahead), no time a person acted.
+    ["0", "-1", "1e13", "inf", "nan", "99999999999.0", "in an hour"],
+)
 def test_a_click_time_slack_could_not_have_sent_is_taken_as_now(
     start_relay: StartRelay, action_ts: str
 ) -> None:
@@ -72,7 +76,7 @@ def test_a_click_time_slack_could_not_have_sent_is_taken_as_now(
     app = start_relay(**NEVER)
     ts = map_by_metadata(app, "m-1")
     action = sr.feedback_button_action("up")
-    action["action_ts"] = action_ts
+    action["action_ts"] = f"{time.time() + 3600:.6f}" if action_ts == "in an hour" else action_ts
     before = time.time()
     click(app, ts, channel="C1", action=action)
     settled(app, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
 
@@ -20,13 +21,19 @@ def text_field(data: Any, *path: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# How far ahead of this machine's clock Slack's may be: a signed request's own timestamp may
+# be 5 minutes off either way.
+MAX_CLOCK_SKEW = 300.0
+
+
 def slack_time(raw: Any, fallback: float) -> float:
-    """Slack's `1700000000.123456` timestamps as epoch seconds, else `fallback`."""
+    """Slack's `1700000000.123456` timestamps as epoch seconds, else `fallback`; a time later
+    than now (beyond clock skew) is no time a person acted, so `fallback` too."""
     try:
         value = float(raw)
     except (TypeError, ValueError):
         return fallback
-    return value if 0 < value < 1e11 else fallback
+    return value if 0 < value <= time() + MAX_CLOCK_SKEW else fallback
 
 
 MAX_ACT_ID = 2**63 - 1  # the database's largest integer
