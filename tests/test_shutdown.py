@@ -81,6 +81,9 @@ class FakeSocketMode:
                     key = value.strip()
             self.handshakes.wait(timeout=30)
             accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            with self._lock:  # before the client can see the socket open: a drop then cuts it
+                self.clients.append(conn)
+                self.connections += 1
             conn.sendall(
                 (
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -89,9 +92,6 @@ class FakeSocketMode:
             )
             hello = {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}
             self._send(conn, 0x1, json.dumps(hello).encode())
-            with self._lock:
-                self.clients.append(conn)
-                self.connections += 1
             self._read(conn)
         except OSError:
             pass
